@@ -1,0 +1,13 @@
+"""The model zoo: every family registers its named variants on import.
+
+>>> from cnn_flax.models import create_model, list_models
+>>> model = create_model("resnet50")
+"""
+
+# Importing a family module registers its variants.
+from cnn_flax.models import (  # noqa: F401  (imported for registration)
+    alexnet,
+)
+from cnn_flax.models.registry import ModelInfo, create_model, list_models, model_info, register
+
+__all__ = ["ModelInfo", "create_model", "list_models", "model_info", "register"]

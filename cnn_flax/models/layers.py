@@ -1,0 +1,194 @@
+"""Building blocks shared by the model families.
+
+Family modules bind their conv, norm and activation once at the top of ``__call__`` (with
+``use_running_average=not train`` and the computation ``dtype``) and pass the bound callables down,
+so blocks never build their own BatchNorm and a user can swap any of the three in one place.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ModuleDef = Any
+"""A callable that builds a Flax module (a class or a ``functools.partial`` of one)."""
+
+Activation = Callable[[jax.Array], jax.Array]
+
+# torchvision initialises convolutions with Kaiming-normal on fan_out (He et al. 2015, "Delving
+# deep into rectifiers"); matching it keeps training from scratch comparable to the reference.
+conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def bind_norm(
+    norm: ModuleDef,
+    *,
+    train: bool,
+    dtype: jnp.dtype,
+    momentum: float = 0.9,
+    epsilon: float = 1e-5,
+) -> ModuleDef:
+    """Binds a BatchNorm-like module to the train/eval mode and compute dtype.
+
+    ``momentum`` follows Flax's convention (weight of the old running value): torchvision's
+    ``momentum=0.1`` is Flax's ``0.9``. Parameters and statistics stay float32 whatever ``dtype``.
+    """
+    return functools.partial(
+        norm,
+        use_running_average=not train,
+        momentum=momentum,
+        epsilon=epsilon,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+    )
+
+
+def bind_conv(conv: ModuleDef, *, dtype: jnp.dtype, use_bias: bool = False, **kwargs) -> ModuleDef:
+    """Binds a convolution to the compute dtype, float32 parameters and torchvision's init."""
+    kwargs.setdefault("kernel_init", conv_kernel_init)
+    return functools.partial(
+        conv, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, **kwargs
+    )
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Rounds a channel count to a multiple of ``divisor``, never dropping below 90% of it.
+
+    The rule of the MobileNet v2 reference code (Sandler et al. 2018), used by MobileNet v3 and
+    EfficientNet too, so scaled widths match the published models exactly.
+    """
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class ConvBN(nn.Module):
+    """Convolution, then normalisation, then an optional activation.
+
+    Attributes:
+      features: output channels.
+      kernel_size: square kernel size.
+      strides: square stride.
+      groups: feature groups (``features`` = depthwise when equal to the input channels).
+      conv: bound convolution (see :func:`bind_conv`).
+      norm: bound normalisation (see :func:`bind_norm`).
+      act: activation, or ``None`` for a linear output (e.g. MobileNet v2's projection).
+    """
+
+    features: int
+    kernel_size: int
+    conv: ModuleDef
+    norm: ModuleDef
+    strides: int = 1
+    groups: int = 1
+    act: Activation | None = None
+    padding: int | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        # Symmetric padding of k // 2, as torchvision's Conv2dNormActivation uses; "SAME" would
+        # pad asymmetrically at stride 2 and break numerical parity.
+        pad = (self.kernel_size - 1) // 2 if self.padding is None else self.padding
+        x = self.conv(
+            features=self.features,
+            kernel_size=(self.kernel_size, self.kernel_size),
+            strides=(self.strides, self.strides),
+            padding=((pad, pad), (pad, pad)),
+            feature_group_count=self.groups,
+            name="conv",
+        )(x)
+        x = self.norm(name="bn")(x)
+        return x if self.act is None else self.act(x)
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018): channel gates from globally pooled features.
+
+    Implemented with 1x1 convolutions named ``fc1``/``fc2`` (torchvision's names), so weights map
+    one to one.
+
+    Attributes:
+      squeeze_features: channels of the bottleneck.
+      act: activation after ``fc1`` (ReLU in MobileNet v3, SiLU in EfficientNet).
+      gate: gating function (sigmoid, or hard-sigmoid in MobileNet v3).
+      dtype: computation dtype.
+    """
+
+    squeeze_features: int
+    act: Activation = nn.relu
+    gate: Activation = nn.sigmoid
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        conv = functools.partial(
+            nn.Conv, kernel_size=(1, 1), use_bias=True, dtype=self.dtype, param_dtype=jnp.float32
+        )
+        s = jnp.mean(x, axis=(1, 2), keepdims=True)
+        s = self.act(conv(self.squeeze_features, name="fc1")(s))
+        s = self.gate(conv(x.shape[-1], name="fc2")(s))
+        return x * s.astype(x.dtype)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): drops a residual branch per example in training.
+
+    Kept examples are scaled by ``1 / (1 - rate)`` so evaluation needs no rescaling, as in
+    torchvision's ``StochasticDepth(mode="row")``. Uses the ``"dropout"`` RNG stream.
+    """
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+        if deterministic or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        rng = self.make_rng("dropout")
+        mask = jax.random.bernoulli(rng, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+def hard_sigmoid(x: jax.Array) -> jax.Array:
+    """ReLU6(x + 3) / 6, torchvision's ``Hardsigmoid``."""
+    return jax.nn.relu6(x + 3.0) / 6.0
+
+
+def hard_swish(x: jax.Array) -> jax.Array:
+    """x * ReLU6(x + 3) / 6 (Howard et al. 2019), torchvision's ``Hardswish``."""
+    return x * hard_sigmoid(x)
+
+
+def to_float32_logits(x: jax.Array) -> jax.Array:
+    """Logits leave every model in float32, whatever the compute dtype."""
+    return x.astype(jnp.float32)
+
+
+def adaptive_avg_pool(x: jax.Array, output_size: tuple[int, int]) -> jax.Array:
+    """PyTorch's ``AdaptiveAvgPool2d`` on NHWC input, bin for bin.
+
+    Output cell ``i`` averages input rows ``floor(i * H / out)`` to ``ceil((i + 1) * H / out)``,
+    which is how AlexNet and VGG accept any input size in torchvision. When the input already has
+    the output size (the 224-pixel case) this is the identity.
+    """
+    h, w = x.shape[1], x.shape[2]
+    oh, ow = output_size
+    if (h, w) == (oh, ow):
+        return x
+    if h % oh == 0 and w % ow == 0:
+        return nn.avg_pool(x, (h // oh, w // ow), strides=(h // oh, w // ow))
+
+    def bins(n_in: int, n_out: int) -> list[tuple[int, int]]:
+        return [((i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)) for i in range(n_out)]
+
+    rows = [jnp.mean(x[:, a:b], axis=1, keepdims=True) for a, b in bins(h, oh)]
+    x = jnp.concatenate(rows, axis=1)
+    cols = [jnp.mean(x[:, :, a:b], axis=2, keepdims=True) for a, b in bins(w, ow)]
+    return jnp.concatenate(cols, axis=2)
