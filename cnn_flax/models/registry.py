@@ -28,7 +28,9 @@ class ModelInfo:
       reference: the paper (or other source) the variant follows.
       torchvision: torchvision model name it matches exactly, or ``None``.
       eval_crop_ratio: centre-crop ratio for evaluation (crop = resolution / resize).
-      paper_params: published parameter count, for variants torchvision does not have.
+      paper_params: the published parameter count as printed in the paper, e.g. ``"4.2M"`` or
+        ``"0.27M"``, for variants torchvision does not have; tests check the count to the
+        paper's precision.
     """
 
     name: str
@@ -38,7 +40,7 @@ class ModelInfo:
     reference: str
     torchvision: str | None = None
     eval_crop_ratio: float = 0.875
-    paper_params: int | None = None
+    paper_params: str | None = None
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -53,7 +55,7 @@ def register(
     resolution: int = 224,
     torchvision: str | None = None,
     eval_crop_ratio: float = 0.875,
-    paper_params: int | None = None,
+    paper_params: str | None = None,
 ) -> Callable[..., nn.Module]:
     """Registers ``builder`` under ``name`` and returns it unchanged.
 

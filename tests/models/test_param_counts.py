@@ -1,5 +1,7 @@
 """Parameter counts: torchvision's for models it has, the paper's for the others."""
 
+import decimal
+
 import pytest
 
 from cnn_flax.models import list_models, model_info
@@ -15,7 +17,8 @@ def test_params_match_reference_csv(name):
     tv_name = model_info(name).torchvision
     if tv_name not in rows:
         pytest.skip(f"{tv_name} is not in shared/reference/torchvision_models.csv")
-    assert param_count(name) == int(rows[tv_name]["params_in_weights"])
+    # The default constructor's count (GoogLeNet's includes its two auxiliary classifiers).
+    assert param_count(name) == int(rows[tv_name]["params_default_constructor"])
 
 
 @pytest.mark.torch
@@ -29,8 +32,24 @@ def test_params_match_torchvision(name):
     assert param_count(name) == expected
 
 
+def parse_paper_count(text: str) -> tuple[float, float]:
+    """``"4.2M"`` -> (4.2e6, 0.05e6): the value and half a unit of its last printed digit."""
+    number = decimal.Decimal(text.rstrip("MK"))
+    scale = {"M": 1e6, "K": 1e3}[text[-1]]
+    half_ulp = float(decimal.Decimal(1).scaleb(number.as_tuple().exponent)) / 2
+    return float(number) * scale, half_ulp * scale
+
+
+def test_parse_paper_count():
+    assert parse_paper_count("4.2M") == pytest.approx((4.2e6, 0.05e6))
+    assert parse_paper_count("0.27M") == pytest.approx((0.27e6, 0.005e6))
+
+
 @pytest.mark.parametrize("name", PAPER_ONLY)
 def test_params_match_paper(name):
     info = model_info(name)
-    assert info.paper_params is not None, f"{name} needs paper_params in its registration"
-    assert param_count(name) == info.paper_params
+    if info.paper_params is None:
+        pytest.skip(f"{name}: the paper prints no parameter count (see its family's tests)")
+    value, tolerance = parse_paper_count(info.paper_params)
+    count = param_count(name)
+    assert abs(count - value) <= tolerance, f"{name}: {count} vs paper {info.paper_params}"
