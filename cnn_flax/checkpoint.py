@@ -66,21 +66,200 @@ def read_meta(directory: str | pathlib.Path) -> dict:
         raise CheckpointError(f"Cannot read checkpoint metadata {path}: {err}") from None
 
 
-def load_variables(directory: str | pathlib.Path) -> dict:
-    """Loads ``{"params", "batch_stats"}`` (numpy, on the host) from a variables checkpoint.
+def load_variables(directory: str | pathlib.Path, *, ema: bool = False) -> dict:
+    """Loads ``{"params", "batch_stats"}`` (numpy, on the host) from any checkpoint.
+
+    Accepts a variables checkpoint (``python -m cnn_flax.convert``), a training workdir (its
+    latest checkpoint), its ``checkpoints/`` folder, or one step folder inside it.
+
+    Args:
+      directory: one of the above.
+      ema: take the exponential-moving-average weights of a training checkpoint instead of the
+        raw ones.
 
     Raises:
-      CheckpointError: naming the path when it holds no readable checkpoint.
+      CheckpointError: naming the path when it holds no readable checkpoint, or when ``ema`` is
+        asked of a checkpoint without EMA weights.
     """
     directory = pathlib.Path(directory).resolve()
-    if not is_variables_checkpoint(directory):
+    if is_variables_checkpoint(directory):
+        if ema:
+            raise CheckpointError(
+                f"{directory} is a variables checkpoint and holds no separate EMA weights; "
+                "drop --ema or pass a training workdir trained with config.ema_decay set."
+            )
+        try:
+            with ocp.StandardCheckpointer() as ckptr:
+                return ckptr.restore(directory / VARIABLES_ITEM)
+        except Exception as err:  # orbax raises many types; the user needs the path and cause.
+            raise CheckpointError(f"Cannot read checkpoint {directory}: {err}") from None
+    step_dir = training_step_dir(directory)
+    if step_dir is None:
         raise CheckpointError(
-            f"{directory} is not a cnn_flax variables checkpoint (expected {VARIABLES_ITEM}/ and "
-            f"{MODEL_META} inside). Write one with `python -m cnn_flax.convert` or pass a "
-            f"training workdir."
+            f"{directory} is neither a cnn_flax variables checkpoint (expected {VARIABLES_ITEM}/ "
+            f"and {MODEL_META} inside) nor a training workdir with checkpoints in "
+            f"{CHECKPOINTS_DIR}/. Write one with `python -m cnn_flax.convert` or "
+            "`python -m cnn_flax.train`."
         )
     try:
         with ocp.StandardCheckpointer() as ckptr:
-            return ckptr.restore(directory / VARIABLES_ITEM)
-    except Exception as err:  # orbax raises many types; the user needs the path and the cause.
-        raise CheckpointError(f"Cannot read checkpoint {directory}: {err}") from None
+            state = ckptr.restore(step_dir / STATE_ITEM)
+    except Exception as err:
+        raise CheckpointError(f"Cannot read training checkpoint {step_dir}: {err}") from None
+    params = state.get("ema_params") if ema else state.get("params")
+    if params is None:
+        raise CheckpointError(
+            f"{step_dir} holds no EMA weights (the run had config.ema_decay=None); drop --ema."
+        )
+    to_host = lambda tree: jax.tree.map(np.asarray, tree)
+    return {"params": to_host(params), "batch_stats": to_host(state.get("batch_stats") or {})}
+
+
+# --- training checkpoints -------------------------------------------------------------------------
+
+CHECKPOINTS_DIR = "checkpoints"
+STATE_ITEM = "state"
+
+
+def _step_dirs(checkpoints: pathlib.Path) -> list[pathlib.Path]:
+    if not checkpoints.is_dir():
+        return []
+    steps = [p for p in checkpoints.iterdir() if p.is_dir() and p.name.isdigit()]
+    return sorted((p for p in steps if (p / STATE_ITEM).is_dir()), key=lambda p: int(p.name))
+
+
+def training_step_dir(directory: str | pathlib.Path) -> pathlib.Path | None:
+    """The step folder that ``directory`` designates (latest when a workdir), or ``None``."""
+    directory = pathlib.Path(directory)
+    if (directory / STATE_ITEM).is_dir():
+        return directory
+    for candidate in (directory / CHECKPOINTS_DIR, directory):
+        steps = _step_dirs(candidate)
+        if steps:
+            return steps[-1]
+    return None
+
+
+def find_model_meta(directory: str | pathlib.Path) -> dict:
+    """``model.json`` of a variables checkpoint or of the training workdir around a checkpoint."""
+    directory = pathlib.Path(directory).resolve()
+    for candidate in (directory, directory.parent, directory.parent.parent):
+        if (candidate / MODEL_META).is_file():
+            return read_meta(candidate)
+    raise CheckpointError(
+        f"No {MODEL_META} found in or above {directory}; is it a cnn_flax checkpoint or workdir?"
+    )
+
+
+class CheckpointManager:
+    """Training checkpoints of one workdir, on top of Orbax's ``CheckpointManager``.
+
+    * Saves are asynchronous: the state is copied to host memory, then written in a background
+      thread while training goes on.
+    * Keeps the last ``keep`` checkpoints plus, when ``keep_best``, the one with the best eval
+      metric (``best_metric``, higher is better).
+    * :meth:`restore_latest` resumes from the newest complete checkpoint; Orbax writes each step
+      to a temporary folder and renames it when complete, so a run killed mid-save leaves the
+      previous checkpoint intact.
+
+    Args:
+      workdir: the training workdir; checkpoints go to ``workdir/checkpoints/<step>/``.
+      keep: last checkpoints to keep.
+      keep_best: also keep the best one by ``best_metric``.
+      best_metric: key of the metrics dict given to :meth:`save`.
+      async_save: write in the background (off in some tests for determinism of timing).
+    """
+
+    def __init__(
+        self,
+        workdir: str | pathlib.Path,
+        *,
+        keep: int,
+        keep_best: bool,
+        best_metric: str = "eval_top1",
+        async_save: bool = True,
+    ):
+        from orbax.checkpoint import checkpoint_managers as policies
+
+        if keep < 1:
+            raise CheckpointError(f"keep_checkpoints={keep} must be at least 1.")
+        self.directory = pathlib.Path(workdir).resolve() / CHECKPOINTS_DIR
+        self.best_metric = best_metric
+        preserve = [policies.LatestN(n=keep)]
+        if keep_best:
+            preserve.append(
+                policies.BestN(
+                    get_metric_fn=lambda m: float(m[best_metric]),
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policies.AnyPreservationPolicy(preserve),
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, *, metrics: dict | None = None) -> bool:
+        """Starts saving ``state`` as ``step`` (returns once the state is in host memory)."""
+        metrics = None if metrics is None or self.best_metric not in metrics else metrics
+        return self._manager.save(
+            step,
+            args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(state)}),
+            metrics=metrics,
+            force=True,
+        )
+
+    def restore(self, step: int, abstract_state: Any) -> Any:
+        """Restores ``step`` onto the shardings of ``abstract_state`` (``ShapeDtypeStruct`` leaves).
+
+        Raises:
+          CheckpointError: the checkpoint is unreadable or does not match the state's structure
+            or shapes (e.g. another model or config); nothing is changed on disk.
+        """
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(abstract_state)}),
+            )
+            state = restored[STATE_ITEM]
+        except Exception as err:
+            raise CheckpointError(
+                f"Cannot resume from checkpoint {self.directory / str(step)}: it is unreadable or "
+                f"does not match this model/config ({type(err).__name__}: {_first_line(err)}). "
+                "Train in a fresh --workdir, or use the config the checkpoint was trained with. "
+                "Nothing was overwritten."
+            ) from None
+        _check_shapes(state, abstract_state, self.directory / str(step))
+        return state
+
+    def wait(self) -> None:
+        """Blocks until pending asynchronous saves are on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+def _check_shapes(state: Any, abstract_state: Any, where: pathlib.Path) -> None:
+    # Orbax may silently pad or truncate arrays of another shape; refuse that explicitly.
+    got = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), state)
+    want = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), abstract_state)
+    if got != want:
+        raise CheckpointError(
+            f"Checkpoint {where} does not match this model/config (array shapes or dtypes "
+            "differ). Train in a fresh --workdir, or use the config it was trained with."
+        )

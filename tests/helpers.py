@@ -14,7 +14,18 @@ REFERENCE_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / 
 
 # Smallest resolution each family's architecture accepts comfortably; tests use these to stay fast.
 # Anything not listed runs at 32 pixels.
-TEST_RESOLUTION = {"alexnet": 64}
+TEST_RESOLUTION = {
+    "alexnet": 64,
+    "googlenet": 32,
+    "vgg": 32,
+    "mobilenet": 32,
+    "mobilenet_v3": 32,
+    "efficientnet": 32,
+}
+
+# Classifier size the paper's parameter counts assume, where it is not ImageNet's 1000 (keys: a
+# family or model name). The CIFAR-10 ResNets' "0.27M" etc. include a 10-way head.
+PAPER_NUM_CLASSES = {"resnet_cifar": 10}
 
 
 def input_resolution(name: str) -> int:
@@ -23,7 +34,13 @@ def input_resolution(name: str) -> int:
 
 
 def param_count(name: str, **overrides) -> int:
-    """Parameter count of a registered model, from shapes alone (no memory allocated)."""
+    """Parameter count of a registered model, from shapes alone (no memory allocated).
+
+    Without a ``num_classes`` override the head has the paper's class count (PAPER_NUM_CLASSES).
+    """
+    family = model_info(name).family
+    default_classes = PAPER_NUM_CLASSES.get(name, PAPER_NUM_CLASSES.get(family, 1000))
+    overrides.setdefault("num_classes", default_classes)
     model = create_model(name, **overrides)
     res = model_info(name).resolution
     variables = jax.eval_shape(

@@ -20,9 +20,12 @@ def test_forward_eval_and_train(name):
     assert np.isfinite(np.asarray(logits)).all()
 
     mutable = ["batch_stats"] if "batch_stats" in variables else []
-    out, _ = model.apply(
-        variables, x, train=True, mutable=mutable, rngs={"dropout": jax.random.key(2)}
+    train_apply = jax.jit(
+        lambda v, x: model.apply(
+            v, x, train=True, mutable=mutable, rngs={"dropout": jax.random.key(2)}
+        )
     )
+    out, _ = train_apply(variables, x)
     main = out[0] if isinstance(out, tuple) else out
     assert main.shape == (2, 10)
     assert np.isfinite(np.asarray(main)).all()

@@ -1,0 +1,300 @@
+"""Training recipes: ``ml_collections`` ``get_config()`` files, resolved by name or path.
+
+``get_config(NAME)`` accepts
+
+* a recipe module of this package (``quickstart``, ``resnet50``, ``resnet``, ``vgg``, ...),
+* any registered model name (``vgg16``, ``efficientnet_b3``, ``resnet20``): the recipe of the
+  model's family with that model set (see :data:`FAMILY_RECIPES`),
+* a path to a ``.py`` file defining ``get_config()``.
+
+``apply_overrides(config, ["a.b=value", ...])`` then changes fields, checking every key and type
+before any compute.
+
+>>> config = get_config("resnet18")
+>>> config = apply_overrides(config, ["batch_size=512", "optimizer.lr=0.2"])
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib
+import importlib.util
+import pathlib
+import pkgutil
+from collections.abc import Sequence
+
+import ml_collections
+from ml_collections import config_dict
+
+_PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
+_NOT_RECIPES = frozenset({"base"})
+
+# Model family (ModelInfo.family) -> recipe module. Families are matched exactly first, then by
+# prefix, so "mobilenet_v3" finds "mobilenet". ResNet-family models at CIFAR resolution (<= 64
+# pixels) take the CIFAR recipe instead of the ImageNet one.
+FAMILY_RECIPES: dict[str, str] = {
+    "alexnet": "alexnet",
+    "vgg": "vgg",
+    "googlenet": "googlenet",
+    "inception": "googlenet",
+    "resnet": "resnet",
+    "resnext": "resnet",
+    "wide_resnet": "resnet",
+    "plain": "resnet",
+    "resnet_cifar": "resnet_cifar",
+    "cifar_resnet": "resnet_cifar",
+    "mobilenet": "mobilenet",
+    "efficientnet": "efficientnet",
+}
+_CIFAR_MAX_RESOLUTION = 64
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipe modules in this package, sorted."""
+    return sorted(
+        m.name
+        for m in pkgutil.iter_modules([str(_PACKAGE_DIR)])
+        if not m.name.startswith("_") and m.name not in _NOT_RECIPES
+    )
+
+
+def recipe_for_model(name: str) -> str:
+    """The recipe module that trains the registered model ``name``.
+
+    Raises:
+      ValueError: if ``name`` is not registered or its family has no recipe.
+    """
+    from cnn_flax.models import model_info
+
+    info = model_info(name)
+    family = info.family
+    recipe = FAMILY_RECIPES.get(family)
+    if recipe is None:
+        matches = [f for f in FAMILY_RECIPES if family.startswith(f)]
+        if matches:
+            recipe = FAMILY_RECIPES[max(matches, key=len)]
+    if recipe is None:
+        raise ValueError(
+            f"Model {name!r} is of family {family!r}, which has no training recipe. Add it to "
+            "cnn_flax.configs.FAMILY_RECIPES or pass --config=path/to/recipe.py."
+        )
+    if recipe == "resnet" and info.resolution <= _CIFAR_MAX_RESOLUTION:
+        recipe = "resnet_cifar"
+    return recipe
+
+
+def _load_file(path: pathlib.Path) -> ml_collections.ConfigDict:
+    if not path.is_file():
+        raise ValueError(f"Config file {str(path)!r} does not exist.")
+    spec = importlib.util.spec_from_file_location(f"_cnn_flax_config_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"Cannot import config file {str(path)!r}; is it a Python file?")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"Config file {str(path)!r} defines no get_config() function.")
+    return module.get_config()
+
+
+def get_config(name_or_path: str) -> ml_collections.ConfigDict:
+    """Loads a recipe by recipe name, registered model name or file path.
+
+    Args:
+      name_or_path: e.g. ``"quickstart"``, ``"resnet50"``, ``"efficientnet_b3"`` or
+        ``"my_configs/run.py"``.
+
+    Returns:
+      A fresh, unlocked ``ConfigDict``.
+
+    Raises:
+      ValueError: for an unknown name (listing the closest recipe and model names) or a file
+        without ``get_config()``.
+    """
+    from cnn_flax.models import list_models
+
+    if name_or_path.endswith(".py") or "/" in name_or_path:
+        return _load_file(pathlib.Path(name_or_path))
+    recipes = list_recipes()
+    if name_or_path in recipes:
+        return importlib.import_module(f"cnn_flax.configs.{name_or_path}").get_config()
+    models = list_models()
+    if name_or_path in models:
+        module = importlib.import_module(f"cnn_flax.configs.{recipe_for_model(name_or_path)}")
+        return module.get_config(name_or_path)
+    close = difflib.get_close_matches(name_or_path, recipes + models, n=5, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"Unknown config {name_or_path!r}.{hint} Use a recipe ({', '.join(recipes)}), a model "
+        "name from cnn_flax.models.list_models(), or a path to a .py file with get_config()."
+    )
+
+
+def _flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in config.items():
+        full = f"{prefix}{key}"
+        keys.append(full)
+        if isinstance(value, ml_collections.ConfigDict):
+            keys.extend(_flat_keys(value, f"{full}."))
+    return keys
+
+
+def _unknown_key(config: ml_collections.ConfigDict, key: str) -> ValueError:
+    keys = _flat_keys(config)
+    leaf = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(key, keys, n=5, cutoff=0.6)
+    close += [k for k in keys if k.rsplit(".", 1)[-1] == leaf and k not in close]
+    hint = f" Did you mean: {', '.join(close[:5])}?" if close else ""
+    return ValueError(f"Unknown config key {key!r}.{hint}")
+
+
+def _parse_literal(text: str) -> object:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _parse_bool(key: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise ValueError(f"Config key {key!r} is a bool; got {text!r}. Use true or false.")
+
+
+def _parse_value(key: str, text: str, field_type: type | None, *, nullable: bool) -> object:
+    """Converts the override text to the field's type, or raises naming key, value and type."""
+    if text.strip().lower() == "none":
+        if nullable:
+            return None
+        raise ValueError(f"Config key {key!r} cannot be None; give a {field_type.__name__} value.")
+    if field_type is None:
+        return _parse_literal(text)
+    if field_type is bool:
+        return _parse_bool(key, text)
+    try:
+        if field_type is int:
+            return int(text)
+        if field_type is float:
+            return float(text)
+    except ValueError:
+        raise ValueError(
+            f"Config key {key!r} is an {field_type.__name__}; cannot read {text!r} as one."
+        ) from None
+    if field_type is str:
+        return text
+    if field_type in (tuple, list):
+        value = _parse_literal(text)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = (value,)
+        if not isinstance(value, (tuple, list)):
+            raise ValueError(
+                f"Config key {key!r} is a tuple; cannot read {text!r} as one. Use e.g. (30, 60)."
+            )
+        return field_type(value)
+    raise ValueError(
+        f"Config key {key!r} has type {field_type.__name__}, which cannot be set from the command "
+        "line; edit the recipe instead."
+    )
+
+
+def _is_reference(node: ml_collections.ConfigDict, leaf: str) -> bool:
+    """Whether ``leaf`` is a typed placeholder (a FieldReference), which may be set to None."""
+    fields = getattr(node, "_fields", {})  # ml_collections keeps references here, unresolved
+    return isinstance(fields.get(leaf), config_dict.FieldReference)
+
+
+def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
+    """Sets ``config.<key>`` (dotted) from its command-line text, in place, type-checked."""
+    *parents, leaf = key.split(".")
+    node = config
+    for i, part in enumerate(parents):
+        child = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+        if not isinstance(child, ml_collections.ConfigDict):
+            raise _unknown_key(config, ".".join(parents[: i + 1]) if child is None else key)
+        node = child
+    if leaf not in node:
+        # model_overrides is open: new keys are module fields that create_model checks by name.
+        if parents and parents[0] == "model_overrides" and len(parents) == 1:
+            with node.unlocked():
+                node[leaf] = _parse_literal(text)
+            return
+        raise _unknown_key(config, key)
+    current = node[leaf]
+    if isinstance(current, ml_collections.ConfigDict):
+        raise ValueError(f"Config key {key!r} is a group; set one of its fields, e.g. {key}.x=...")
+    ref_type = node.get_type(leaf)
+    is_placeholder = current is None or _is_reference(node, leaf)
+    field_type = ref_type if ref_type is not type(None) else None
+    if parents and parents[0] == "model_overrides":
+        field_type = type(current) if current is not None else None
+    value = _parse_value(key, text, field_type, nullable=is_placeholder or field_type is None)
+    try:
+        node[leaf] = value
+    except TypeError as err:
+        raise ValueError(f"Config key {key!r}: {err}") from None
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: Sequence[str]
+) -> ml_collections.ConfigDict:
+    """Applies ``"a.b=value"`` overrides to ``config`` (in place) and returns it.
+
+    Values are read according to the field's type: ints, floats, bools (true/false), strings,
+    tuples (``"(30, 60)"``) and ``None`` for placeholder fields. Keys under ``model_overrides``
+    may be new; their values are read as Python literals.
+
+    Raises:
+      ValueError: for a malformed override, an unknown key (naming the closest keys) or a value
+        that does not fit the field's type.
+    """
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip().removeprefix("--config.").removeprefix("config.")
+        if not sep or not key:
+            raise ValueError(
+                f"Override {item!r} is not of the form key=value, e.g. batch_size=256."
+            )
+        apply_override(config, key, text)
+    return config
+
+
+def split_config_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Splits ``--config.a.b=v`` arguments out of ``argv``.
+
+    Returns:
+      ``(rest, overrides)``: the other arguments unchanged, and the overrides as ``"a.b=v"``.
+      ``--config.a.b v`` (value as the next argument) is accepted too.
+    """
+    rest: list[str] = []
+    overrides: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--config."):
+            body = arg[len("--config.") :]
+            if "=" not in body:
+                if i + 1 >= len(args):
+                    raise ValueError(f"{arg} needs a value: {arg}=VALUE.")
+                body = f"{body}={args[i + 1]}"
+                i += 1
+            overrides.append(body)
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, overrides
+
+
+__all__ = [
+    "FAMILY_RECIPES",
+    "apply_override",
+    "apply_overrides",
+    "get_config",
+    "list_recipes",
+    "recipe_for_model",
+    "split_config_args",
+]

@@ -1,0 +1,146 @@
+"""Shared defaults of every training recipe.
+
+Each recipe module starts from :func:`get_base_config` and changes only what its reference
+changes, so the schema (which the trainer, data pipeline and optimiser read) is defined once,
+here. Fields whose default is "unset" are typed placeholders: they hold ``None`` but still accept
+only their declared type, so ``--config.total_steps=abc`` fails before any compute.
+
+The learning rate is the BASE rate for a global batch of 256 (Goyal et al. 2017, "Accurate,
+Large Minibatch SGD"): the peak rate is ``optimizer.lr * batch_size / 256`` unless
+``optimizer.lr_scaling == "none"``.
+
+Epoch-valued schedule fields (``warmup_epochs``, ``boundaries_epochs``, ``decay_epochs``) are
+converted to steps with ``total_steps / num_epochs``; when ``total_steps`` is set it therefore
+compresses (or stretches) the whole schedule, so a short run keeps the recipe's shape.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+def get_optimizer_config() -> ml_collections.ConfigDict:
+    """Optimiser fields (read by :func:`cnn_flax.optim.create_optimizer`)."""
+    opt = ml_collections.ConfigDict()
+    opt.name = "sgd"  # sgd | adamw | rmsprop | lars | lamb
+    opt.lr = 0.1  # base learning rate for a global batch of 256
+    opt.lr_scaling = "linear"  # linear: peak = lr * batch_size / 256; none: peak = lr
+    opt.momentum = 0.9  # sgd, rmsprop, lars (0 turns momentum off)
+    opt.nesterov = False  # sgd, adamw (NAdamW), lars
+    opt.weight_decay = 1e-4
+    # no_bn_bias: no decay on biases and BatchNorm scale/bias (leaf named "bias"/"scale" or
+    # ndim <= 1); all: decay every parameter.
+    opt.weight_decay_mask = "no_bn_bias"
+    opt.b1 = 0.9  # adamw, lamb
+    opt.b2 = 0.999  # adamw, lamb
+    opt.eps = 1e-8  # adamw, lamb, rmsprop, lars
+    opt.rmsprop_decay = 0.9
+    # TensorFlow's RMSProp divides by sqrt(ms + eps) (eps inside the root) where PyTorch divides
+    # by sqrt(ms) + eps; the TF reference recipes (MnasNet, EfficientNet) assume the former.
+    opt.tf_style_eps = True
+    # tf.compat.v1.train.RMSPropOptimizer starts the mean square at 1.0, PyTorch/Keras at 0.0.
+    opt.rmsprop_initial_scale = 0.0
+    opt.rmsprop_centered = False
+    opt.trust_coefficient = 0.001  # lars
+    return opt
+
+
+def get_schedule_config() -> ml_collections.ConfigDict:
+    """Learning-rate schedule fields (read by :func:`cnn_flax.optim.create_learning_rate_schedule`).
+
+    Every schedule starts with a linear warm-up from ``warmup_init_factor * peak`` to the peak.
+    """
+    sched = ml_collections.ConfigDict()
+    sched.name = "cosine"  # cosine | step | linear | exponential | constant
+    sched.warmup_epochs = 0.0
+    sched.warmup_init_factor = 0.0
+    # linear: ramp from warmup_init_factor * peak to peak; constant: hold warmup_init_factor * peak
+    # (He et al. 2016's 0.01 warm-up of ResNet-110 on CIFAR-10).
+    sched.warmup_shape = "linear"
+    sched.end_lr_factor = 0.0  # cosine / linear: final lr = peak * end_lr_factor
+    sched.boundaries_epochs = (30.0, 60.0)  # step: multiply by decay_factor at each boundary
+    sched.decay_factor = 0.1  # step
+    sched.decay_epochs = 2.4  # exponential: lr = peak * decay_rate ** (step / decay_steps)
+    sched.decay_rate = 0.97  # exponential
+    sched.staircase = True  # exponential: decay in whole periods, as tf.train.exponential_decay
+    return sched
+
+
+def get_data_config() -> ml_collections.ConfigDict:
+    """Input-pipeline fields (read by :mod:`cnn_flax.data`)."""
+    data = ml_collections.ConfigDict()
+    data.name = "imagenet2012"
+    data.data_dir = config_dict.placeholder(str)  # None -> $TFDS_DATA_DIR -> tfds default
+    data.train_split = "train"
+    data.eval_split = "validation"
+    data.image_size = 224
+    data.eval_crop_ratio = 0.875
+    data.mean = IMAGENET_MEAN
+    data.std = IMAGENET_STD
+    aug = ml_collections.ConfigDict()
+    aug.inception_crop = True
+    aug.flip = True
+    aug.pad_crop = False  # small images: pad 4 pixels and take a random crop
+    aug.randaugment = ml_collections.ConfigDict({"num_layers": 0, "magnitude": 9})  # 0 = off
+    aug.autoaugment = config_dict.placeholder(str)  # e.g. "v0"
+    aug.mixup_alpha = 0.0
+    aug.cutmix_alpha = 0.0
+    data.augment = aug
+    data.shuffle_buffer = 16 * 1024
+    data.cache = False
+    data.num_parallel_calls = -1  # tf.data.AUTOTUNE
+    data.prefetch = 2
+    return data
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    """The shared defaults; every recipe starts here."""
+    config = ml_collections.ConfigDict()
+    config.model = "resnet50"
+    # Passed to create_model(config.model, **model_overrides); new keys may be added from the
+    # command line (the model checks their names).
+    config.model_overrides = ml_collections.ConfigDict()
+    config.dtype = "bfloat16"  # compute dtype; parameters and optimiser state stay float32
+    config.seed = 0
+    config.batch_size = 1024  # GLOBAL batch over all devices and processes
+    config.num_epochs = 90.0
+    config.total_steps = config_dict.placeholder(int)  # set: overrides num_epochs
+    config.log_every_steps = 100
+    config.eval_every_steps = 5000
+    config.checkpoint_every_steps = 5000
+    config.keep_checkpoints = 3
+    config.keep_best = True
+    config.label_smoothing = 0.0
+    config.aux_loss_weight = 0.0  # GoogLeNet auxiliary classifiers
+    config.ema_decay = config_dict.placeholder(float)  # None: no EMA of the weights
+    # TF's ExponentialMovingAverage(num_updates=step): decay = min(decay, (1+t)/(10+t)).
+    config.ema_warmup = False
+    config.bn_mode = "global"  # global | per_device
+    config.grad_accum_steps = 1
+    config.clip_grad_norm = config_dict.placeholder(float)
+    config.loss_scale = ml_collections.ConfigDict({"initial": 2.0**15, "growth_interval": 2000})
+    config.compilation_cache_dir = config_dict.placeholder(str)
+    config.optimizer = get_optimizer_config()
+    config.schedule = get_schedule_config()
+    config.data = get_data_config()
+    return config
+
+
+def set_model(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """Sets ``config.model`` and, if the model is registered, its resolution and crop ratio.
+
+    A model another part of the project has not registered yet keeps the recipe's defaults, so
+    recipes load while families are still being written; ``create_model`` checks the name later.
+    """
+    from cnn_flax.models import list_models, model_info
+
+    config.model = name
+    if name in list_models():
+        info = model_info(name)
+        config.data.image_size = info.resolution
+        config.data.eval_crop_ratio = info.eval_crop_ratio
+    return config

@@ -1,0 +1,1 @@
+"""tfds builders for the datasets tfds does not ship: `digits` (offline) and `folder:<path>`."""

@@ -1,0 +1,61 @@
+"""The data API of the trainer: global iterators over a mesh (see notes: Data API).
+
+TensorFlow is imported only when an iterator is built, so importing cnn_flax.data stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+
+from cnn_flax.data import config_access
+
+
+def get_dataset_info(data_config: Any):
+    """DatasetInfo(num_classes, num_train, num_eval) of the configured dataset and splits."""
+    from cnn_flax.data import datasets
+
+    return datasets.get_dataset_info(data_config)
+
+
+def create_train_iterator(
+    data_config: Any,
+    *,
+    global_batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    sharding: jax.sharding.NamedSharding,
+) -> Iterator[dict[str, jax.Array]]:
+    """Infinite train batches {"image": uint8 [B, H, W, 3], "label": int32 [B]} sharded over
+    `sharding`; batch i is a pure function of (seed, start_step + i), so a resumed run sees
+    exactly the batches of an uninterrupted one. Each process reads a disjoint shard."""
+    from cnn_flax.data import device, pipeline
+
+    stream = pipeline.TrainStream(
+        data_config,
+        global_batch_size=global_batch_size,
+        seed=seed,
+        start_step=start_step,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    size = max(2, int(config_access.get(data_config, "prefetch")))
+    return device.prefetch_to_device(stream, sharding, size=size)
+
+
+def create_eval_iterator(
+    data_config: Any, *, global_batch_size: int, sharding: jax.sharding.NamedSharding
+) -> Iterator[dict[str, jax.Array]]:
+    """Eval batches {"image", "label", "mask"}: ceil(num_eval / global_batch_size) of them; each
+    example of the split appears exactly once with mask True, padding has mask False."""
+    from cnn_flax.data import device, pipeline
+
+    ds = pipeline.eval_dataset(
+        data_config,
+        global_batch_size=global_batch_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    return device.prefetch_to_device(ds.as_numpy_iterator(), sharding, size=2)

@@ -1,0 +1,140 @@
+"""Evaluate a checkpoint: top-1 and top-5 on the complete validation split.
+
+    python -m cnn_flax.evaluate --workdir=runs/r50                    # latest checkpoint, + EMA
+    python -m cnn_flax.evaluate --config=resnet50 --checkpoint=converted/resnet50
+
+``--workdir`` takes a training workdir (its ``config.json`` is the default config); ``--checkpoint``
+takes any checkpoint: a variables checkpoint (e.g. converted torchvision weights), a workdir or a
+step folder inside one. ``--config`` (recipe name or file, plus ``--config.x=y`` overrides) sets
+the data set and preprocessing; for a converted checkpoint the model comes from its metadata.
+Every example of the split is counted exactly once. A checkpoint with EMA weights is evaluated
+twice, raw and EMA.
+
+argparse rather than absl flags here: ``train`` and ``evaluate`` both define ``--config``, and
+absl flags are process-global, so the two could not be imported together (e.g. in tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+from collections.abc import Sequence
+
+import ml_collections
+
+
+def resolve_config(
+    *, config_name: str | None, workdir: str | None, overrides: Sequence[str]
+) -> ml_collections.ConfigDict:
+    """The eval config: ``--config`` if given, else the workdir's ``config.json``; + overrides."""
+    from cnn_flax import configs
+
+    if config_name:
+        config = configs.get_config(config_name)
+    elif workdir and (pathlib.Path(workdir) / "config.json").is_file():
+        saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
+        config = configs.get_config("quickstart")
+        _merge(config, saved)
+    else:
+        raise ValueError("Pass --config=NAME_OR_PATH (the workdir holds no config.json).")
+    return configs.apply_overrides(config, list(overrides))
+
+
+def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:
+    """Writes a saved ``config.json`` over a base config (unlocked, so every key comes back)."""
+    with config.unlocked():
+        for key, value in saved.items():
+            if isinstance(value, dict) and isinstance(config.get(key), ml_collections.ConfigDict):
+                _merge(config[key], value)
+            else:
+                config[key] = tuple(value) if isinstance(value, list) else value
+
+
+def evaluate(
+    config: ml_collections.ConfigDict,
+    checkpoint_dir: str | pathlib.Path,
+    *,
+    data_source=None,
+) -> dict[str, float]:
+    """Evaluates every weight set of ``checkpoint_dir`` on ``config``'s eval split.
+
+    Returns:
+      ``{"top1", "top5", "loss", "num_examples"}`` and, when the checkpoint has EMA weights, the
+      same with an ``ema_`` prefix.
+    """
+    from cnn_flax import checkpoint, parallel, trainer
+
+    if data_source is None:
+        from cnn_flax import data as data_source
+    num_classes, _, _ = data_source.get_dataset_info(config.data)
+    meta = checkpoint.find_model_meta(checkpoint_dir)
+    if int(meta["num_classes"]) != num_classes:
+        raise checkpoint.CheckpointError(
+            f"{checkpoint_dir} has {meta['num_classes']} classes but data set "
+            f"{config.data.name!r} has {num_classes}; evaluate on the data set it was trained on."
+        )
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.model = meta["model"]
+    with config.model_overrides.unlocked():
+        for key, value in (meta.get("overrides") or {}).items():
+            config.model_overrides[key] = tuple(value) if isinstance(value, list) else value
+    config.bn_mode = "global"  # evaluation uses running statistics; BN mode does not matter
+    mesh = parallel.create_mesh()
+    config.batch_size = _eval_batch_size(int(config.batch_size), mesh.size)
+    model = trainer.build_model(config, num_classes=num_classes, num_devices=mesh.size)
+    evaluator = trainer.Evaluator(
+        config, model, num_classes=num_classes, mesh=mesh, data_module=data_source
+    )
+    results = {}
+    for prefix, ema in (("", False), ("ema_", True)):
+        try:
+            variables = checkpoint.load_variables(checkpoint_dir, ema=ema)
+        except checkpoint.CheckpointError:
+            if ema:
+                continue  # no EMA weights in this checkpoint
+            raise
+        variables = parallel.replicate(variables, mesh)
+        results.update({prefix + k: v for k, v in evaluator.run(variables).items()})
+    return results
+
+
+def _eval_batch_size(batch_size: int, num_devices: int) -> int:
+    # Any multiple of the device count works: the eval iterator pads and masks the last batch.
+    return max(num_devices, batch_size // num_devices * num_devices)
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """``python -m cnn_flax.evaluate``; user errors become one line and exit status 2."""
+    from cnn_flax.checkpoint import CheckpointError
+    from cnn_flax.configs import split_config_args
+
+    parser = argparse.ArgumentParser(prog="python -m cnn_flax.evaluate", description=__doc__)
+    parser.add_argument("--config", help="recipe name, model name or .py file")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workdir", help="training workdir (latest checkpoint)")
+    source.add_argument("--checkpoint", help="variables checkpoint, workdir or step folder")
+    try:
+        rest, overrides = split_config_args(list(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(rest)
+        config = resolve_config(
+            config_name=args.config, workdir=args.workdir or args.checkpoint, overrides=overrides
+        )
+        results = evaluate(config, args.workdir or args.checkpoint)
+    except (ValueError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for prefix, label in (("", "raw"), ("ema_", "EMA")):
+        if prefix + "top1" in results:
+            print(
+                f"{label}: top-1 {100 * results[prefix + 'top1']:.2f}%  "
+                f"top-5 {100 * results[prefix + 'top5']:.2f}%  "
+                f"loss {results[prefix + 'loss']:.4f}  "
+                f"({int(results[prefix + 'num_examples'])} examples)"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,243 @@
+"""Metrics without host syncs: (sum, count) pairs, asynchronous fetches, writers, progress bar.
+
+The train step returns each metric as a ``(sum, count)`` pair of device scalars. The loop keeps the
+pairs of every step of a logging interval, starts their device-to-host copies when the interval
+ends, and reads them one interval later, by when the copies are long done. So the hot loop never
+blocks on the device (no ``float(loss)``), yet every step's values are seen: a non-finite loss is
+caught at the next log and pinned to its exact step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+Pairs = Mapping[str, tuple[Any, Any]]
+
+
+def reduce_pairs(steps: Iterable[Pairs]) -> dict[str, float]:
+    """Sums the pairs of several steps and divides: ``{name: sum / count}`` (host values)."""
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for pairs in steps:
+        for name, (s, c) in pairs.items():
+            sums[name] = sums.get(name, 0.0) + float(np.asarray(s))
+            counts[name] = counts.get(name, 0.0) + float(np.asarray(c))
+    return {name: sums[name] / counts[name] if counts[name] else math.nan for name in sums}
+
+
+class PendingMetrics:
+    """The device metrics of one logging interval, on their way to the host.
+
+    Attributes:
+      first_step: optimizer step (0-based) of the first entry.
+      steps: per-step ``{name: (sum, count)}`` device scalars.
+      wall_time: host seconds the interval took (dispatch to dispatch).
+    """
+
+    def __init__(self, first_step: int, steps: list[Pairs], wall_time: float):
+        self.first_step = first_step
+        self.steps = steps
+        self.wall_time = wall_time
+        for pairs in steps:
+            for leaf in jax.tree.leaves(pairs):
+                leaf.copy_to_host_async()
+
+    def first_nonfinite_step(self) -> int | None:
+        """Step of the first non-finite loss or gradient in the interval, if any (blocks)."""
+        for i, pairs in enumerate(self.steps):
+            if "nonfinite" in pairs and float(np.asarray(pairs["nonfinite"][0])) > 0:
+                return self.first_step + i
+        return None
+
+    def result(self) -> dict[str, float]:
+        """Interval means of every metric (blocks until the copies are done)."""
+        return reduce_pairs(self.steps)
+
+
+class MetricWriter:
+    """Writes scalars to ``workdir/metrics.jsonl`` and TensorBoard event files.
+
+    Only process 0 writes (``enabled=False`` elsewhere). TensorFlow is imported on first use, so
+    importing this module stays cheap.
+    """
+
+    def __init__(
+        self, workdir: str | pathlib.Path, *, enabled: bool = True, tensorboard: bool = True
+    ):
+        self.workdir = pathlib.Path(workdir)
+        self.enabled = enabled
+        self._tensorboard = tensorboard
+        self._tb_writer = None
+        self._jsonl = None
+        if enabled:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._jsonl = (self.workdir / "metrics.jsonl").open("a")
+
+    def _tb(self):
+        if self._tb_writer is None and self._tensorboard:
+            import tensorflow as tf
+
+            # TensorFlow must never claim the accelerators JAX is using.
+            tf.config.set_visible_devices([], "GPU")
+            self._tb_writer = tf.summary.create_file_writer(str(self.workdir / "tensorboard"))
+        return self._tb_writer
+
+    def write(self, step: int, scalars: Mapping[str, float], *, prefix: str) -> None:
+        """One jsonl record ``{"step", "split", name: value, ...}`` and one TB scalar per name."""
+        if not self.enabled:
+            return
+        record = {"step": int(step), "split": prefix, "time": time.time()}
+        record.update({k: _jsonable(v) for k, v in scalars.items()})
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        writer = self._tb()
+        if writer is not None:
+            import tensorflow as tf
+
+            with writer.as_default(step=int(step)):
+                for name, value in scalars.items():
+                    # tf.summary.scalar needs the tensorboard package; writing the tensor with
+                    # the scalars plugin's metadata is the same event without it.
+                    tf.summary.write(
+                        f"{prefix}/{name}",
+                        tf.constant(float(value), tf.float32),
+                        metadata=_scalar_metadata(),
+                    )
+            writer.flush()
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+        if self._tb_writer is not None:
+            self._tb_writer.close()
+            self._tb_writer = None
+
+
+def _scalar_metadata() -> bytes:
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = "scalars"
+    return metadata.SerializeToString()
+
+
+def _jsonable(value: float) -> float | str:
+    value = float(value)
+    return value if math.isfinite(value) else str(value)
+
+
+class ProgressBar:
+    """A tqdm bar over optimizer steps showing loss, images/s, step time and ETA (process 0)."""
+
+    def __init__(self, *, total: int, initial: int, enabled: bool = True):
+        self._bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def show(self, scalars: Mapping[str, float]) -> None:
+        if self._bar is None:
+            return
+        shown = {}
+        if "loss" in scalars:
+            shown["loss"] = f"{scalars['loss']:.4f}"
+        if "img_per_s" in scalars:
+            shown["img/s"] = f"{scalars['img_per_s']:.0f}"
+        if "step_time_ms" in scalars:
+            shown["step"] = f"{scalars['step_time_ms']:.0f}ms"
+        if "mfu" in scalars:
+            shown["mfu"] = f"{100 * scalars['mfu']:.1f}%"
+        elif "gflops_per_s" in scalars:
+            shown["GFLOP/s"] = f"{scalars['gflops_per_s']:.1f}"
+        self._bar.set_postfix(shown, refresh=False)
+
+    def write(self, message: str) -> None:
+        if self._bar is not None:
+            self._bar.write(message)
+        else:
+            print(message, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+# --- throughput and model FLOPs utilisation -------------------------------------------------------
+
+# Dense peak FLOP/s per chip for 16-bit matmuls (float32 runs lower; MFU is then a lower bound of
+# the achievable share). Vendor data sheets.
+_PEAK_FLOPS = (
+    ("H200", 989e12),
+    ("H100", 989e12),
+    ("A100", 312e12),
+    ("L4", 121e12),
+    ("A10", 125e12),
+    ("V100", 125e12),
+    ("TPU v6", 918e12),
+    ("TPU v5p", 459e12),
+    ("TPU v5 lite", 197e12),
+    ("TPU v5e", 197e12),
+    ("TPU v4", 275e12),
+    ("TPU v3", 123e12),
+)
+
+
+def peak_flops_per_device(device: jax.Device | None = None) -> float | None:
+    """The device's peak FLOP/s from a small table, or ``None`` (CPU, unknown accelerators)."""
+    kind = (device or jax.devices()[0]).device_kind
+    for name, flops in _PEAK_FLOPS:
+        if name.lower() in kind.lower():
+            return flops
+    return None
+
+
+def compiled_flops(compiled: Any) -> float | None:
+    """FLOPs of one execution of a compiled (per-device, SPMD-partitioned) program, from XLA."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # some backends do not implement cost analysis
+        return None
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    if not cost or "flops" not in cost:
+        return None
+    flops = float(cost["flops"])
+    return flops if flops > 0 else None
+
+
+def throughput(
+    *,
+    steps: int,
+    seconds: float,
+    global_batch: int,
+    flops_per_device_step: float | None,
+    peak_per_device: float | None,
+    num_devices: int,
+) -> dict[str, float]:
+    """Images/s, step time and MFU (or achieved GFLOP/s where the peak is unknown)."""
+    if steps <= 0 or seconds <= 0:
+        return {}
+    out = {
+        "img_per_s": steps * global_batch / seconds,
+        "step_time_ms": 1000.0 * seconds / steps,
+    }
+    if flops_per_device_step:
+        achieved_per_device = flops_per_device_step * steps / seconds
+        out["gflops_per_s"] = achieved_per_device * num_devices / 1e9
+        if peak_per_device:
+            out["mfu"] = achieved_per_device / peak_per_device
+    return out

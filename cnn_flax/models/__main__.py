@@ -1,0 +1,221 @@
+"""The model zoo as a table: ``python -m cnn_flax.models [--markdown] [--family=NAME]``.
+
+For every registered model it prints the family, the parameter count, the multiply-accumulates
+of one forward pass at the default resolution, the resolution, and torchvision's published
+top-1 accuracy where torchvision has the model (:mod:`cnn_flax.models.reference`).
+
+Both counts come from shapes alone, with no arrays allocated and nothing compiled: parameters
+from ``jax.eval_shape`` of ``init``, multiply-accumulates from the jaxpr of ``apply``. The
+multiply-accumulates are counted the way torchvision (and the papers) count them: every kernel tap
+of every convolution and every matrix product, padding included, nothing else (no BatchNorm,
+activations or pooling). XLA's cost analysis (:mod:`cnn_flax.perf.flops`) is not used here because
+it skips kernel taps that land on padding and adds the elementwise work, which puts it about 8%
+under torchvision's figure for AlexNet; the count here matches torchvision's to its rounding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from collections.abc import Callable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from cnn_flax.models.reference import TORCHVISION_VERSION, torchvision_reference
+from cnn_flax.models.registry import create_model, list_models, model_info
+
+
+def _sub_jaxprs(eqn: jax.extend.core.JaxprEqn) -> Iterator[jax.extend.core.Jaxpr]:
+    """The jaxprs nested in an equation (``pjit``, ``custom_jvp_call``, ``remat``, ``scan``...)."""
+    for value in eqn.params.values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, jax.extend.core.ClosedJaxpr):
+                yield item.jaxpr
+            elif isinstance(item, jax.extend.core.Jaxpr):
+                yield item
+
+
+def _jaxpr_macs(jaxpr: jax.extend.core.Jaxpr) -> int:
+    total = 0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "conv_general_dilated":
+            out_shape = eqn.outvars[0].aval.shape
+            kernel_shape = eqn.invars[1].aval.shape
+            out_features_dim = eqn.params["dimension_numbers"].rhs_spec[0]
+            # Each output element takes (kernel taps x input features per group) products.
+            total += (
+                math.prod(out_shape) * math.prod(kernel_shape) // kernel_shape[out_features_dim]
+            )
+        elif name == "dot_general":
+            (lhs_contracting, _), _ = eqn.params["dimension_numbers"]
+            lhs_shape = eqn.invars[0].aval.shape
+            contracted = math.prod(lhs_shape[d] for d in lhs_contracting)
+            total += math.prod(eqn.outvars[0].aval.shape) * contracted
+        else:
+            repeats = eqn.params.get("length", 1) if name == "scan" else 1
+            total += repeats * sum(_jaxpr_macs(sub) for sub in _sub_jaxprs(eqn))
+    return total
+
+
+def count_macs(fn: Callable, *args) -> int:
+    """Multiply-accumulates of convolutions and matrix products in ``fn(*args)``.
+
+    Args:
+      fn: a JAX-traceable function.
+      *args: its arguments; arrays or ``jax.ShapeDtypeStruct`` (nothing is computed).
+
+    Returns:
+      The count, padded kernel taps included, as torchvision and the papers count it.
+    """
+    return _jaxpr_macs(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRow:
+    """One line of the model table.
+
+    Attributes:
+      name: registry name.
+      family: family module.
+      num_classes: classifier outputs counted: 1000, or 10 for the CIFAR models.
+      params: trainable parameters of the default constructor (GoogLeNet: with its aux heads).
+      gmacs: billions of multiply-accumulates of one image at ``resolution``.
+      resolution: default input resolution in pixels.
+      top1: torchvision's published ImageNet top-1 (%), or ``None``.
+      weights: the torchvision weights entry ``top1`` belongs to, e.g. ``"IMAGENET1K_V2"``.
+    """
+
+    name: str
+    family: str
+    num_classes: int
+    params: int
+    gmacs: float
+    resolution: int
+    top1: float | None
+    weights: str | None
+
+
+def default_num_classes(name: str) -> int:
+    """The classifier size of the model's dataset: 10 for CIFAR models, else ImageNet's 1000.
+
+    The registry has no dataset field; models registered at CIFAR's 32 pixels are the CIFAR-10
+    models of their papers, whose published parameter counts include a 10-way head.
+    """
+    return 10 if model_info(name).resolution == 32 else 1000
+
+
+def describe(
+    name: str, *, num_classes: int | None = None, resolution: int | None = None
+) -> ModelRow:
+    """Counts parameters and multiply-accumulates of model ``name`` (shapes only, no compile).
+
+    Args:
+      name: a registered model name.
+      num_classes: classifier size; ``None`` takes :func:`default_num_classes`.
+      resolution: square input size; ``None`` takes the model's default resolution.
+    """
+    info = model_info(name)
+    res = resolution or info.resolution
+    num_classes = num_classes or default_num_classes(name)
+    model = create_model(name, num_classes=num_classes)
+    images = jax.ShapeDtypeStruct((1, res, res, 3), jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
+    params = sum(math.prod(x.shape) for x in jax.tree.leaves(variables["params"]))
+    macs = count_macs(lambda v, x: model.apply(v, x, train=False), variables, images)
+    ref = torchvision_reference(name)
+    return ModelRow(
+        name=name,
+        family=info.family,
+        num_classes=num_classes,
+        params=params,
+        gmacs=macs / 1e9,
+        resolution=res,
+        top1=ref.top1 if ref else None,
+        weights=ref.weights if ref else None,
+    )
+
+
+_HEADER = (
+    "model",
+    "family",
+    "classes",
+    "params (M)",
+    "GMACs",
+    "resolution",
+    "torchvision top-1 (%)",
+)
+
+
+def _cells(row: ModelRow) -> tuple[str, ...]:
+    top1 = (
+        "-" if row.top1 is None else f"{row.top1:.3f} ({row.weights.removeprefix('IMAGENET1K_')})"
+    )
+    return (
+        row.name,
+        row.family,
+        str(row.num_classes),
+        f"{row.params / 1e6:.2f}",
+        f"{row.gmacs:.3f}",
+        str(row.resolution),
+        top1,
+    )
+
+
+def _text_line(cells: Sequence[str], widths: Sequence[int]) -> str:
+    # Names left-aligned, numbers right-aligned.
+    parts = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+    return "  ".join(parts).rstrip()
+
+
+def _markdown_line(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _families() -> list[str]:
+    return sorted({model_info(n).family for n in list_models()})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cnn_flax.models",
+        description="List the registered models: parameters, GMACs at the default resolution and "
+        "torchvision's published top-1.",
+    )
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--family", help="only this family, e.g. resnet")
+    args = parser.parse_args(argv)
+
+    if args.family is not None and args.family not in _families():
+        print(
+            f"error: unknown family {args.family!r}; choose one of {', '.join(_families())}.",
+            file=sys.stderr,
+        )
+        return 2
+    names = list_models(args.family)
+    # Rows are printed as they are counted, so the column widths are fixed up front.
+    widths = [max(len(_HEADER[0]), *(len(n) for n in names)), max(len(_HEADER[1]), 12)]
+    widths += [len(_HEADER[2]), len(_HEADER[3]), 7, len(_HEADER[5]), len(_HEADER[6])]
+    if args.markdown:
+        print(_markdown_line(_HEADER))
+        print("|" + "|".join(["---"] * 2 + ["---:"] * 5) + "|")
+    else:
+        print(_text_line(_HEADER, widths))
+    for name in names:
+        cells = _cells(describe(name))
+        print(_markdown_line(cells) if args.markdown else _text_line(cells, widths), flush=True)
+    if args.markdown:
+        print(
+            f"\nGMACs: multiply-accumulates of convolutions and matrix products for one image at "
+            f"the listed resolution, counted by cnn_flax. Top-1: ImageNet-1k validation accuracy "
+            f"of torchvision {TORCHVISION_VERSION}'s weights (entry V1 or V2), which these models "
+            f"load with `python -m cnn_flax.convert`."
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""EfficientNet B0-B7 (Tan & Le 2019) and EfficientNet-Lite0-4.
+
+"EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks" scales the B0 baseline
+(Table 1, a tuple of :class:`MBConvSpec` stages here) by a width coefficient (channels, rounded
+with ``make_divisible``), a depth coefficient (blocks per stage, rounded up) and the input
+resolution. B0-B7 are torchvision's ``efficientnet_b0`` ... ``efficientnet_b7``, number for number:
+MBConv blocks with SiLU and squeeze-and-excitation (a quarter of the block's input width),
+stochastic depth whose rate grows linearly with the block index up to ``drop_path_rate``,
+per-variant dropout, and BatchNorm as torchvision sets it (B0-B4: epsilon 1e-5, torch momentum
+0.1; B5-B7: epsilon 1e-3, torch momentum 0.01).
+
+The module takes no resolution: width and depth are module fields and the resolution is the
+input's, so the compound-scaling study builds width-only, depth-only and resolution-only variants
+of B0 with ``create_model("efficientnet_b0", width_mult=...)``,
+``create_model("efficientnet_b0", depth_mult=...)`` and plain B0 fed larger images.
+
+EfficientNet-Lite (the TensorFlow TPU repository's ``efficientnet/lite`` release) removes
+squeeze-and-excitation, uses ReLU6, keeps the stem (32) and head (1280) widths and the repeats of
+the first and last stages unscaled (``fix_stem_head=True``, ``head_features=1280``), and uses
+the TF BatchNorm settings (epsilon 1e-3, decay 0.99). torchvision has no Lite models; their counts
+are checked against the release's published figures.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cnn_flax.models import layers
+from cnn_flax.models.inverted_residual import InvertedResidual, MBConvSpec
+from cnn_flax.models.registry import register
+
+# Table 1 of the paper: the B0 baseline.
+B0_STAGES: tuple[MBConvSpec, ...] = (
+    MBConvSpec(expand_ratio=1, kernel_size=3, strides=1, features=16, repeats=1),
+    MBConvSpec(expand_ratio=6, kernel_size=3, strides=2, features=24, repeats=2),
+    MBConvSpec(expand_ratio=6, kernel_size=5, strides=2, features=40, repeats=2),
+    MBConvSpec(expand_ratio=6, kernel_size=3, strides=2, features=80, repeats=3),
+    MBConvSpec(expand_ratio=6, kernel_size=5, strides=1, features=112, repeats=3),
+    MBConvSpec(expand_ratio=6, kernel_size=5, strides=2, features=192, repeats=4),
+    MBConvSpec(expand_ratio=6, kernel_size=3, strides=1, features=320, repeats=1),
+)
+
+
+def scale_stages(
+    stages: tuple[MBConvSpec, ...],
+    *,
+    width_mult: float,
+    depth_mult: float,
+    fix_first_last: bool = False,
+) -> tuple[MBConvSpec, ...]:
+    """Applies the width and depth coefficients to a stage table (Sec. 3.3, Eq. 3).
+
+    Widths go through ``make_divisible(c * width_mult, 8)`` and repeats through
+    ``ceil(n * depth_mult)``, the rounding of the reference code and of torchvision.
+    ``fix_first_last`` keeps the first and last stages' repeats, as EfficientNet-Lite does.
+    """
+    scaled = []
+    for i, spec in enumerate(stages):
+        fixed = fix_first_last and i in (0, len(stages) - 1)
+        scaled.append(
+            MBConvSpec(
+                expand_ratio=spec.expand_ratio,
+                kernel_size=spec.kernel_size,
+                strides=spec.strides,
+                features=layers.make_divisible(spec.features * width_mult, 8),
+                repeats=spec.repeats if fixed else int(math.ceil(spec.repeats * depth_mult)),
+            )
+        )
+    return tuple(scaled)
+
+
+# torchvision initialises the classifier with U(-1/sqrt(out), 1/sqrt(out)): variance scaling on
+# fan_out with scale 1/3 has exactly that limit.
+_head_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_out", "uniform")
+
+
+class EfficientNet(nn.Module):
+    """EfficientNet: stem, scaled MBConv stages, a 1x1 head convolution, pooling, classifier.
+
+    Parameter names: ``stem``, ``stage{s}_block{j}`` (torchvision's ``features.{s}.{j}``, stages
+    1-7, blocks from 0; each with optional ``expand``, ``depthwise``, ``se`` (``fc1``, ``fc2``) and
+    ``project``), ``head_conv`` and ``head``.
+
+    Attributes:
+      num_classes: classifier outputs.
+      stages: the unscaled stage table (B0's by default).
+      width_mult: width coefficient (override for width-only scaling).
+      depth_mult: depth coefficient (override for depth-only scaling).
+      stem_features: stem channels before width scaling.
+      head_features: head convolution channels, never scaled; ``None`` takes four times the last
+        stage's width, torchvision's rule (for B0-B7 the same as scaling 1280 like the reference
+        code; for other widths, e.g. 1.01, the two differ and torchvision's is used). Lite fixes
+        it at 1280.
+      fix_stem_head: keep the stem width and the first and last stages' repeats unscaled
+        (EfficientNet-Lite's ``fix_head_stem``; its head is fixed through ``head_features``).
+      se_ratio: squeeze-and-excitation width as a fraction of the block's input width; 0 for none.
+      dropout_rate: dropout in front of the classifier.
+      drop_path_rate: stochastic depth rate of the last block; block b of B uses rate * b / B.
+      bn_momentum: Flax BatchNorm momentum (1 - torch momentum).
+      bn_epsilon: BatchNorm epsilon.
+      dtype: computation dtype; parameters stay float32.
+      conv: convolution module.
+      norm: normalisation module.
+      activation: SiLU (swish) for B0-B7, ReLU6 for Lite.
+    """
+
+    num_classes: int = 1000
+    stages: tuple[MBConvSpec, ...] = B0_STAGES
+    width_mult: float = 1.0
+    depth_mult: float = 1.0
+    stem_features: int = 32
+    head_features: int | None = None
+    fix_stem_head: bool = False
+    se_ratio: float = 0.25
+    dropout_rate: float = 0.2
+    drop_path_rate: float = 0.2
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+    dtype: jnp.dtype = jnp.float32
+    conv: layers.ModuleDef = nn.Conv
+    norm: layers.ModuleDef = nn.BatchNorm
+    activation: layers.Activation = nn.silu
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}.")
+        conv = layers.bind_conv(self.conv, dtype=self.dtype)
+        norm = layers.bind_norm(
+            self.norm,
+            train=train,
+            dtype=self.dtype,
+            momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
+        )
+        act = self.activation
+        stages = scale_stages(
+            self.stages,
+            width_mult=self.width_mult,
+            depth_mult=self.depth_mult,
+            fix_first_last=self.fix_stem_head,
+        )
+
+        stem_features = self.stem_features
+        if not self.fix_stem_head:
+            stem_features = layers.make_divisible(stem_features * self.width_mult, 8)
+        head_features = self.head_features or 4 * stages[-1].features
+
+        x = x.astype(self.dtype)
+        stem = layers.ConvBN(
+            stem_features, 3, conv=conv, norm=norm, strides=2, act=act, name="stem"
+        )
+        x = stem(x)
+        total = sum(spec.repeats for spec in stages)
+        b = 0
+        for s, spec in enumerate(stages, start=1):
+            for j in range(spec.repeats):
+                in_features = x.shape[-1]
+                x = InvertedResidual(
+                    spec.features,
+                    expand_features=layers.make_divisible(in_features * spec.expand_ratio, 8),
+                    kernel_size=spec.kernel_size,
+                    strides=spec.strides if j == 0 else 1,
+                    conv=conv,
+                    norm=norm,
+                    act=act,
+                    se_features=max(1, int(in_features * self.se_ratio)) if self.se_ratio else None,
+                    se_act=act,
+                    se_gate=nn.sigmoid,
+                    drop_path_rate=self.drop_path_rate * b / total,
+                    name=f"stage{s}_block{j}",
+                )(x, train=train)
+                b += 1
+        x = layers.ConvBN(head_features, 1, conv=conv, norm=norm, act=act, name="head_conv")(x)
+        x = jnp.mean(x, axis=(1, 2))
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        x = nn.Dense(
+            self.num_classes,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=_head_init,
+            name="head",
+        )(x)
+        return layers.to_float32_logits(x)
+
+
+_B_REF = "Tan & Le 2019, EfficientNet; torchvision efficientnet_b"
+# (width, depth, dropout, resolution, eval crop ratio) per variant. Width, depth and dropout are
+# the paper's / torchvision's; resolution and crop ratio come from the transforms of torchvision's
+# default weights (B2's are 288 px, not the paper's 260; B1's V2 weights use 240 / 255).
+_B_VARIANTS = (
+    (1.0, 1.0, 0.2, 224, 224 / 256),
+    (1.0, 1.1, 0.2, 240, 240 / 255),
+    (1.1, 1.2, 0.3, 288, 1.0),
+    (1.2, 1.4, 0.3, 300, 300 / 320),
+    (1.4, 1.8, 0.4, 380, 380 / 384),
+    (1.6, 2.2, 0.4, 456, 1.0),
+    (1.8, 2.6, 0.5, 528, 1.0),
+    (2.0, 3.1, 0.5, 600, 1.0),
+)
+for _i, (_w, _d, _drop, _res, _crop) in enumerate(_B_VARIANTS):
+    register(
+        f"efficientnet_b{_i}",
+        functools.partial(
+            EfficientNet,
+            width_mult=_w,
+            depth_mult=_d,
+            dropout_rate=_drop,
+            # torchvision builds B5-B7 with BatchNorm2d(eps=1e-3, momentum=0.01).
+            bn_momentum=0.99 if _i >= 5 else 0.9,
+            bn_epsilon=1e-3 if _i >= 5 else 1e-5,
+        ),
+        family="efficientnet",
+        reference=f"{_B_REF}{_i}",
+        resolution=_res,
+        torchvision=f"efficientnet_b{_i}",
+        eval_crop_ratio=_crop,
+    )
+
+_LITE_REF = "Tan & Le 2019; EfficientNet-Lite (tensorflow/tpu models/official/efficientnet/lite)"
+# (width, depth, dropout, resolution, published parameter count) from the Lite release. Its
+# evaluation crops image_size / (image_size + 32).
+_LITE_VARIANTS = (
+    (1.0, 1.0, 0.2, 224, "4.7M"),
+    (1.0, 1.1, 0.2, 240, "5.4M"),
+    (1.1, 1.2, 0.3, 260, "6.1M"),
+    (1.2, 1.4, 0.3, 280, "8.2M"),
+    (1.4, 1.8, 0.3, 300, "13.0M"),
+)
+for _i, (_w, _d, _drop, _res, _params) in enumerate(_LITE_VARIANTS):
+    register(
+        f"efficientnet_lite{_i}",
+        functools.partial(
+            EfficientNet,
+            width_mult=_w,
+            depth_mult=_d,
+            dropout_rate=_drop,
+            fix_stem_head=True,
+            head_features=1280,
+            se_ratio=0.0,
+            activation=jax.nn.relu6,
+            bn_momentum=0.99,
+            bn_epsilon=1e-3,
+        ),
+        family="efficientnet",
+        reference=_LITE_REF,
+        resolution=_res,
+        eval_crop_ratio=_res / (_res + 32),
+        paper_params=_params,
+    )

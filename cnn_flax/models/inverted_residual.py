@@ -1,0 +1,105 @@
+"""The inverted residual (MBConv) block shared by MobileNet v2, MobileNet v3 and EfficientNet.
+
+Sandler et al. 2018 ("MobileNetV2: Inverted Residuals and Linear Bottlenecks") introduced the
+block: a 1x1 expansion, a depthwise convolution and a linear 1x1 projection, with a residual
+connection between the narrow ends. Howard et al. 2019 (MobileNet v3) and Tan & Le 2019
+(EfficientNet) add squeeze-and-excitation between the depthwise and projection convolutions, and
+EfficientNet adds stochastic depth on the residual branch. The families differ only in how they
+compute the channel counts, so they compute them and hand this block plain integers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+
+from cnn_flax.models import layers
+
+
+@dataclasses.dataclass(frozen=True)
+class MBConvSpec:
+    """One stage of identical inverted residual blocks, before width/depth scaling.
+
+    The columns of MobileNet v2's Table 2 (t, c, n, s) and of EfficientNet-B0's Table 1, plus the
+    kernel size that EfficientNet varies per stage.
+
+    Attributes:
+      expand_ratio: expansion factor t of the first 1x1 convolution.
+      kernel_size: depthwise kernel size.
+      strides: stride of the stage's first block (later blocks use 1).
+      features: output channels c, before width scaling.
+      repeats: number of blocks n, before depth scaling.
+    """
+
+    expand_ratio: float
+    kernel_size: int
+    strides: int
+    features: int
+    repeats: int
+
+
+class InvertedResidual(nn.Module):
+    """Expand (1x1) -> depthwise (kxk) -> optional squeeze-excite -> linear project (1x1).
+
+    The residual connection is used when the stride is 1 and the input and output widths agree,
+    as in all three papers; stochastic depth (EfficientNet) drops only that residual branch.
+
+    Attributes:
+      features: output channels.
+      expand_features: channels after the expansion; no expansion convolution when it equals the
+        input width (torchvision's rule, so t = 1 blocks have no ``expand`` parameters).
+      kernel_size: depthwise kernel size.
+      strides: depthwise stride.
+      conv: bound convolution.
+      norm: bound normalisation.
+      act: activation after the expansion and depthwise convolutions.
+      se_features: squeeze-and-excitation bottleneck channels, or ``None`` for no SE.
+      se_act: activation inside the SE bottleneck.
+      se_gate: SE gating function.
+      drop_path_rate: stochastic depth rate of the residual branch (0 disables it).
+    """
+
+    features: int
+    expand_features: int
+    kernel_size: int
+    strides: int
+    conv: layers.ModuleDef
+    norm: layers.ModuleDef
+    act: layers.Activation
+    se_features: int | None = None
+    se_act: layers.Activation = nn.relu
+    se_gate: layers.Activation = nn.sigmoid
+    drop_path_rate: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        if self.strides not in (1, 2):
+            raise ValueError(f"InvertedResidual strides must be 1 or 2, got {self.strides}.")
+        in_features = x.shape[-1]
+        y = x
+        if self.expand_features != in_features:
+            y = layers.ConvBN(
+                self.expand_features, 1, conv=self.conv, norm=self.norm, act=self.act, name="expand"
+            )(y)
+        y = layers.ConvBN(
+            self.expand_features,
+            self.kernel_size,
+            conv=self.conv,
+            norm=self.norm,
+            strides=self.strides,
+            groups=self.expand_features,
+            act=self.act,
+            name="depthwise",
+        )(y)
+        if self.se_features is not None:
+            y = layers.SqueezeExcite(
+                self.se_features, act=self.se_act, gate=self.se_gate, dtype=y.dtype, name="se"
+            )(y)
+        # Linear bottleneck: no activation after the projection (Sandler et al. 2018, Sec. 3.2).
+        y = layers.ConvBN(self.features, 1, conv=self.conv, norm=self.norm, name="project")(y)
+        if self.strides == 1 and in_features == self.features:
+            y = layers.DropPath(self.drop_path_rate, name="drop_path")(y, deterministic=not train)
+            y = x + y
+        return y

@@ -1,0 +1,189 @@
+"""MobileNet v3 (Howard et al. 2019, "Searching for MobileNetV3"), as torchvision builds it.
+
+The large and small networks of the paper's Tables 1 and 2: inverted residual blocks with
+per-block kernel size, expansion width, squeeze-and-excitation and activation (ReLU or
+hard-swish), a hard-swish stem and head, and a classifier of Linear-hardswish-Dropout-Linear
+(the paper's final 1x1 convolutions after pooling, which are the same as dense layers).
+Squeeze-and-excitation uses a hard-sigmoid gate and ``make_divisible(expanded / 4)`` channels.
+BatchNorm uses epsilon 1e-3 and torch momentum 0.01 (Flax 0.99), as torchvision does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cnn_flax.models import layers
+from cnn_flax.models.inverted_residual import InvertedResidual
+from cnn_flax.models.registry import register
+
+
+@dataclasses.dataclass(frozen=True)
+class V3BlockSpec:
+    """One row ("bneck") of the paper's Table 1 / Table 2, before width scaling.
+
+    Attributes:
+      kernel_size: depthwise kernel size.
+      expand_features: "exp size", channels after the expansion.
+      features: "#out", output channels.
+      use_se: squeeze-and-excitation ("SE").
+      use_hs: hard-swish (True, "HS") or ReLU (False, "RE").
+      strides: depthwise stride ("s").
+    """
+
+    kernel_size: int
+    expand_features: int
+    features: int
+    use_se: bool
+    use_hs: bool
+    strides: int
+
+
+_B = V3BlockSpec
+# Table 1. The input width of each row is the previous row's output (16 after the stem).
+V3_LARGE: tuple[V3BlockSpec, ...] = (
+    _B(3, 16, 16, False, False, 1),
+    _B(3, 64, 24, False, False, 2),
+    _B(3, 72, 24, False, False, 1),
+    _B(5, 72, 40, True, False, 2),
+    _B(5, 120, 40, True, False, 1),
+    _B(5, 120, 40, True, False, 1),
+    _B(3, 240, 80, False, True, 2),
+    _B(3, 200, 80, False, True, 1),
+    _B(3, 184, 80, False, True, 1),
+    _B(3, 184, 80, False, True, 1),
+    _B(3, 480, 112, True, True, 1),
+    _B(3, 672, 112, True, True, 1),
+    _B(5, 672, 160, True, True, 2),
+    _B(5, 960, 160, True, True, 1),
+    _B(5, 960, 160, True, True, 1),
+)
+# Table 2.
+V3_SMALL: tuple[V3BlockSpec, ...] = (
+    _B(3, 16, 16, True, False, 2),
+    _B(3, 72, 24, False, False, 2),
+    _B(3, 88, 24, False, False, 1),
+    _B(5, 96, 40, True, True, 2),
+    _B(5, 240, 40, True, True, 1),
+    _B(5, 240, 40, True, True, 1),
+    _B(5, 120, 48, True, True, 1),
+    _B(5, 144, 48, True, True, 1),
+    _B(5, 288, 96, True, True, 2),
+    _B(5, 576, 96, True, True, 1),
+    _B(5, 576, 96, True, True, 1),
+)
+
+
+class MobileNetV3(nn.Module):
+    """MobileNet v3, large or small depending on ``blocks`` and ``last_features``.
+
+    Parameter names: ``stem``, ``block1`` ... ``blockN`` (torchvision's ``features.1`` ...;
+    each with optional ``expand``, ``depthwise``, optional ``se`` (``fc1``, ``fc2``) and
+    ``project``), ``head_conv`` (1x1 to 6x the last block's width), ``head_fc`` (the hidden
+    classifier layer) and ``head``.
+
+    Attributes:
+      num_classes: classifier outputs.
+      blocks: the bneck rows before width scaling.
+      stem_features: stem channels before width scaling.
+      last_features: width of the hidden classifier layer before width scaling (1280 large,
+        1024 small).
+      width_mult: width multiplier; every width goes through ``make_divisible(c * width_mult)``.
+      dropout_rate: dropout between the two classifier layers.
+      bn_momentum: Flax BatchNorm momentum (torchvision's 0.01 is 0.99 here).
+      bn_epsilon: BatchNorm epsilon.
+      dtype: computation dtype; parameters stay float32.
+      conv: convolution module.
+      norm: normalisation module.
+      activation: the "HS" activation (hard-swish); "RE" blocks use ReLU.
+    """
+
+    num_classes: int = 1000
+    blocks: tuple[V3BlockSpec, ...] = V3_LARGE
+    stem_features: int = 16
+    last_features: int = 1280
+    width_mult: float = 1.0
+    dropout_rate: float = 0.2
+    bn_momentum: float = 0.99
+    bn_epsilon: float = 1e-3
+    dtype: jnp.dtype = jnp.float32
+    conv: layers.ModuleDef = nn.Conv
+    norm: layers.ModuleDef = nn.BatchNorm
+    activation: layers.Activation = layers.hard_swish
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        conv = layers.bind_conv(self.conv, dtype=self.dtype)
+        norm = layers.bind_norm(
+            self.norm,
+            train=train,
+            dtype=self.dtype,
+            momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
+        )
+
+        def width(c: float) -> int:
+            return layers.make_divisible(c * self.width_mult, 8)
+
+        x = x.astype(self.dtype)
+        x = layers.ConvBN(
+            width(self.stem_features),
+            3,
+            conv=conv,
+            norm=norm,
+            strides=2,
+            act=self.activation,
+            name="stem",
+        )(x)
+        for k, spec in enumerate(self.blocks, start=1):
+            expanded = width(spec.expand_features)
+            x = InvertedResidual(
+                width(spec.features),
+                expand_features=expanded,
+                kernel_size=spec.kernel_size,
+                strides=spec.strides,
+                conv=conv,
+                norm=norm,
+                act=self.activation if spec.use_hs else nn.relu,
+                se_features=layers.make_divisible(expanded // 4, 8) if spec.use_se else None,
+                se_act=nn.relu,
+                se_gate=layers.hard_sigmoid,
+                name=f"block{k}",
+            )(x, train=train)
+        x = layers.ConvBN(
+            6 * x.shape[-1], 1, conv=conv, norm=norm, act=self.activation, name="head_conv"
+        )(x)
+        x = jnp.mean(x, axis=(1, 2))
+        dense = functools.partial(
+            nn.Dense,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=nn.initializers.normal(0.01),
+        )
+        x = self.activation(dense(width(self.last_features), name="head_fc")(x))
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        x = dense(self.num_classes, name="head")(x)
+        return layers.to_float32_logits(x)
+
+
+_REF = "Howard et al. 2019, Searching for MobileNetV3; torchvision"
+
+register(
+    "mobilenet_v3_large",
+    MobileNetV3,
+    family="mobilenet_v3",
+    reference=_REF + " mobilenet_v3_large",
+    torchvision="mobilenet_v3_large",
+    eval_crop_ratio=224 / 232,
+)
+register(
+    "mobilenet_v3_small",
+    functools.partial(MobileNetV3, blocks=V3_SMALL, last_features=1024),
+    family="mobilenet_v3",
+    reference=_REF + " mobilenet_v3_small",
+    torchvision="mobilenet_v3_small",
+)

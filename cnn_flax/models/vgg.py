@@ -1,0 +1,211 @@
+"""VGG (Simonyan and Zisserman 2015, "Very Deep Convolutional Networks for Large-Scale Image
+Recognition").
+
+Five stages of 3x3 convolutions, each closed by a 2x2 max pool, then three fully connected layers.
+The named variants are torchvision's: configurations A, B, D and E of the paper's Table 1 (vgg11,
+vgg13, vgg16, vgg19) without the local response normalisation of A-LRN, each also with
+BatchNorm after every convolution (``*_bn``, which the paper predates). As in torchvision, an
+adaptive 7x7 average pool in front of the classifier lets any input of at least 32 pixels through,
+and dropout follows each hidden fully connected layer.
+
+The spec is a tuple of :class:`VGGStage` (width, convolutions, kernel size), so the paper's own
+ablation (Sec. 2.3 and 4.1: a stack of 3x3 convolutions against one larger convolution with the
+same receptive field) is a change of spec; :func:`single_kernel_stages` derives it. The
+``*_cifar`` variants are small-input adaptations for that comparison on 32-pixel images; they
+have no counterpart in the paper or torchvision (their parameter counts are checked against the
+spec arithmetic in tests/models/test_vgg.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cnn_flax.models import layers
+from cnn_flax.models.registry import register
+
+
+@dataclasses.dataclass(frozen=True)
+class VGGStage:
+    """One VGG stage: ``num_convs`` same-width convolutions, then a 2x2 max pool.
+
+    Attributes:
+      features: output channels of every convolution of the stage.
+      num_convs: convolutions in the stage.
+      kernel_size: square kernel of every convolution (3 in all of the paper's main nets);
+        padding is ``kernel_size // 2`` so the stage keeps its spatial size until the pool.
+    """
+
+    features: int
+    num_convs: int
+    kernel_size: int = 3
+
+    def __post_init__(self):
+        if self.num_convs < 1 or self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(
+                f"{self} is not a valid VGG stage: it needs num_convs >= 1 and an odd "
+                f"kernel_size (for symmetric padding), e.g. VGGStage(64, 2, 3)."
+            )
+
+    @property
+    def receptive_field(self) -> int:
+        """Receptive field of the stage's stack: ``num_convs * (kernel_size - 1) + 1`` pixels."""
+        return self.num_convs * (self.kernel_size - 1) + 1
+
+
+def single_kernel_stages(stages: tuple[VGGStage, ...]) -> tuple[VGGStage, ...]:
+    """Replaces each stage's stack by one convolution with the same receptive field.
+
+    Two 3x3 convolutions become one 5x5, three become one 7x7: the "shallow net" comparison of
+    Simonyan and Zisserman (Sec. 2.3 argues for the stack: more non-linearities and fewer
+    weights, 2 * 3^2 C^2 = 18 C^2 against 5^2 C^2 = 25 C^2).
+    """
+    return tuple(VGGStage(s.features, 1, s.receptive_field) for s in stages)
+
+
+def _stages(*widths_and_depths: tuple[int, int]) -> tuple[VGGStage, ...]:
+    return tuple(VGGStage(features, num_convs) for features, num_convs in widths_and_depths)
+
+
+# The paper's Table 1 configurations (torchvision's cfgs "A", "B", "D", "E").
+VGG11 = _stages((64, 1), (128, 1), (256, 2), (512, 2), (512, 2))
+VGG13 = _stages((64, 2), (128, 2), (256, 2), (512, 2), (512, 2))
+VGG16 = _stages((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+VGG19 = _stages((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
+
+# Linear layers as torchvision initialises them: N(0, 0.01) weights, zero bias.
+_dense_init = nn.initializers.normal(0.01)
+
+
+class VGGBlock(nn.Module):
+    """Convolution (with bias, as torchvision's), optional BatchNorm, activation.
+
+    Attributes:
+      features: output channels.
+      kernel_size: square kernel size; padding is ``kernel_size // 2``.
+      conv: bound convolution.
+      norm: bound normalisation, or ``None`` for the original VGG without BatchNorm.
+      act: activation.
+    """
+
+    features: int
+    kernel_size: int
+    conv: layers.ModuleDef
+    norm: layers.ModuleDef | None
+    act: layers.Activation
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        pad = self.kernel_size // 2
+        x = self.conv(
+            self.features,
+            (self.kernel_size, self.kernel_size),
+            padding=((pad, pad), (pad, pad)),
+            name="conv",
+        )(x)
+        if self.norm is not None:
+            x = self.norm(name="bn")(x)
+        return self.act(x)
+
+
+class VGG(nn.Module):
+    """VGG: stages of convolutions and max pools, an adaptive average pool, a classifier.
+
+    Parameters are named ``stage{i}_block{j}`` (stages from 1, as the paper's five conv groups;
+    blocks from 0), each holding ``conv`` (and ``bn``), then ``fc1``, ``fc2`` and ``head``.
+
+    Attributes:
+      stages: the convolutional spec, e.g. :data:`VGG16`.
+      batch_norm: BatchNorm after every convolution (torchvision's ``*_bn`` variants).
+      num_classes: classifier outputs.
+      hidden_features: widths of the hidden fully connected layers; ``()`` classifies the pooled
+        features directly.
+      pool_size: output size of the adaptive average pool in front of the classifier (7 as
+        torchvision; 1 is a global average pool).
+      dropout_rate: dropout after each hidden fully connected layer.
+      dtype: computation dtype; parameters stay float32.
+      conv: convolution module to use.
+      norm: normalisation module to use when ``batch_norm`` is set.
+      act: activation.
+    """
+
+    stages: tuple[VGGStage, ...] = VGG16
+    batch_norm: bool = False
+    num_classes: int = 1000
+    hidden_features: tuple[int, ...] = (4096, 4096)
+    pool_size: int = 7
+    dropout_rate: float = 0.5
+    dtype: jnp.dtype = jnp.float32
+    conv: layers.ModuleDef = nn.Conv
+    norm: layers.ModuleDef = nn.BatchNorm
+    act: layers.Activation = nn.relu
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        conv = layers.bind_conv(self.conv, dtype=self.dtype, use_bias=True)
+        norm = (
+            layers.bind_norm(self.norm, train=train, dtype=self.dtype) if self.batch_norm else None
+        )
+        dense = functools.partial(
+            nn.Dense, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_dense_init
+        )
+        x = x.astype(self.dtype)
+        for i, stage in enumerate(self.stages, start=1):
+            for j in range(stage.num_convs):
+                x = VGGBlock(
+                    stage.features,
+                    stage.kernel_size,
+                    conv=conv,
+                    norm=norm,
+                    act=self.act,
+                    name=f"stage{i}_block{j}",
+                )(x)
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = layers.adaptive_avg_pool(x, (self.pool_size, self.pool_size))
+        # NHWC flatten (H, W, C order); the converter permutes torchvision's C, H, W order to it.
+        x = x.reshape(x.shape[0], -1)
+        for i, features in enumerate(self.hidden_features, start=1):
+            x = self.act(dense(features, name=f"fc{i}")(x))
+            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        x = dense(self.num_classes, name="head")(x)
+        return layers.to_float32_logits(x)
+
+
+_REFERENCE = "Simonyan and Zisserman 2015"
+for _name, _stages_spec in (("vgg11", VGG11), ("vgg13", VGG13), ("vgg16", VGG16), ("vgg19", VGG19)):
+    for _bn in (False, True):
+        _full = f"{_name}_bn" if _bn else _name
+        register(
+            _full,
+            functools.partial(VGG, stages=_stages_spec, batch_norm=_bn),
+            family="vgg",
+            reference=_REFERENCE
+            + ("; BatchNorm (Ioffe and Szegedy 2015) as torchvision" if _bn else ""),
+            torchvision=_full,
+        )
+
+# 32-pixel adaptations for the kernel-size ablation (experiments/vgg_kernels): BatchNorm, a
+# global average pool and one linear layer, as usual for VGG on CIFAR (a 7x7 pool of a 1x1 map
+# and 4096-wide layers would only add ~120M parameters). The "_5x5" and "_5x5_7x7" variants swap
+# every stage's stack of 3x3 convolutions for one convolution of the same receptive field
+# (vgg13: one 5x5 per stage; vgg16: one 5x5 in stages 1-2, one 7x7 in stages 3-5).
+_CIFAR = functools.partial(VGG, batch_norm=True, hidden_features=(), pool_size=1)
+_CIFAR_REFERENCE = _REFERENCE + "; 32-pixel adaptation (BatchNorm, global pool, linear head)"
+for _name, _stages_spec in (
+    ("vgg13_bn_cifar", VGG13),
+    ("vgg13_bn_cifar_5x5", single_kernel_stages(VGG13)),
+    ("vgg16_bn_cifar", VGG16),
+    ("vgg16_bn_cifar_5x5_7x7", single_kernel_stages(VGG16)),
+):
+    register(
+        _name,
+        functools.partial(_CIFAR, stages=_stages_spec),
+        family="vgg",
+        reference=_CIFAR_REFERENCE,
+        resolution=32,
+        eval_crop_ratio=1.0,
+    )

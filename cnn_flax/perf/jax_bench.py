@@ -1,0 +1,220 @@
+"""The cnn_flax side of the benchmark: compile, time and measure one model on one device."""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import time
+
+import jax
+import jax.numpy as jnp
+
+from cnn_flax.models import create_model, model_info
+from cnn_flax.perf import jax_steps, peaks, rates, timing
+from cnn_flax.perf.flops import forward_flops
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What to benchmark and how.
+
+    Attributes:
+      model: registered model name.
+      batch_size: images per step.
+      dtype: compute dtype, "bfloat16" or "float32".
+      mode: "train" (forward, backward, SGD-momentum update, BN statistics) or "infer".
+      resolution: input size; ``None`` uses the model's default.
+      steps: timed steps (a multiple of ``windows``).
+      windows: timing windows; the step time is the median window's mean.
+      warmup: untimed steps after compilation.
+      remat: rematerialisation policy for training (see ``jax_steps.REMAT_POLICIES``).
+      step: "auto" (the trainer's step where it can be built and no remat is asked for),
+        "trainer" (``cnn_flax.steps``) or "minimal" (``cnn_flax.perf.jax_steps``).
+    """
+
+    model: str
+    batch_size: int = 32
+    dtype: str = "bfloat16"
+    mode: str = "train"
+    resolution: int | None = None
+    steps: int = 20
+    windows: int = 5
+    warmup: int = 3
+    remat: str = "none"
+    step: str = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """Peak memory and where the figure comes from."""
+
+    bytes: int | None
+    source: str
+
+    def describe(self) -> str:
+        if self.bytes is None:
+            return f"n/a ({self.source})"
+        return f"{self.bytes / 2**30:.2f} GiB ({self.source})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """Measurements of one benchmark run."""
+
+    settings: Settings
+    resolution: int
+    device: str
+    compile_s: float
+    step_s: float
+    window_s: tuple[float, ...]
+    images_per_s: float
+    forward_flops_per_image: float
+    step_flops: float
+    achieved_flops_per_s: float
+    mfu: float | None
+    peak_memory: Memory
+    xla_memory: Memory
+    step_impl: str = ""
+
+
+MINIMAL_DESCRIPTION = "cnn_flax.perf.jax_steps (minimal SGD-momentum step, donated state)"
+
+
+def _choose_step(settings: Settings) -> str:
+    """ "trainer" or "minimal", validating an explicit choice."""
+    from cnn_flax.perf import trainer_step
+
+    if settings.step not in ("auto", "trainer", "minimal"):
+        raise ValueError(f"--step={settings.step!r}: use 'auto', 'trainer' or 'minimal'.")
+    if settings.step == "minimal":
+        return "minimal"
+    reason = trainer_step.available()
+    if settings.step == "trainer":
+        if settings.remat != "none":
+            raise ValueError("--remat needs --step=minimal (the trainer's step has no remat).")
+        if reason:
+            raise ValueError(f"--step=trainer is unavailable here ({reason}); use --step=minimal.")
+        return "trainer"
+    return "trainer" if reason is None and settings.remat == "none" else "minimal"
+
+
+def _dtype(name: str) -> jnp.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"--dtype={name!r} is not supported; use one of {sorted(DTYPES)}.")
+    return DTYPES[name]
+
+
+def peak_memory(device: jax.Device) -> Memory:
+    """The device's peak bytes in use, or the process's peak RSS where the device keeps none."""
+    stats = None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - some backends raise instead of returning None
+        stats = None
+    if stats and "peak_bytes_in_use" in stats:
+        return Memory(int(stats["peak_bytes_in_use"]), "device peak_bytes_in_use")
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return Memory(int(rss_kib) * 1024, "no device stats; process peak RSS")
+
+
+def _xla_memory(compiled) -> Memory:
+    """Argument + output + temporary bytes XLA planned for the step (aliased bytes once)."""
+    try:
+        m = compiled.memory_analysis()
+        total = (
+            m.argument_size_in_bytes
+            + m.output_size_in_bytes
+            - m.alias_size_in_bytes
+            + m.temp_size_in_bytes
+        )
+        return Memory(int(total), "XLA plan: args + outputs + temps")
+    except Exception as err:  # noqa: BLE001 - not every backend implements it
+        return Memory(None, f"XLA memory analysis unavailable: {err}")
+
+
+def run(settings: Settings) -> Result:
+    """Compiles and times ``settings.model`` on the default device with synthetic data.
+
+    The images and labels are created on the device once; nothing crosses the host boundary
+    inside the timed windows except the final wait for the device.
+    """
+    info = model_info(settings.model)
+    res = settings.resolution or info.resolution
+    dtype = _dtype(settings.dtype)
+    if settings.mode not in ("train", "infer"):
+        raise ValueError(f"--mode={settings.mode!r} is not supported; use 'train' or 'infer'.")
+    device = jax.devices()[0]
+    model = create_model(settings.model, dtype=dtype)
+    if settings.mode == "train" and settings.remat == "blocks":
+        model = jax_steps.remat_blocks(model)
+    key = jax.random.key(1)
+    images = jax.random.normal(key, (settings.batch_size, res, res, 3), jnp.float32)
+    labels = jax.random.randint(key, (settings.batch_size,), 0, 1000, jnp.int32)
+    tx = jax_steps.sgd_momentum()
+    state = jax_steps.init_state(model, resolution=res, tx=tx)
+
+    step_impl = "model.apply(train=False)"
+    if settings.mode == "train":
+        step_impl = MINIMAL_DESCRIPTION
+        inputs = (images, labels)
+        if _choose_step(settings) == "trainer":
+            from cnn_flax.perf import trainer_step
+
+            step_impl = trainer_step.DESCRIPTION
+            step_fn, state, batch = trainer_step.build(
+                model, dtype=settings.dtype, batch_size=settings.batch_size, resolution=res
+            )
+            inputs = (batch,)
+            del images, labels
+        else:
+            step_fn = jax_steps.make_train_step(model, tx, remat=settings.remat)
+
+    start = time.perf_counter()
+    if settings.mode == "train":
+        compiled = jax.jit(step_fn, donate_argnums=0).lower(state, *inputs).compile()
+    else:
+        variables = {"params": state["params"]}
+        if state["batch_stats"]:
+            variables["batch_stats"] = state["batch_stats"]
+        compiled = jax.jit(jax_steps.make_infer_step(model)).lower(variables, images).compile()
+    compile_s = time.perf_counter() - start
+
+    if settings.mode == "train":
+        holder = {"state": state}
+
+        def run_steps(n: int) -> None:
+            s = holder["state"]
+            for _ in range(n):
+                s, _ = compiled(s, *inputs)
+            holder["state"] = jax.block_until_ready(s)
+
+    else:
+
+        def run_steps(n: int) -> None:
+            jax.block_until_ready([compiled(variables, images) for _ in range(n)])
+
+    windows = timing.time_windows(
+        run_steps, steps=settings.steps, windows=settings.windows, warmup=settings.warmup
+    )
+    step_s = rates.step_time(windows, settings.steps // settings.windows)
+    fwd = forward_flops(settings.model, resolution=res, batch=settings.batch_size, dtype=dtype)
+    step_flops = rates.model_flops_per_step(fwd, batch_size=settings.batch_size, mode=settings.mode)
+    peak = peaks.peak_flops(device.device_kind, settings.dtype)
+    return Result(
+        settings=settings,
+        resolution=res,
+        device=f"{device.platform}:{device.device_kind}",
+        compile_s=compile_s,
+        step_s=step_s,
+        window_s=tuple(windows),
+        images_per_s=rates.images_per_second(settings.batch_size, step_s),
+        forward_flops_per_image=fwd,
+        step_flops=step_flops,
+        achieved_flops_per_s=rates.achieved_flops_per_second(step_flops, step_s),
+        mfu=rates.mfu(step_flops, step_s, peak),
+        peak_memory=peak_memory(device),
+        xla_memory=_xla_memory(compiled),
+        step_impl=step_impl,
+    )

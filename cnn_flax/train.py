@@ -1,0 +1,119 @@
+"""Train a model: ``python -m cnn_flax.train --config=NAME_OR_PATH --workdir=DIR [--config.x=y]``.
+
+Examples::
+
+    python -m cnn_flax.train --config=quickstart --workdir=/tmp/quickstart
+    python -m cnn_flax.train --config=resnet50 --workdir=runs/r50 --config.batch_size=512
+    python -m cnn_flax.train --config=my_recipe.py --workdir=runs/x --profile
+
+Rerunning the same command on an existing workdir resumes from its latest checkpoint. Multi-host:
+under SLURM or on Cloud TPU the processes find each other on their own; elsewhere pass
+``--coordinator_address=host:port --num_processes=N --process_id=I`` to every process.
+
+``--config.a.b=v`` overrides are taken out of the command line before absl parses it and applied
+with type checks, so a mistyped key or value fails in one line before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from absl import app, flags, logging
+
+_CONFIG = flags.DEFINE_string("config", None, "Recipe name, model name or path to a .py config.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (resumed if it holds checkpoints).")
+_PROFILE = flags.DEFINE_bool("profile", False, "Capture a jax.profiler trace into WORKDIR/profile.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-host: host:port of process 0."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: index of this process.")
+
+_OVERRIDES: list[str] = []
+
+
+class UsageError(ValueError):
+    """A command-line mistake; printed as one line."""
+
+
+def load_config(name_or_path: str | None, overrides: Sequence[str]):
+    """The config with its overrides applied; every mistake is a ``ValueError`` (no compute)."""
+    from cnn_flax import configs, trainer
+
+    if not name_or_path:
+        raise UsageError("--config is required, e.g. --config=quickstart.")
+    config = configs.get_config(name_or_path)
+    config = configs.apply_overrides(config, list(overrides))
+    trainer.validate_config(config)
+    return config
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from cnn_flax.checkpoint import CheckpointError
+    from cnn_flax.trainer import TrainingError
+
+    errors: list[type[BaseException]] = [ValueError, CheckpointError, TrainingError]
+    try:
+        from cnn_flax.data.datasets import DatasetNotPreparedError
+
+        errors.append(DatasetNotPreparedError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: Sequence[str]) -> int:
+    """Runs training from parsed flags; returns the exit status."""
+    if len(argv) > 1:
+        raise UsageError(f"Unexpected arguments {list(argv[1:])}; see --help.")
+    from cnn_flax import parallel, trainer
+
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    config = load_config(_CONFIG.value, _OVERRIDES)
+    if not _WORKDIR.value:
+        raise UsageError("--workdir is required, e.g. --workdir=/tmp/run.")
+    parallel.initialize_distributed(
+        coordinator_address=_COORDINATOR.value,
+        num_processes=_NUM_PROCESSES.value,
+        process_id=_PROCESS_ID.value,
+    )
+    result = trainer.train(config, _WORKDIR.value, profile=_PROFILE.value)
+    if result.stopped == "interrupted":
+        print(f"Interrupted at step {result.step}; rerun the same command to resume.")
+    elif result.eval_metrics:
+        top1 = 100 * result.eval_metrics["eval_top1"]
+        print(f"Done: {result.step} steps, eval top-1 {top1:.2f}%. Workdir: {_WORKDIR.value}")
+    return 0
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Entry point (also ``cnn-flax-train``). User errors become one line and exit status 2."""
+    from cnn_flax.configs import split_config_args
+
+    argv = list(sys.argv if argv is None else argv)
+    try:
+        rest, overrides = split_config_args(argv)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    _OVERRIDES[:] = overrides
+
+    def run(parsed: Sequence[str]) -> None:
+        try:
+            code = main(parsed)
+        except _user_errors() as err:
+            print(f"error: {err}", file=sys.stderr)
+            code = 2
+        sys.exit(code)
+
+    try:
+        app.run(run, argv=rest)
+    except SystemExit as exit_:
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,1 @@
+"""Ablations of the ideas behind the classic CNNs; see experiments/README.md."""

@@ -1,0 +1,212 @@
+"""Runs a study: ``python -m experiments.run NAME [--dataset=...] [--steps=...] [--seeds=...]``.
+
+Every arm of the study is trained for every seed through the normal training system
+(:func:`cnn_flax.trainer.train`), on the same data, steps and batch size. The runner writes into
+the study folder (or ``--out``):
+
+  results.csv   one row per (variant, seed): params, GMACs per image, final train loss, top-1
+  curves.csv    training loss and accuracy against step, per (variant, seed)
+  summary.md    mean and spread over seeds per variant (pasted into the study README)
+  plot.png      curves or bars, as the study asks
+
+At small scale (the default) it runs on CPU in minutes on the offline ``digits`` data set; at full
+scale only ``--dataset``, ``--image-size``, ``--batch-size`` and ``--steps`` change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import json
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+from tqdm import tqdm
+
+from experiments.study import Study, Variant, match_stored_size, set_path
+
+STUDIES = ("degradation", "separable", "inception", "vgg_kernels", "compound_scaling")
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def load_study(name: str) -> Study:
+    if name not in STUDIES:
+        raise SystemExit(f"error: unknown study {name!r}; choose one of {', '.join(STUDIES)}")
+    return importlib.import_module(f"experiments.{name}.config").STUDY
+
+
+def build_config(study: Study, variant: Variant, *, seed: int, args: argparse.Namespace):
+    config = study.base_config(dataset=args.dataset, image_size=args.image_size)
+    for path, value in variant.changes.items():
+        if path == "data.image_scale":
+            # Relative, so that the study keeps its meaning at any --image-size.
+            config.data.image_size = round(config.data.image_size * value)
+        else:
+            set_path(config, path, value)
+    match_stored_size(config)
+    config.seed = seed
+    config.total_steps = args.steps
+    config.batch_size = args.batch_size
+    # Evaluate a few times along the way and once at the end; no checkpoints are needed.
+    config.eval_every_steps = max(1, args.steps // 4)
+    config.log_every_steps = max(1, args.steps // 30)
+    config.checkpoint_every_steps = 0
+    # Seeds after the first reuse the compiled steps of the same arm.
+    config.compilation_cache_dir = str(args.cache_dir)
+    return config
+
+
+def count_params_and_macs(config) -> tuple[int, float]:
+    """Parameters and multiply-accumulates per image (XLA cost analysis / 2) of the arm's model."""
+    from cnn_flax.models import create_model
+    from cnn_flax.perf.flops import cost_flops
+
+    overrides = config.model_overrides.to_dict() if config.model_overrides else {}
+    num_classes = config.get("num_classes") or 10
+    model = create_model(config.model, num_classes=num_classes, **overrides)
+    size = int(config.data.image_size)
+    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+    params = sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))
+    lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x)
+    return params, cost_flops(lowered) / 2
+
+
+def read_curves(workdir: pathlib.Path) -> list[dict]:
+    rows = []
+    with (workdir / "metrics.jsonl").open() as f:
+        for line in f:
+            rows.append(json.loads(line))
+    return rows
+
+
+def run_study(study: Study, args: argparse.Namespace) -> pathlib.Path:
+    from cnn_flax import trainer
+
+    out = pathlib.Path(args.out) if args.out else HERE / study.name
+    out.mkdir(parents=True, exist_ok=True)
+    results, curves = [], []
+    variants = [study.variants[i] for i in args.variants] if args.variants else study.variants
+    runs = [(v, s) for v in variants for s in args.seeds]
+    bar = tqdm(runs, desc=study.name, unit="run", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix=f"exp_{study.name}_") as tmp:
+        for variant, seed in bar:
+            bar.set_postfix_str(f"{variant.label} seed={seed}")
+            config = build_config(study, variant, seed=seed, args=args)
+            workdir = pathlib.Path(tmp) / f"{variant.label}_s{seed}"
+            start = time.perf_counter()
+            result = trainer.train(config, workdir, show_progress=False)
+            wall = time.perf_counter() - start
+            params, macs = count_params_and_macs(config)
+            log = read_curves(workdir)
+            train_rows = [r for r in log if r.get("split") == "train"]
+            for r in log:
+                curves.append(
+                    {
+                        "variant": variant.label,
+                        "group": variant.group,
+                        "seed": seed,
+                        "step": r["step"],
+                        "split": r["split"],
+                        "loss": r.get("loss"),
+                        "accuracy": r.get("accuracy", r.get("top1")),
+                    }
+                )
+            # Mean over the last fifth of the logged training losses: less noisy than one batch.
+            tail = train_rows[-max(1, len(train_rows) // 5) :]
+            results.append(
+                {
+                    "variant": variant.label,
+                    "group": variant.group,
+                    "seed": seed,
+                    "steps": result.step,
+                    "params": params,
+                    "mmacs": round(macs / 1e6, 3),
+                    "final_train_loss": round(statistics.fmean(r["loss"] for r in tail), 5),
+                    "image_size": int(config.data.image_size),
+                    "eval_top1": round(float(result.eval_metrics["eval_top1"]), 5),
+                    "eval_loss": round(float(result.eval_metrics["eval_loss"]), 5),
+                    "wall_s": round(wall, 1),
+                }
+            )
+    write_csv(out / "results.csv", results)
+    write_csv(out / "curves.csv", curves)
+    (out / "summary.md").write_text(summary_table(results, args) + "\n")
+    from experiments.plots import plot_study
+
+    plot_study(study, results, curves, out / "plot.png")
+    return out
+
+
+def write_csv(path: pathlib.Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def mean_spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def summary_table(results: list[dict], args: argparse.Namespace) -> str:
+    seeds = ",".join(str(s) for s in args.seeds)
+    lines = [
+        f"Data set `{args.dataset}`, {args.steps} steps of batch {args.batch_size}, seeds "
+        f"{seeds}; mean ± standard deviation over seeds.",
+        "",
+        "| variant | image px | params | MMACs/image | final train loss | eval top-1 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label in dict.fromkeys(r["variant"] for r in results):
+        rows = [r for r in results if r["variant"] == label]
+        lines.append(
+            f"| {label} | {rows[0]['image_size']} | {rows[0]['params']:,} | "
+            f"{rows[0]['mmacs']:.1f} | "
+            f"{mean_spread([r['final_train_loss'] for r in rows])} | "
+            f"{mean_spread([r['eval_top1'] for r in rows])} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__)
+    parser.add_argument("study", help=f"one of {', '.join(STUDIES)}")
+    parser.add_argument("--dataset", default="digits", help="data set name (cnn_flax.data)")
+    parser.add_argument("--image-size", type=int, default=None, help="default: the study's")
+    parser.add_argument("--steps", type=int, default=None, help="default: the study's")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
+    parser.add_argument(
+        "--variants",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=None,
+        help="indices of the arms to run, e.g. 0,1 (default: all)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=pathlib.Path(tempfile.gettempdir()) / "cnn_flax_experiments_xla_cache",
+        help="persistent XLA compilation cache shared by the runs",
+    )
+    parser.add_argument("--out", default=None, help="output folder (default: the study folder)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    study = load_study(args.study)
+    args.steps = args.steps or study.default_steps
+    out = run_study(study, args)
+    print(f"wrote {out}/results.csv, curves.csv, summary.md, plot.png")
+
+
+if __name__ == "__main__":
+    main()

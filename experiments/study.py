@@ -1,0 +1,102 @@
+"""What a study is: a baseline config and variants that each change one thing.
+
+A study folder (``experiments/<name>/``) holds ``config.py`` with ``STUDY``, a :class:`Study`.
+The runner (:mod:`experiments.run`) trains every variant for every seed through the normal
+training system and writes ``results.csv``, ``curves.csv``, ``summary.md`` and ``plot.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import ml_collections
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One arm of a study.
+
+    Attributes:
+      label: short name used in tables and plots.
+      changes: config fields (dotted paths) this arm sets, e.g. ``{"model": "plain56"}``;
+        the study's docstring says which single idea they change against the baseline.
+      group: arms in the same group are compared with each other (e.g. "cifar", "imagenet").
+    """
+
+    label: str
+    changes: Mapping[str, Any]
+    group: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """A question, a baseline config and the variants that answer it.
+
+    Attributes:
+      name: folder name under ``experiments/``.
+      question: one sentence.
+      base_config: builds the baseline training config for a data set name and image size.
+      variants: the arms.
+      plot: ``"curves"`` (training loss against steps) or ``"bars"`` (accuracy with params/MACs).
+      default_steps: training steps per run at small scale.
+    """
+
+    name: str
+    question: str
+    base_config: Callable[..., ml_collections.ConfigDict]
+    variants: tuple[Variant, ...]
+    plot: str = "bars"
+    default_steps: int = 300
+
+
+def set_path(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
+    """Sets ``config.a.b = value`` for ``path == "a.b"``.
+
+    Only ``model_overrides`` may gain new fields (they are the model's own options); any other
+    unknown path is an error, so a typo cannot silently leave the baseline unchanged.
+    """
+    *parents, leaf = path.split(".")
+    node = config
+    for part in parents:
+        if part not in node:
+            raise KeyError(f"config has no {part!r} on the way to {path!r}")
+        node = node[part]
+    if leaf not in node and parents != ["model_overrides"]:
+        raise KeyError(f"config has no field {path!r}")
+    with node.unlocked():
+        node[leaf] = value
+
+
+def digits_config(
+    *, dataset: str = "digits", image_size: int | None = None, default_image_size: int = 16
+) -> ml_collections.ConfigDict:
+    """The small-scale baseline: the quickstart recipe (SGD, cosine) on an offline data set.
+
+    Studies change the model (or one of its fields) on top of this; the runner sets steps, batch
+    size and seed.
+    """
+    from cnn_flax.configs import get_config
+
+    config = get_config("quickstart")
+    config.data.name = dataset
+    config.data.image_size = image_size or default_image_size
+    return config
+
+
+# Sizes at which the ``digits`` builder stores its images (cnn_flax/data/builders/digits.py).
+_DIGITS_SIZES = (16, 32, 64, 224)
+
+
+def match_stored_size(config: ml_collections.ConfigDict) -> None:
+    """Points a plain ``digits`` data set at the stored size nearest above the image size.
+
+    The digits builder stores the 8x8 digits enlarged to a few fixed sizes; reading the closest
+    one keeps the strokes sharp and the resize (if any) small.
+    """
+    if config.data.name != "digits":
+        return
+    size = int(config.data.image_size)
+    stored = next((s for s in _DIGITS_SIZES if s >= size), _DIGITS_SIZES[-1])
+    config.data.name = f"digits/{stored}"

@@ -1,0 +1,65 @@
+"""GroupBatchNorm (per-device BN): interchangeable with nn.BatchNorm, statistics per group."""
+
+from __future__ import annotations
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cnn_flax import parallel
+from cnn_flax.models.norm import GroupBatchNorm
+
+X = jax.random.normal(jax.random.key(0), (8, 3, 3, 5)) * 2.0 + 1.0
+
+
+def _apply(module, variables, x):
+    return module.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+
+
+def test_one_group_is_flax_batchnorm():
+    ref = nn.BatchNorm(momentum=0.9, scale_init=nn.initializers.constant(0.5))
+    mine = GroupBatchNorm(momentum=0.9, scale_init=nn.initializers.constant(0.5), num_groups=1)
+    v_ref = ref.init(jax.random.key(1), X, use_running_average=False)
+    v_mine = mine.init(jax.random.key(1), X, use_running_average=False)
+    chex.assert_trees_all_equal_shapes_and_dtypes(v_ref, v_mine)  # same names and shapes
+    (y_ref, s_ref), (y_mine, s_mine) = _apply(ref, v_ref, X), _apply(mine, v_mine, X)
+    chex.assert_trees_all_close(y_ref, y_mine, atol=1e-5)
+    chex.assert_trees_all_close(s_ref, s_mine, atol=1e-6)
+    eval_ref = ref.apply(s_ref | {"params": v_ref["params"]}, X, use_running_average=True)
+    eval_mine = mine.apply(s_mine | {"params": v_mine["params"]}, X, use_running_average=True)
+    chex.assert_trees_all_close(eval_ref, eval_mine, atol=1e-5)
+
+
+def test_groups_are_normalised_separately():
+    groups = 4
+    mine = GroupBatchNorm(momentum=0.0, num_groups=groups)
+    v = mine.init(jax.random.key(1), X, use_running_average=False)
+    y, stats = _apply(mine, v, X)
+    ref = nn.BatchNorm(momentum=0.0)
+    parts = [_apply(ref, v, part) for part in jnp.split(X, groups)]
+    chex.assert_trees_all_close(y, jnp.concatenate([p[0] for p in parts]), atol=1e-5)
+    mean = np.mean([p[1]["batch_stats"]["mean"] for p in parts], axis=0)
+    var = np.mean([p[1]["batch_stats"]["var"] for p in parts], axis=0)
+    chex.assert_trees_all_close(stats["batch_stats"]["mean"], mean, atol=1e-6)
+    chex.assert_trees_all_close(stats["batch_stats"]["var"], var, atol=1e-5)
+
+
+def test_per_device_under_sharded_jit_matches_per_shard():
+    mesh = parallel.create_mesh()
+    mine = GroupBatchNorm(momentum=0.9, num_groups=mesh.size)
+    v = mine.init(jax.random.key(1), X, use_running_average=False)
+    x = jax.device_put(X, parallel.data_sharding(mesh))
+    y, _ = jax.jit(lambda v, x: _apply(mine, v, x))(v, x)
+    ref = nn.BatchNorm(momentum=0.9)
+    expected = jnp.concatenate([_apply(ref, v, p)[0] for p in jnp.split(X, mesh.size)])
+    chex.assert_trees_all_close(y, expected, atol=1e-5)
+
+
+def test_indivisible_batch_is_refused():
+    mine = GroupBatchNorm(num_groups=3)
+    v = mine.init(jax.random.key(1), X, use_running_average=False)
+    with pytest.raises(ValueError, match="not divisible into 3 groups"):
+        _apply(mine, v, X)

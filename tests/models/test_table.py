@@ -1,0 +1,125 @@
+"""`python -m cnn_flax.models`: the table, its MAC counter and torchvision's reference figures."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from cnn_flax.models import list_models, model_info
+from cnn_flax.models.__main__ import count_macs, describe, main
+from cnn_flax.models.reference import TORCHVISION_REFERENCE, torchvision_reference
+from tests.helpers import param_count, reference_rows
+
+# One model per kind of layer the counter must handle: plain convs and dense layers (alexnet),
+# bottlenecks (resnet50), grouped convs (resnext), depthwise convs with squeeze-excite
+# (efficientnet_b0) and a model whose eval pass skips its aux heads.
+GMACS_MODELS = [
+    "alexnet",
+    "resnet50",
+    "resnext50_32x4d",
+    "efficientnet_b0",
+    "googlenet",
+]
+
+
+def _registered(names):
+    return [n if n in list_models() else pytest.param(n, marks=pytest.mark.skip) for n in names]
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_count_macs_counts_every_kernel_tap(padding, groups):
+    # XLA's cost analysis skips taps on padding; torchvision's convention (and ours) counts them.
+    x = jax.ShapeDtypeStruct((2, 9, 9, 8), jnp.float32)
+    w = jax.ShapeDtypeStruct((3, 3, 8 // groups, 16), jnp.float32)
+    conv = lambda x, w: jax.lax.conv_general_dilated(
+        x,
+        w,
+        (2, 2),
+        ((padding, padding),) * 2,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
+    )
+    out = (9 + 2 * padding - 3) // 2 + 1
+    assert count_macs(conv, x, w) == 2 * out * out * 16 * 3 * 3 * (8 // groups)
+
+
+def test_count_macs_sees_nested_and_dense():
+    inner = jax.jit(lambda a, b: jnp.maximum(a @ b, 0.0))
+    fn = lambda a, b: jax.nn.relu(inner(a, b)).sum() + jnp.einsum("ij,jk->ik", a, b).sum()
+    a = jax.ShapeDtypeStruct((4, 8), jnp.float32)
+    b = jax.ShapeDtypeStruct((8, 5), jnp.float32)
+    assert count_macs(fn, a, b) == 2 * 4 * 8 * 5
+
+
+@pytest.mark.parametrize("name", _registered(GMACS_MODELS))
+def test_gmacs_match_torchvision(name):
+    row = describe(name)
+    reference = reference_rows().get(model_info(name).torchvision)
+    expected = float(reference["gmacs"]) if reference else torchvision_reference(name).gmacs
+    # torchvision prints three decimals; our count must agree to that rounding.
+    assert row.gmacs == pytest.approx(expected, abs=6e-4), f"{name}: {row.gmacs:.4f} GMACs"
+
+
+@pytest.mark.parametrize("name", _registered(["alexnet", "resnet20", "mobilenet_v1_050"]))
+def test_params_match_param_count(name):
+    row = describe(name)
+    assert row.params == param_count(name, num_classes=row.num_classes)
+
+
+def test_cifar_models_count_a_ten_way_head():
+    if "resnet20" not in list_models():
+        pytest.skip("resnet20 is not registered")
+    row = describe("resnet20")
+    assert (row.num_classes, round(row.params / 1e6, 2)) == (10, 0.27)  # He et al. 2016, Table 6
+
+
+def test_table_for_one_family(capsys):
+    assert main(["--family", "alexnet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["model", "family", "classes"]
+    assert lines[1].split() == [
+        "alexnet",
+        "alexnet",
+        "1000",
+        "61.10",
+        "0.714",
+        "224",
+        "56.522",
+        "(V1)",
+    ]
+
+
+def test_markdown_table(capsys):
+    assert main(["--markdown", "--family", "alexnet"]) == 0
+    out = capsys.readouterr().out
+    assert "| alexnet | alexnet | 1000 | 61.10 | 0.714 | 224 | 56.522 (V1) |" in out.splitlines()
+
+
+def test_unknown_family_is_one_clean_line(capsys):
+    assert main(["--family", "transformer"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "'transformer'" in err and "alexnet" in err
+
+
+def test_reference_matches_shared_csv():
+    rows = reference_rows()
+    if not rows:
+        pytest.skip("shared/reference/torchvision_models.csv is not available")
+    for name, ref in TORCHVISION_REFERENCE.items():
+        row = rows[name]
+        assert (ref.weights, ref.top1, ref.top5, ref.gmacs, ref.params, ref.crop_size) == (
+            row["weights_entry"],
+            float(row["top1"]),
+            float(row["top5"]),
+            float(row["gmacs"]),
+            int(row["params_in_weights"]),
+            int(row["eval_crop"]),
+        ), name
+
+
+def test_every_torchvision_model_has_reference_figures():
+    missing = [
+        n for n in list_models() if model_info(n).torchvision and not torchvision_reference(n)
+    ]
+    assert not missing, f"add {missing} to cnn_flax/models/reference.py"

@@ -1,0 +1,76 @@
+"""The benchmark command end to end, at tiny sizes: report, table, torch comparison, errors."""
+
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from cnn_flax import benchmark
+
+TINY = ["--batch-size=2", "--resolution=32", "--steps=2", "--windows=1", "--warmup=1"]
+_KEYS = ("jax_enable_compilation_cache", "jax_compilation_cache_dir")
+
+
+@pytest.fixture(autouse=True)
+def restore_jax_config():
+    saved = {k: getattr(jax.config, k) for k in _KEYS}
+    yield
+    for k, v in saved.items():
+        jax.config.update(k, v)
+
+
+def test_all_prints_a_table_row_per_model(monkeypatch, capsys, tmp_path):
+    import cnn_flax.models
+
+    monkeypatch.setattr(cnn_flax.models, "list_models", lambda: ["resnet20", "no_such_model"])
+    md = tmp_path / "table.md"
+    args = ["--all", "--mode=train", "--compilation-cache-dir=", f"--markdown={md}", *TINY]
+    assert benchmark.main(args) == 0
+    out = capsys.readouterr().out
+    assert "throughput:" in out and "GFLOP/s" in out and "peak memory:" in out
+    assert "GFLOPs per step (3x forward)" in out and "cnn_flax.steps" in out
+    rows = [line for line in md.read_text().splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| model |")
+    assert rows[1].startswith("| resnet20 | train | float32 | 2 | 32 |")
+    assert rows[2].startswith("| no_such_model |") and "error" in rows[2]
+
+
+@pytest.mark.torch
+def test_compare_torch_prints_each_variant_and_the_ratio(monkeypatch, capsys):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchvision")
+
+    def broken_compile(model):
+        raise RuntimeError("no compiler in this test")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    args = [
+        "--model=resnet18",
+        "--mode=infer",
+        "--compare=torch",
+        "--compilation-cache-dir=",
+        *TINY,
+    ]
+    assert benchmark.main(args) == 0
+    out = capsys.readouterr().out
+    assert "  eager: " in out and "img/s" in out.split("  eager: ")[1].splitlines()[0]
+    assert "  channels_last: " in out
+    assert "  compile: n/a: RuntimeError: no compiler in this test" in out
+    ratio = [line for line in out.splitlines() if line.startswith("ratio: ")]
+    assert len(ratio) == 1 and float(ratio[0].split()[1]) > 0
+
+
+def test_unknown_model_is_one_clean_line(capsys):
+    assert benchmark.main(["--model=resnet51", "--compilation-cache-dir=", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Unknown model 'resnet51'") and "resnet50" in err
+
+
+def test_benchmark_imports_neither_torch_nor_tensorflow():
+    code = (
+        "import sys, cnn_flax.benchmark, cnn_flax.perf.jax_bench, cnn_flax.perf.flops\n"
+        "bad = [m for m in ('torch', 'tensorflow') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,75 @@
+"""The pure train step: mixed precision, float16 loss scaling, rng, aux losses."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cnn_flax import optim, steps
+from cnn_flax.train_state import create_train_state
+from tests.training import fakes
+
+
+def _setup(dtype: str, **changes):
+    config = fakes.tiny_config(dtype=dtype, **changes)
+    model = fakes.TinyCNN(dtype=steps.compute_dtype(dtype))
+    tx = optim.create_optimizer(config, steps_per_epoch=4, total_steps=6)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
+    state = create_train_state(
+        variables, tx, use_ema=False, loss_scale=steps.initial_loss_scale(config)
+    )
+    step = jax.jit(steps.make_train_step(model, tx, config=config, num_classes=fakes.NUM_CLASSES))
+    batch = jax.tree.map(jnp.asarray, fakes.train_batch(0, global_batch_size=16, seed=0))
+    return state, step, batch
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_keeps_float32_state(dtype):
+    state, step, batch = _setup(dtype)
+    new, metrics = step(state, batch)
+    for leaf in jax.tree.leaves((new.params, new.opt_state, new.batch_stats)):
+        assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype
+    assert np.isfinite(float(metrics["loss"][0]))
+    assert (new.loss_scale is not None) == (dtype == "float16")
+
+
+def test_float16_overflow_skips_the_step_and_halves_the_scale():
+    state, step, batch = _setup("float16", **{"loss_scale.initial": 2.0**40})
+    new, metrics = step(state, batch)
+    chex.assert_trees_all_equal(new.params, state.params)  # overflowed step skipped
+    assert float(new.loss_scale.scale) == 2.0**39
+    assert float(metrics["nonfinite"][0]) == 0.0  # the loss itself was finite
+
+
+def test_dropout_rng_depends_on_step_only():
+    state, step, batch = _setup("float32")
+    # The loss is computed before the update, so it differs only through the dropout mask.
+    _, a = step(state, batch)
+    _, b = step(state, batch)
+    _, c = step(state.replace(step=state.step + 1), batch)
+    assert float(a["loss"][0]) == float(b["loss"][0])  # same (seed, step): same mask
+    assert float(a["loss"][0]) != float(c["loss"][0])
+
+
+def test_auxiliary_logits_are_weighted():
+    class WithAux(fakes.TinyCNN):
+        def __call__(self, x, *, train):
+            logits = super().__call__(x, train=train)
+            return (logits, 3.0 * logits) if train else logits
+
+    config = fakes.tiny_config(aux_loss_weight=0.5)
+    model = WithAux()
+    tx = optim.create_optimizer(config, steps_per_epoch=4, total_steps=6)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
+    state = create_train_state(variables, tx, use_ema=False)
+    batch = jax.tree.map(jnp.asarray, fakes.train_batch(0, global_batch_size=16, seed=0))
+    with_aux = steps.make_train_step(model, tx, config=config, num_classes=fakes.NUM_CLASSES)
+    config.aux_loss_weight = 0.0
+    without = steps.make_train_step(model, tx, config=config, num_classes=fakes.NUM_CLASSES)
+    a, ma = jax.jit(with_aux)(state, batch)
+    b, mb = jax.jit(without)(state, batch)
+    assert float(ma["loss"][0]) == pytest.approx(float(mb["loss"][0]))  # main loss reported
+    assert float(ma["grad_norm"][0]) != pytest.approx(float(mb["grad_norm"][0]))
