@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=("auto", "trainer", "minimal"),
         default="auto",
         help="train step: the trainer's (cnn_flax.steps) or a minimal one; auto = trainer's "
-        "where it can be built and --remat=none",
+        "where it can be built and --remat is not dots/full",
     )
     p.add_argument("--compare", choices=COMPARE, default="none")
     p.add_argument(

@@ -119,6 +119,9 @@ def _options() -> tf.data.Options:
     options.deterministic = True
     options.experimental_optimization.map_parallelization = True
     options.autotune.enabled = True
+    # Parallelism comes from processing many images at once; splitting one image's resize
+    # across threads only adds synchronisation.
+    options.threading.max_intra_op_parallelism = 1
     return options
 
 

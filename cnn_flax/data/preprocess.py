@@ -21,6 +21,8 @@ def _to_uint8(image: tf.Tensor) -> tf.Tensor:
 
 def resize_uint8(image: tf.Tensor, size: int, *, antialias: bool) -> tf.Tensor:
     """Bilinear resize to [size, size] returning uint8."""
+    # TF's bilinear kernel is markedly faster on float32 input than on uint8 input.
+    image = tf.cast(image, tf.float32)
     resized = tf.image.resize(image, [size, size], method="bilinear", antialias=antialias)
     return _to_uint8(resized)
 

@@ -47,7 +47,7 @@ def torch_batches(paths: list[str], labels: list[int], *, batch_size: int, image
 
 
 def main(argv: list[str] | None = None) -> None:
-    from cnn_flax.data.benchmark import timed
+    from cnn_flax.data.benchmark import best_of
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", required=True, help='JSON {"paths": [...], "labels": [...]}')
@@ -55,14 +55,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=1, help="report the best of this many")
     args = parser.parse_args(argv)
     with open(args.files) as f:
         files = json.load(f)
     batches = torch_batches(
         files["paths"], files["labels"], batch_size=args.batch_size, image_size=args.image_size
     )
-    rate = timed(
-        batches,
+    rate = best_of(
+        iter(batches),
+        repeats=args.repeats,
         steps=args.steps,
         warmup=args.warmup,
         batch_size=args.batch_size,

@@ -30,7 +30,7 @@ class Settings:
       windows: timing windows; the step time is the median window's mean.
       warmup: untimed steps after compilation.
       remat: rematerialisation policy for training (see ``jax_steps.REMAT_POLICIES``).
-      step: "auto" (the trainer's step where it can be built and no remat is asked for),
+      step: "auto" (the trainer's step where it can be built and no whole-step remat is asked),
         "trainer" (``cnn_flax.steps``) or "minimal" (``cnn_flax.perf.jax_steps``).
     """
 
@@ -91,13 +91,17 @@ def _choose_step(settings: Settings) -> str:
     if settings.step == "minimal":
         return "minimal"
     reason = trainer_step.available()
+    whole_step_remat = settings.remat in ("dots", "full")
     if settings.step == "trainer":
-        if settings.remat != "none":
-            raise ValueError("--remat needs --step=minimal (the trainer's step has no remat).")
+        if whole_step_remat:
+            raise ValueError(
+                f"--remat={settings.remat} wraps the whole step and needs --step=minimal; "
+                "--remat=blocks works with either step."
+            )
         if reason:
             raise ValueError(f"--step=trainer is unavailable here ({reason}); use --step=minimal.")
         return "trainer"
-    return "trainer" if reason is None and settings.remat == "none" else "minimal"
+    return "trainer" if reason is None and not whole_step_remat else "minimal"
 
 
 def _dtype(name: str) -> jnp.dtype:
@@ -153,23 +157,22 @@ def run(settings: Settings) -> Result:
     images = jax.random.normal(key, (settings.batch_size, res, res, 3), jnp.float32)
     labels = jax.random.randint(key, (settings.batch_size,), 0, 1000, jnp.int32)
     tx = jax_steps.sgd_momentum()
-    state = jax_steps.init_state(model, resolution=res, tx=tx)
 
     step_impl = "model.apply(train=False)"
-    if settings.mode == "train":
-        step_impl = MINIMAL_DESCRIPTION
-        inputs = (images, labels)
-        if _choose_step(settings) == "trainer":
-            from cnn_flax.perf import trainer_step
+    if settings.mode == "train" and _choose_step(settings) == "trainer":
+        from cnn_flax.perf import trainer_step
 
-            step_impl = trainer_step.DESCRIPTION
-            step_fn, state, batch = trainer_step.build(
-                model, dtype=settings.dtype, batch_size=settings.batch_size, resolution=res
-            )
-            inputs = (batch,)
-            del images, labels
-        else:
+        step_impl = trainer_step.DESCRIPTION
+        step_fn, state, batch = trainer_step.build(
+            model, dtype=settings.dtype, batch_size=settings.batch_size, resolution=res
+        )
+        inputs = (batch,)
+    else:
+        state = jax_steps.init_state(model, resolution=res, tx=tx)
+        if settings.mode == "train":
+            step_impl = MINIMAL_DESCRIPTION
             step_fn = jax_steps.make_train_step(model, tx, remat=settings.remat)
+            inputs = (images, labels)
 
     start = time.perf_counter()
     if settings.mode == "train":

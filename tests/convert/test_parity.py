@@ -1,5 +1,7 @@
 """Numerical parity with torchvision: same weights, same images, same logits (float32, eval)."""
 
+import copy
+
 import jax
 import numpy as np
 import pytest
@@ -17,24 +19,41 @@ PARITY_ATOL = 1e-4
 WITH_TORCHVISION = [n for n in list_models() if model_info(n).torchvision]
 
 
-def parity_error(name: str, *, batch: int = 2) -> float:
-    tv = build_torchvision(name, torchvision)
-    variables = from_torchvision(name, tv.state_dict())
+def parity_logits(name: str, *, batch: int = 2) -> dict[str, np.ndarray]:
+    """cnn_flax float32, torchvision float32 and torchvision float64 logits of the same weights
+    on the same images."""
     res = input_resolution(name)
+    tv = build_torchvision(name, torchvision, resolution=res)
+    variables = from_torchvision(name, tv.state_dict())
     images = np.random.default_rng(0).standard_normal((batch, res, res, 3)).astype(np.float32)
+    nchw = torch.from_numpy(images.transpose(0, 3, 1, 2))
     with torch.no_grad():
-        expected = tv(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-    model = create_model(name, num_classes=expected.shape[-1])
-    got = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images))
-    return float(np.max(np.abs(got - expected)))
+        torch32 = tv(nchw).numpy()
+        torch64 = copy.deepcopy(tv).double()(nchw.double()).numpy()
+    model = create_model(name, num_classes=torch32.shape[-1])
+    ours = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images))
+    return {"ours": ours, "torch32": torch32, "torch64": torch64}
 
 
 @pytest.mark.torch
 @pytest.mark.parametrize("name", WITH_TORCHVISION)
 def test_logits_match_torchvision(name):
-    err = parity_error(name)
-    print(f"parity {name}: max abs logit error {err:.3g}")
-    assert err < PARITY_ATOL
+    logits = parity_logits(name)
+    expected = logits["torch32"]
+    err = float(np.max(np.abs(logits["ours"] - expected)))
+    # torchvision's own float32 rounding error, measured against its float64 result.
+    torch_noise = float(np.max(np.abs(expected - logits["torch64"])))
+    scale = float(np.max(np.abs(expected)))
+    spread = float(np.max(np.abs(expected[0] - expected[1])))
+    print(
+        f"parity {name}: max abs logit error {err:.3g} (torchvision float32 vs float64: "
+        f"{torch_noise:.3g}; logit scale {scale:.3g})"
+    )
+    # The check means something only if the logits depend on the image.
+    assert spread > 1e-2 * scale, f"{name}: logits barely depend on the input"
+    # 1e-4 absolute; where logits are so large that torchvision's own float32 result is further
+    # than that from the exact one (deep ResNets, |logit| ~ 50), within a few times that noise.
+    assert err < max(PARITY_ATOL, 4 * torch_noise)
 
 
 @pytest.mark.torch

@@ -14,27 +14,39 @@ TORCHVISION_KWARGS: dict[str, dict] = {
 }
 
 
-def build_torchvision(name: str, torchvision, *, seed: int = 0) -> torch.nn.Module:
-    """torchvision's model for cnn_flax ``name``, randomly initialised, BN statistics randomised.
+def build_torchvision(
+    name: str, torchvision, *, seed: int = 0, resolution: int | None = None
+) -> torch.nn.Module:
+    """torchvision's model for cnn_flax ``name`` in eval mode, with realistic random BatchNorm.
 
-    Running means and variances are drawn away from torchvision's 0/1 defaults so the parity test
-    also checks that statistics are carried over and used.
+    torchvision's fresh running statistics (mean 0, variance 1) do not match the activations of
+    a random network: deep nets then blow their logits up to 1e5 (ResNet-152), or saturate so the
+    logits no longer depend on the input (GoogLeNet), and a parity check on them proves little.
+    So the statistics are first calibrated on one train-mode pass over random images at the test
+    ``resolution`` (cumulative average), then perturbed, and the affine parameters randomised:
+    every BatchNorm then carries distinct, non-trivial values that the converter must move over.
     """
     torch.manual_seed(seed)
     info = model_info(name)
     model = torchvision.models.get_model(
         info.torchvision, weights=None, **TORCHVISION_KWARGS.get(name, {})
     )
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.running_mean.copy_(
-                    torch.randn(module.running_mean.shape, generator=gen) * 0.1
-                )
-                module.running_var.copy_(
-                    torch.rand(module.running_var.shape, generator=gen) * 0.5 + 0.75
-                )
-                module.weight.copy_(torch.rand(module.weight.shape, generator=gen) * 0.5 + 0.75)
-                module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.1)
+        for module in norms:
+            module.weight.copy_(torch.rand(module.weight.shape, generator=gen) * 0.5 + 0.75)
+            module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.1)
+        if norms and resolution is not None:
+            for module in norms:
+                module.reset_running_stats()
+                module.momentum = None  # cumulative moving average: the batch's statistics
+            model.train()
+            model(torch.randn(8, 3, resolution, resolution, generator=gen))
+        for module in norms:
+            module.momentum = 0.1
+            std = module.running_var.sqrt()
+            noise = torch.randn(module.running_mean.shape, generator=gen)
+            module.running_mean.add_(0.1 * std * noise)
+            module.running_var.mul_(torch.rand(module.running_var.shape, generator=gen) * 0.4 + 0.8)
     return model.eval()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cnn_flax.models import create_model, list_models, model_info
-from tests.helpers import input_resolution
+from tests.helpers import input_resolution, random_variables
 
 
 def one_model_per_family() -> list[str]:
@@ -28,7 +28,7 @@ def test_bf16_logits_close_to_float32(name):
     x = jax.random.normal(jax.random.key(0), (4, res, res, 3))
     fp32 = create_model(name, num_classes=10)
     bf16 = create_model(name, num_classes=10, dtype=jnp.bfloat16)
-    variables = jax.jit(lambda x: fp32.init(jax.random.key(1), x, train=False))(x)
+    variables = random_variables(fp32, x)
 
     ref = np.asarray(jax.jit(lambda v, x: fp32.apply(v, x, train=False))(variables, x))
     got = jax.jit(lambda v, x: bf16.apply(v, x, train=False))(variables, x)
@@ -44,13 +44,16 @@ def test_bf16_keeps_float32_params_and_statistics(name):
     res = input_resolution(name)
     x = jax.random.normal(jax.random.key(0), (2, res, res, 3))
     model = create_model(name, num_classes=10, dtype=jnp.bfloat16)
-    variables = model.init(jax.random.key(1), x, train=False)
-    assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(1), x, train=False), x)
+    assert {leaf.dtype for leaf in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.float32)}
+    variables = random_variables(model, x)
     if "batch_stats" not in variables:
         return
-    _, updates = model.apply(
-        variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(2)}
-    )
+    _, updates = jax.jit(
+        lambda v, x: model.apply(
+            v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(2)}
+        )
+    )(variables, x)
     stats = jax.tree.leaves(updates["batch_stats"])
     assert {leaf.dtype for leaf in stats} == {jnp.dtype(jnp.float32)}
     changed = jax.tree.map(
