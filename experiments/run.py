@@ -62,20 +62,18 @@ def build_config(study: Study, variant: Variant, *, seed: int, args: argparse.Na
     return config
 
 
-def count_params_and_macs(config) -> tuple[int, float]:
-    """Parameters and multiply-accumulates per image (XLA cost analysis / 2) of the arm's model."""
+def count_params_and_macs(config) -> tuple[int, int]:
+    """Parameters and multiply-accumulates per image (papers' convention) of the arm's model."""
     from cnn_flax.models import create_model
-    from cnn_flax.perf.flops import cost_flops
+    from cnn_flax.perf.macs import count_macs
 
     overrides = config.model_overrides.to_dict() if config.model_overrides else {}
-    num_classes = config.get("num_classes") or 10
-    model = create_model(config.model, num_classes=num_classes, **overrides)
+    model = create_model(config.model, num_classes=10, **overrides)
     size = int(config.data.image_size)
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
     params = sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))
-    lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x)
-    return params, cost_flops(lowered) / 2
+    return params, count_macs(lambda v, x: model.apply(v, x, train=False), variables, x)
 
 
 def read_curves(workdir: pathlib.Path) -> list[dict]:
@@ -137,11 +135,48 @@ def run_study(study: Study, args: argparse.Namespace) -> pathlib.Path:
             )
     write_csv(out / "results.csv", results)
     write_csv(out / "curves.csv", curves)
-    (out / "summary.md").write_text(summary_table(results, args) + "\n")
+    write_summary_and_plot(study, results, curves, out=out, args=args)
+    return out
+
+
+def write_summary_and_plot(study, results, curves, *, out: pathlib.Path, args) -> None:
     from experiments.plots import plot_study
 
+    (out / "summary.md").write_text(summary_table(results, args) + "\n")
     plot_study(study, results, curves, out / "plot.png")
+
+
+def recount(study: Study, args: argparse.Namespace) -> pathlib.Path:
+    """Recomputes params and MACs of committed results (no training), then the summary and plot.
+
+    For when the counting convention changes: the training numbers stay as they were measured.
+    """
+    out = pathlib.Path(args.out) if args.out else HERE / study.name
+    results = read_csv(out / "results.csv")
+    curves = read_csv(out / "curves.csv")
+    by_label = {v.label: v for v in study.variants}
+    for row in results:
+        config = build_config(study, by_label[row["variant"]], seed=int(row["seed"]), args=args)
+        params, macs = count_params_and_macs(config)
+        row["params"], row["mmacs"] = params, round(macs / 1e6, 3)
+    write_csv(out / "results.csv", results)
+    write_summary_and_plot(study, results, curves, out=out, args=args)
     return out
+
+
+def read_csv(path: pathlib.Path) -> list[dict]:
+    """Rows of a results/curves CSV with numbers parsed back."""
+
+    def parse(value: str):
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+        return None if value == "" else value
+
+    with path.open() as f:
+        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def write_csv(path: pathlib.Path, rows: list[dict]) -> None:
@@ -183,8 +218,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dataset", default="digits", help="data set name (cnn_flax.data)")
     parser.add_argument("--image-size", type=int, default=None, help="default: the study's")
     parser.add_argument("--steps", type=int, default=None, help="default: the study's")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1])
     parser.add_argument(
         "--variants",
         type=lambda s: [int(x) for x in s.split(",")],
@@ -196,6 +231,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=pathlib.Path(tempfile.gettempdir()) / "cnn_flax_experiments_xla_cache",
         help="persistent XLA compilation cache shared by the runs",
     )
+    parser.add_argument(
+        "--recount",
+        action="store_true",
+        help="recompute params/MACs, summary and plot of existing results without training",
+    )
     parser.add_argument("--out", default=None, help="output folder (default: the study folder)")
     return parser.parse_args(argv)
 
@@ -204,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     study = load_study(args.study)
     args.steps = args.steps or study.default_steps
-    out = run_study(study, args)
+    out = recount(study, args) if args.recount else run_study(study, args)
     print(f"wrote {out}/results.csv, curves.csv, summary.md, plot.png")
 
 

@@ -48,7 +48,7 @@ class Study:
     base_config: Callable[..., ml_collections.ConfigDict]
     variants: tuple[Variant, ...]
     plot: str = "bars"
-    default_steps: int = 300
+    default_steps: int = 150
 
 
 def set_path(config: ml_collections.ConfigDict, path: str, value: Any) -> None:

@@ -32,5 +32,5 @@ STUDY = Study(
             },
         ),
     ),
-    default_steps=300,
+    default_steps=150,
 )

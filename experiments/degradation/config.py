@@ -29,5 +29,5 @@ STUDY = Study(
         Variant("resnet34", {"model": "resnet34", **_IMAGENET}, group="ImageNet-style, width 16"),
     ),
     plot="curves",
-    default_steps=400,
+    default_steps=150,
 )

@@ -21,5 +21,5 @@ STUDY = Study(
         Variant("naive, no aux", {"model": "googlenet_naive", **_NO_AUX}),
         Variant("reduced, aux 0.3", {"model": "googlenet", "model_overrides.aux_logits": True}),
     ),
-    default_steps=300,
+    default_steps=150,
 )

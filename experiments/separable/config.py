@@ -20,5 +20,5 @@ STUDY = Study(
         Variant("separable a=0.5", {"model": "mobilenet_v1", "model_overrides.alpha": 0.5}),
         Variant("separable a=0.25", {"model": "mobilenet_v1", "model_overrides.alpha": 0.25}),
     ),
-    default_steps=300,
+    default_steps=150,
 )

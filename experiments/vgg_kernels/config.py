@@ -2,36 +2,24 @@
 
 Simonyan and Zisserman 2015 ("Very Deep Convolutional Networks", sec. 2.3): two stacked 3x3
 convolutions see 5x5 pixels and three see 7x7, with fewer weights (18C^2 and 27C^2 against 25C^2
-and 49C^2) and more non-linearities in between. Arms: a small three-stage VGG (widths 32-64-128,
-BatchNorm so that all arms train in the few steps of the small-scale run, global-pool
-classifier) whose stages hold two 3x3 convolutions, against one 5x5 per stage (changes only the
-kernel stack); and three 3x3 against one 7x7. At 32 px on the small-scale data.
+and 49C^2) and more non-linearities in between. Arms: the 32-px VGG-13 and VGG-16 layouts
+(BatchNorm, global-pool linear classifier, registered in cnn_flax.models.vgg) against the same
+nets with each stack replaced by one convolution of the same receptive field
+(``single_kernel_stages``): VGG-13's pairs become 5x5, VGG-16's triples 7x7 (its pairs 5x5).
+Each arm changes only the kernel stack against its twin.
 """
 
 from experiments.study import Study, Variant, digits_config
-
-_WIDTHS = (32, 64, 128)
-
-
-def _vgg(num_convs: int, kernel: int) -> dict:
-    return {
-        "model": "vgg11_bn",
-        # (features, num_convs, kernel_size) per stage; the VGG module reads plain tuples.
-        "model_overrides.stages": tuple((w, num_convs, kernel) for w in _WIDTHS),
-        "model_overrides.hidden_features": (),
-        "model_overrides.pool_size": 1,
-    }
-
 
 STUDY = Study(
     name="vgg_kernels",
     question="Stacked 3x3 convolutions vs a single kernel with the same receptive field",
     base_config=lambda **kw: digits_config(**kw, default_image_size=32),
     variants=(
-        Variant("2 x 3x3", _vgg(2, 3), group="receptive field 5"),
-        Variant("1 x 5x5", _vgg(1, 5), group="receptive field 5"),
-        Variant("3 x 3x3", _vgg(3, 3), group="receptive field 7"),
-        Variant("1 x 7x7", _vgg(1, 7), group="receptive field 7"),
+        Variant("VGG-13: 2 x 3x3", {"model": "vgg13_bn_cifar"}, group="VGG-13"),
+        Variant("VGG-13: 1 x 5x5", {"model": "vgg13_bn_cifar_5x5"}, group="VGG-13"),
+        Variant("VGG-16: 3 x 3x3", {"model": "vgg16_bn_cifar"}, group="VGG-16"),
+        Variant("VGG-16: 1 x 7x7", {"model": "vgg16_bn_cifar_5x5_7x7"}, group="VGG-16"),
     ),
-    default_steps=300,
+    default_steps=150,
 )

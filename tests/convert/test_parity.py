@@ -3,6 +3,7 @@
 import copy
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -20,8 +21,8 @@ WITH_TORCHVISION = [n for n in list_models() if model_info(n).torchvision]
 
 
 def parity_logits(name: str, *, batch: int = 2) -> dict[str, np.ndarray]:
-    """cnn_flax float32, torchvision float32 and torchvision float64 logits of the same weights
-    on the same images."""
+    """Logits of the same weights on the same images: cnn_flax and torchvision in float32, both
+    again computing in float64 (cnn_flax only where float32 cannot settle the question)."""
     res = input_resolution(name)
     tv = build_torchvision(name, torchvision, resolution=res)
     variables = from_torchvision(name, tv.state_dict())
@@ -32,7 +33,17 @@ def parity_logits(name: str, *, batch: int = 2) -> dict[str, np.ndarray]:
         torch64 = copy.deepcopy(tv).double()(nchw.double()).numpy()
     model = create_model(name, num_classes=torch32.shape[-1])
     ours = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images))
-    return {"ours": ours, "torch32": torch32, "torch64": torch64}
+    return {"ours": ours, "torch32": torch32, "torch64": torch64, "variables": variables}
+
+
+def ours_in_float64(name: str, variables: dict, num_classes: int, *, batch: int = 2):
+    """cnn_flax computing in float64 (its logits still leave as float32, by design)."""
+    res = input_resolution(name)
+    images = np.random.default_rng(0).standard_normal((batch, res, res, 3))
+    with jax.enable_x64(True):
+        model = create_model(name, num_classes=num_classes, dtype=jnp.float64)
+        v64 = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
+        return np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(v64, images))
 
 
 @pytest.mark.torch
@@ -45,15 +56,23 @@ def test_logits_match_torchvision(name):
     torch_noise = float(np.max(np.abs(expected - logits["torch64"])))
     scale = float(np.max(np.abs(expected)))
     spread = float(np.max(np.abs(expected[0] - expected[1])))
-    print(
+    report = (
         f"parity {name}: max abs logit error {err:.3g} (torchvision float32 vs float64: "
         f"{torch_noise:.3g}; logit scale {scale:.3g})"
     )
     # The check means something only if the logits depend on the image.
     assert spread > 1e-2 * scale, f"{name}: logits barely depend on the input"
-    # 1e-4 absolute; where logits are so large that torchvision's own float32 result is further
-    # than that from the exact one (deep ResNets, |logit| ~ 50), within a few times that noise.
-    assert err < max(PARITY_ATOL, 4 * torch_noise)
+    if err >= PARITY_ATOL:
+        # Deep nets with large logits: float32 rounding alone (torchvision's own, above) exceeds
+        # 1e-4, so no float32 implementation can agree that closely. Then (a) we must be as close
+        # to torchvision as its float32 result is to the exact one, and (b) the gap must shrink
+        # when both compute in float64: a structural difference would not.
+        ours64 = ours_in_float64(name, logits["variables"], expected.shape[-1])
+        err64 = float(np.max(np.abs(ours64 - logits["torch64"])))
+        report += f"; both in float64: {err64:.3g}"
+        assert err < 4 * torch_noise, report
+        assert err64 < err / 4, report
+    print(report)
 
 
 @pytest.mark.torch

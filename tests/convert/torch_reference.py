@@ -41,8 +41,22 @@ def build_torchvision(
             for module in norms:
                 module.reset_running_stats()
                 module.momentum = None  # cumulative moving average: the batch's statistics
-            model.train()
-            model(torch.randn(8, 3, resolution, resolution, generator=gen))
+            # Only BatchNorm in train mode: dropout and stochastic depth stay off, so the
+            # statistics describe the network that eval mode runs.
+            model.eval()
+            for module in norms:
+                module.train()
+            model(torch.randn(32, 3, resolution, resolution, generator=gen))
+        if resolution is not None:
+            # Keep the logits at the few-units scale of a trained classifier: random deep nets can
+            # reach |logit| ~ 1e2-1e3, where float32 rounding alone exceeds any useful tolerance.
+            # Only the last Linear layer is rescaled; the rest of the network is untouched.
+            model.eval()
+            scale = model(torch.randn(8, 3, resolution, resolution, generator=gen)).abs().max()
+            head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+            if scale > 4.0:
+                head.weight.mul_(4.0 / scale)
+                head.bias.mul_(4.0 / scale)
         for module in norms:
             module.momentum = 0.1
             std = module.running_var.sqrt()
