@@ -47,6 +47,12 @@ def build_torchvision(
             for module in norms:
                 module.train()
             model(torch.randn(32, 3, resolution, resolution, generator=gen))
+            # Channels that a random net leaves (nearly) constant get a variance near 0, and
+            # BatchNorm then multiplies rounding noise by up to 1/sqrt(eps); keep every variance
+            # at least a tenth of its layer's mean, as a trained net's statistics would be.
+            for module in norms:
+                floor = 0.1 * module.running_var.mean()
+                module.running_var.clamp_(min=float(floor))
         if resolution is not None:
             # Keep the logits at the few-units scale of a trained classifier: random deep nets can
             # reach |logit| ~ 1e2-1e3, where float32 rounding alone exceeds any useful tolerance.
