@@ -53,7 +53,8 @@ def build_config(study: Study, variant: Variant, *, seed: int, args: argparse.Na
     config.seed = seed
     config.total_steps = args.steps
     config.batch_size = args.batch_size
-    # Evaluate a few times along the way and once at the end; no checkpoints are needed.
+    # Evaluate a few times along the way and once at the end; checkpoint only at the end
+    # (the workdir is temporary, so no intermediate saves).
     config.eval_every_steps = max(1, args.steps // 4)
     config.log_every_steps = max(1, args.steps // 30)
     config.checkpoint_every_steps = 0
