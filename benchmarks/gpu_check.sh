@@ -74,7 +74,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >>"$SUMMARY
 # Parity in float32 against torchvision and the bf16-vs-float32 forward check, on the device.
 # Highest matmul precision: Ampere+ GPUs would otherwise run float32 convolutions in TF32, which
 # is not what the 1e-4 parity tolerance is about.
-if python -c "import pytest" 2>/dev/null; then
+if [ "${GPU_CHECK_SKIP_TESTS:-0}" = "1" ]; then
+  note "tests: skipped (GPU_CHECK_SKIP_TESTS=1)"
+elif python -c "import pytest" 2>/dev/null; then
   K_ARGS=()
   [ -n "$TEST_K" ] && K_ARGS=(-k "$TEST_K")
   JAX_DEFAULT_MATMUL_PRECISION=highest timeout "$TEST_TIMEOUT" python -m pytest -q -p no:cacheprovider \

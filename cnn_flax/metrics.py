@@ -13,11 +13,13 @@ import json
 import math
 import pathlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
 import numpy as np
+
+from cnn_flax.perf.macs import count_macs
 
 Pairs = Mapping[str, tuple[Any, Any]]
 
@@ -205,18 +207,27 @@ def peak_flops_per_device(device: jax.Device | None = None) -> float | None:
     return None
 
 
-def compiled_flops(compiled: Any) -> float | None:
-    """FLOPs of one execution of a compiled (per-device, SPMD-partitioned) program, from XLA."""
+def step_flops_per_device(lowered: Any, fn: Callable, *args: Any, num_devices: int) -> float | None:
+    """FLOPs one device executes per step, for MFU.
+
+    XLA's count of the lowered (global, not yet partitioned) program, divided among the devices.
+    Where the backend gives no count there (jax 0.11's CUDA plugin), twice the multiply-
+    accumulates of the step's jaxpr (forward and backward convolutions and matrix products). The
+    compiled program's count is not used: on GPU it leaves out the cuDNN convolutions.
+    """
     try:
-        cost = compiled.cost_analysis()
-    except Exception:  # some backends do not implement cost analysis
-        return None
+        cost = lowered.cost_analysis()
+    except Exception:  # noqa: BLE001 - some backends do not implement cost analysis
+        cost = None
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else None
-    if not cost or "flops" not in cost:
+    if cost and float(cost.get("flops", 0.0)) > 0:
+        return float(cost["flops"]) / num_devices
+    try:
+        flops = 2.0 * count_macs(fn, *args)
+    except Exception:  # noqa: BLE001 - a count is a nicety, never a reason to stop training
         return None
-    flops = float(cost["flops"])
-    return flops if flops > 0 else None
+    return flops / num_devices if flops > 0 else None
 
 
 def throughput(

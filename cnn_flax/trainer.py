@@ -432,8 +432,11 @@ def _loop(
         for step in range(start_step, end_step):
             batch = next(batches)
             if compiled is None:
-                compiled = jitted.lower(state, batch).compile()
-                flops = metrics.compiled_flops(compiled)
+                lowered = jitted.lower(state, batch)
+                compiled = lowered.compile()
+                flops = metrics.step_flops_per_device(
+                    lowered, jitted, state, batch, num_devices=jax.device_count()
+                )
                 interval_t0 = time.perf_counter()
             if profile_window and step == profile_window[0]:
                 jax.profiler.start_trace(str(workdir / "profile"))

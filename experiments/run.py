@@ -85,9 +85,28 @@ def read_curves(workdir: pathlib.Path) -> list[dict]:
     return rows
 
 
-def run_study(study: Study, args: argparse.Namespace) -> pathlib.Path:
+def train_or_reuse(config, workdir: pathlib.Path) -> tuple[list[dict], float]:
+    """Trains one arm for one seed in ``workdir``, or reuses the run finished there before.
+
+    The trainer resumes from the workdir's latest checkpoint by itself, so an interrupted sweep
+    rerun with the same ``--runs-dir`` continues where it stopped and adds only what is missing
+    (more seeds, say). Returns the run's metrics log and its training wall time.
+    """
     from cnn_flax import trainer
 
+    record = workdir / "run.json"
+    if record.exists():
+        done = json.loads(record.read_text())
+        if done["steps"] == config.total_steps:
+            return read_curves(workdir), done["wall_s"]
+    start = time.perf_counter()
+    trainer.train(config, workdir, show_progress=False)
+    wall = time.perf_counter() - start
+    record.write_text(json.dumps({"steps": config.total_steps, "wall_s": round(wall, 1)}))
+    return read_curves(workdir), round(wall, 1)
+
+
+def run_study(study: Study, args: argparse.Namespace) -> pathlib.Path:
     out = pathlib.Path(args.out) if args.out else HERE / study.name
     out.mkdir(parents=True, exist_ok=True)
     results, curves = [], []
@@ -95,16 +114,20 @@ def run_study(study: Study, args: argparse.Namespace) -> pathlib.Path:
     runs = [(v, s) for v in variants for s in args.seeds]
     bar = tqdm(runs, desc=study.name, unit="run", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix=f"exp_{study.name}_") as tmp:
+        runs_dir = pathlib.Path(args.runs_dir) / study.name if args.runs_dir else pathlib.Path(tmp)
         for variant, seed in bar:
             bar.set_postfix_str(f"{variant.label} seed={seed}")
             config = build_config(study, variant, seed=seed, args=args)
-            workdir = pathlib.Path(tmp) / f"{variant.label}_s{seed}"
-            start = time.perf_counter()
-            result = trainer.train(config, workdir, show_progress=False)
-            wall = time.perf_counter() - start
+            workdir = runs_dir / f"{variant.label}_s{seed}"
+            log, wall = train_or_reuse(config, workdir)
             params, macs = count_params_and_macs(config)
-            log = read_curves(workdir)
             train_rows = [r for r in log if r.get("split") == "train"]
+            final_eval = [r for r in log if r.get("split") == "eval"][-1]
+            if final_eval["step"] != args.steps:
+                raise SystemExit(
+                    f"error: {workdir} ended at step {final_eval['step']}, not {args.steps}; "
+                    "delete it (or fix its config) and rerun"
+                )
             for r in log:
                 curves.append(
                     {
@@ -124,14 +147,14 @@ def run_study(study: Study, args: argparse.Namespace) -> pathlib.Path:
                     "variant": variant.label,
                     "group": variant.group,
                     "seed": seed,
-                    "steps": result.step,
+                    "steps": final_eval["step"],
                     "params": params,
                     "mmacs": round(macs / 1e6, 3),
                     "final_train_loss": round(statistics.fmean(r["loss"] for r in tail), 5),
                     "image_size": int(config.data.image_size),
-                    "eval_top1": round(float(result.eval_metrics["eval_top1"]), 5),
-                    "eval_loss": round(float(result.eval_metrics["eval_loss"]), 5),
-                    "wall_s": round(wall, 1),
+                    "eval_top1": round(float(final_eval["top1"]), 5),
+                    "eval_loss": round(float(final_eval["loss"]), 5),
+                    "wall_s": wall,
                 }
             )
     write_csv(out / "results.csv", results)
@@ -231,6 +254,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--cache-dir",
         default=pathlib.Path(tempfile.gettempdir()) / "cnn_flax_experiments_xla_cache",
         help="persistent XLA compilation cache shared by the runs",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        default=None,
+        help="keep each run's workdir under DIR/STUDY; rerunning with the same DIR resumes an "
+        "interrupted sweep and reuses finished runs (default: a temporary folder)",
     )
     parser.add_argument(
         "--recount",

@@ -51,6 +51,30 @@ def test_study_runs_a_few_steps(name, tmp_path):
     ]
 
 
+@pytest.mark.slow
+def test_runs_dir_resumes_a_sweep_and_reuses_finished_runs(tmp_path, monkeypatch):
+    from cnn_flax import trainer
+
+    study = run.load_study("degradation")
+    common = ["degradation", "--steps=2", "--batch-size=8", "--variants=2"]
+    common += [f"--runs-dir={tmp_path / 'runs'}", f"--out={tmp_path / 'out'}"]
+    run.run_study(study, run.parse_args(common + ["--seeds=0"]))
+    first = run.read_csv(tmp_path / "out" / "results.csv")
+
+    trained = []
+    real_train = trainer.train
+    monkeypatch.setattr(
+        trainer,
+        "train",
+        lambda config, *a, **k: trained.append(config.seed) or real_train(config, *a, **k),
+    )
+    run.run_study(study, run.parse_args(common + ["--seeds=0,1"]))
+    both = run.read_csv(tmp_path / "out" / "results.csv")
+    assert trained == [1], "seed 0 finished before and must be reused, not retrained"
+    assert both[0] == first[0]
+    assert [r["seed"] for r in both] == [0, 1]
+
+
 @pytest.mark.parametrize("name", run.STUDIES)
 def test_arms_build_valid_and_distinct_configs(name):
     """Each arm's changes name real config fields, and no two arms train the same thing."""
