@@ -53,6 +53,8 @@ def build_config(study: Study, variant: Variant, *, seed: int, args: argparse.Na
     config.seed = seed
     config.total_steps = args.steps
     config.batch_size = args.batch_size
+    if args.warmup_epochs is not None:
+        config.schedule.warmup_epochs = args.warmup_epochs
     # Evaluate a few times along the way and once at the end; checkpoint only at the end
     # (the workdir is temporary, so no intermediate saves).
     config.eval_every_steps = max(1, args.steps // 4)
@@ -243,6 +245,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=None, help="default: the study's")
     parser.add_argument("--steps", type=int, default=None, help="default: the study's")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=None,
+        help="learning-rate warm-up in epochs (default: the recipe's, 1 epoch); short runs need "
+        "less, or the warm-up takes most of the run",
+    )
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1])
     parser.add_argument(
         "--variants",

@@ -1,5 +1,6 @@
 """Shared test set-up: CPU only, several simulated devices, small shapes."""
 
+import contextlib
 import os
 
 # Tests run on CPU with 8 simulated devices so data parallelism is exercised without accelerators.
@@ -15,7 +16,5 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # library, and loading that in a process that has already run XLA computations crashed
 # (segmentation fault; jaxlib 0.10.2, torch 2.14.1) when a benchmark test imported torchvision
 # lazily after the trainer tests. A full run imports it while collecting the parity tests anyway.
-try:
+with contextlib.suppress(ImportError):
     import torchvision  # noqa: F401
-except ImportError:
-    pass
