@@ -106,3 +106,18 @@ def test_set_path_refuses_unknown_fields():
 def test_unknown_study_is_named():
     with pytest.raises(SystemExit, match="unknown study"):
         run.load_study("resnet_vs_vit")
+
+
+def test_warmup_epochs_overrides_the_recipe_only_when_given():
+    study = run.load_study("degradation")
+    default = run.build_config(
+        study, study.variants[0], seed=0, args=run.parse_args(["degradation", "--steps=60"])
+    )
+    short = run.build_config(
+        study,
+        study.variants[0],
+        seed=0,
+        args=run.parse_args(["degradation", "--steps=60", "--warmup-epochs=0.2"]),
+    )
+    assert default.schedule.warmup_epochs == 1.0
+    assert short.schedule.warmup_epochs == 0.2
