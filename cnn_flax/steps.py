@@ -112,6 +112,15 @@ def make_train_step(
                 rngs={"dropout": dropout_rng},
             )
             logits, aux = _split_outputs(outputs)
+            if aux and not aux_weight:
+                # Raised while tracing, before the first step runs: auxiliary heads that the loss
+                # ignores would be trained for nothing (and an ablation of them would compare a
+                # model with itself).
+                raise ValueError(
+                    f"The model returns {len(aux)} auxiliary outputs but aux_loss_weight is 0; "
+                    "set config.aux_loss_weight (0.3 in Szegedy et al. 2015) or turn the heads "
+                    "off with config.model_overrides.aux_logits=False."
+                )
             loss_sum, count = losses.cross_entropy(
                 logits.astype(jnp.float32), targets, label_smoothing=label_smoothing
             )

@@ -46,6 +46,8 @@ def build(
     config = get_base_config()
     config.dtype = dtype
     config.batch_size = batch_size
+    # GoogLeNet's auxiliary heads train with its recipe's weight; other models have none.
+    config.aux_loss_weight = 0.3
     tx = jax_steps.sgd_momentum()
     variables = jax_steps.init_variables(model, resolution=resolution)
     state = create_train_state(variables, tx, use_ema=False)

@@ -67,9 +67,28 @@ def test_auxiliary_logits_are_weighted():
     state = create_train_state(variables, tx, use_ema=False)
     batch = jax.tree.map(jnp.asarray, fakes.train_batch(0, global_batch_size=16, seed=0))
     with_aux = steps.make_train_step(model, tx, config=config, num_classes=fakes.NUM_CLASSES)
-    config.aux_loss_weight = 0.0
-    without = steps.make_train_step(model, tx, config=config, num_classes=fakes.NUM_CLASSES)
+    # The same parameters without the auxiliary output.
+    without = steps.make_train_step(
+        fakes.TinyCNN(), tx, config=config, num_classes=fakes.NUM_CLASSES
+    )
     a, ma = jax.jit(with_aux)(state, batch)
     b, mb = jax.jit(without)(state, batch)
     assert float(ma["loss"][0]) == pytest.approx(float(mb["loss"][0]))  # main loss reported
     assert float(ma["grad_norm"][0]) != pytest.approx(float(mb["grad_norm"][0]))
+
+
+def test_auxiliary_logits_without_a_loss_weight_are_refused():
+    class WithAux(fakes.TinyCNN):
+        def __call__(self, x, *, train):
+            logits = super().__call__(x, train=train)
+            return (logits, 3.0 * logits) if train else logits
+
+    config = fakes.tiny_config(aux_loss_weight=0.0)
+    model = WithAux()
+    tx = optim.create_optimizer(config, steps_per_epoch=4, total_steps=6)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
+    state = create_train_state(variables, tx, use_ema=False)
+    batch = jax.tree.map(jnp.asarray, fakes.train_batch(0, global_batch_size=16, seed=0))
+    step = steps.make_train_step(model, tx, config=config, num_classes=fakes.NUM_CLASSES)
+    with pytest.raises(ValueError, match="aux_loss_weight is 0"):
+        jax.jit(step)(state, batch)
