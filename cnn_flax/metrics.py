@@ -19,8 +19,6 @@ from typing import Any
 import jax
 import numpy as np
 
-from cnn_flax.perf.macs import count_macs
-
 Pairs = Mapping[str, tuple[Any, Any]]
 
 
@@ -208,23 +206,15 @@ def peak_flops_per_device(device: jax.Device | None = None) -> float | None:
 
 
 def step_flops_per_device(lowered: Any, fn: Callable, *args: Any, num_devices: int) -> float | None:
-    """FLOPs one device executes per step, for MFU.
+    """FLOPs one device executes per step, for MFU: the lowered (global, not yet partitioned)
+    program's count divided among the devices (:func:`cnn_flax.perf.flops.lowered_or_jaxpr_flops`).
 
-    XLA's count of the lowered (global, not yet partitioned) program, divided among the devices.
-    Where the backend gives no count there (jax 0.11's CUDA plugin), twice the multiply-
-    accumulates of the step's jaxpr (forward and backward convolutions and matrix products). The
-    compiled program's count is not used: on GPU it leaves out the cuDNN convolutions.
+    The compiled program's count is not used: on GPU it leaves out the cuDNN convolutions.
     """
+    from cnn_flax.perf.flops import lowered_or_jaxpr_flops
+
     try:
-        cost = lowered.cost_analysis()
-    except Exception:  # noqa: BLE001 - some backends do not implement cost analysis
-        cost = None
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else None
-    if cost and float(cost.get("flops", 0.0)) > 0:
-        return float(cost["flops"]) / num_devices
-    try:
-        flops = 2.0 * count_macs(fn, *args)
+        flops = lowered_or_jaxpr_flops(lowered, fn, *args)
     except Exception:  # noqa: BLE001 - a count is a nicety, never a reason to stop training
         return None
     return flops / num_devices if flops > 0 else None

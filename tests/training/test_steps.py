@@ -54,41 +54,38 @@ def test_dropout_rng_depends_on_step_only():
     assert float(a["loss"][0]) != float(c["loss"][0])
 
 
-def test_auxiliary_logits_are_weighted():
-    class WithAux(fakes.TinyCNN):
-        def __call__(self, x, *, train):
-            logits = super().__call__(x, train=train)
-            return (logits, 3.0 * logits) if train else logits
+class _WithAux(fakes.TinyCNN):
+    """TinyCNN that also returns an auxiliary output in train mode (no extra parameters)."""
 
-    config = fakes.tiny_config(aux_loss_weight=0.5)
-    model = WithAux()
+    def __call__(self, x, *, train):
+        logits = super().__call__(x, train=train)
+        return (logits, 3.0 * logits) if train else logits
+
+
+def _aux_setup(aux_loss_weight: float):
+    config = fakes.tiny_config(aux_loss_weight=aux_loss_weight)
     tx = optim.create_optimizer(config, steps_per_epoch=4, total_steps=6)
-    variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
+    variables = _WithAux().init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
     state = create_train_state(variables, tx, use_ema=False)
     batch = jax.tree.map(jnp.asarray, fakes.train_batch(0, global_batch_size=16, seed=0))
-    with_aux = steps.make_train_step(model, tx, config=config, num_classes=fakes.NUM_CLASSES)
-    # The same parameters without the auxiliary output.
-    without = steps.make_train_step(
-        fakes.TinyCNN(), tx, config=config, num_classes=fakes.NUM_CLASSES
-    )
-    a, ma = jax.jit(with_aux)(state, batch)
-    b, mb = jax.jit(without)(state, batch)
+
+    def step_for(model):
+        return jax.jit(
+            steps.make_train_step(model, tx, config=config, num_classes=fakes.NUM_CLASSES)
+        )
+
+    return state, batch, step_for
+
+
+def test_auxiliary_logits_are_weighted():
+    state, batch, step_for = _aux_setup(0.5)
+    _, ma = step_for(_WithAux())(state, batch)
+    _, mb = step_for(fakes.TinyCNN())(state, batch)  # same parameters, no auxiliary output
     assert float(ma["loss"][0]) == pytest.approx(float(mb["loss"][0]))  # main loss reported
     assert float(ma["grad_norm"][0]) != pytest.approx(float(mb["grad_norm"][0]))
 
 
 def test_auxiliary_logits_without_a_loss_weight_are_refused():
-    class WithAux(fakes.TinyCNN):
-        def __call__(self, x, *, train):
-            logits = super().__call__(x, train=train)
-            return (logits, 3.0 * logits) if train else logits
-
-    config = fakes.tiny_config(aux_loss_weight=0.0)
-    model = WithAux()
-    tx = optim.create_optimizer(config, steps_per_epoch=4, total_steps=6)
-    variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
-    state = create_train_state(variables, tx, use_ema=False)
-    batch = jax.tree.map(jnp.asarray, fakes.train_batch(0, global_batch_size=16, seed=0))
-    step = steps.make_train_step(model, tx, config=config, num_classes=fakes.NUM_CLASSES)
+    state, batch, step_for = _aux_setup(0.0)
     with pytest.raises(ValueError, match="aux_loss_weight is 0"):
-        jax.jit(step)(state, batch)
+        step_for(_WithAux())(state, batch)
