@@ -112,6 +112,7 @@ def run_study(study: Study, args: argparse.Namespace) -> pathlib.Path:
     out = pathlib.Path(args.out) if args.out else HERE / study.name
     out.mkdir(parents=True, exist_ok=True)
     results, curves = [], []
+    counts: dict[str, tuple[int, int]] = {}
     variants = [study.variants[i] for i in args.variants] if args.variants else study.variants
     runs = [(v, s) for v in variants for s in args.seeds]
     bar = tqdm(runs, desc=study.name, unit="run", file=sys.stderr)
@@ -122,7 +123,9 @@ def run_study(study: Study, args: argparse.Namespace) -> pathlib.Path:
             config = build_config(study, variant, seed=seed, args=args)
             workdir = runs_dir / f"{variant.label}_s{seed}"
             log, wall = train_or_reuse(config, workdir)
-            params, macs = count_params_and_macs(config)
+            if variant.label not in counts:  # the same for every seed
+                counts[variant.label] = count_params_and_macs(config)
+            params, macs = counts[variant.label]
             train_rows = [r for r in log if r.get("split") == "train"]
             final_eval = [r for r in log if r.get("split") == "eval"][-1]
             if final_eval["step"] != args.steps:
