@@ -15,6 +15,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+# The input contract of every model: RGB images scaled to [0, 1], then normalised per channel with
+# the ImageNet statistics torchvision uses. Said once here; the data pipeline (0-255 scale), predict
+# and GoogLeNet's ``transform_input`` derive from it.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 ModuleDef = Any
 """A callable that builds a Flax module (a class or a ``functools.partial`` of one)."""
 
