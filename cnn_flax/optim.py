@@ -181,14 +181,31 @@ def no_bn_bias_mask(params: PyTree) -> PyTree:
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
+def kernels_mask(params: PyTree) -> PyTree:
+    """``True`` only for convolution and dense kernels (leaves named ``"kernel"``).
+
+    Everything else keeps its value under decay: biases, norm parameters, and the learned
+    embeddings, class tokens and layer scales of Transformers and ConvNeXt, as the ViT and
+    ConvNeXt recipes of big_vision and timm decay only weight matrices.
+    """
+    return jax.tree_util.tree_map_with_path(lambda path, _: _leaf_name(path) == "kernel", params)
+
+
+WEIGHT_DECAY_MASKS = ("no_bn_bias", "kernels", "all")
+
+
 def weight_decay_mask(config: ml_collections.ConfigDict) -> Callable[[PyTree], PyTree] | None:
     """The mask function for ``optimizer.weight_decay_mask`` (``None`` means decay everything)."""
     kind = config.optimizer.weight_decay_mask
     if kind == "no_bn_bias":
         return no_bn_bias_mask
+    if kind == "kernels":
+        return kernels_mask
     if kind == "all":
         return None
-    raise ValueError(f"optimizer.weight_decay_mask={kind!r} is unknown; use 'no_bn_bias' or 'all'.")
+    raise ValueError(
+        f"optimizer.weight_decay_mask={kind!r} is unknown; use one of {WEIGHT_DECAY_MASKS}."
+    )
 
 
 # ----------------------------------------------------------------------------- optimisers

@@ -19,6 +19,7 @@ import ml_collections
 import optax
 
 from cnn_flax import optim
+from cnn_flax.models import layers
 from cnn_flax.train_state import TrainState
 
 Metrics = dict[str, tuple[jax.Array, jax.Array]]
@@ -32,13 +33,6 @@ def compute_dtype(name: str) -> jnp.dtype:
     if name not in DTYPES:
         raise ValueError(f"dtype={name!r} is not supported; use one of {sorted(DTYPES)}.")
     return DTYPES[name]
-
-
-def _split_outputs(outputs: Any) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-    """Main logits and auxiliary logits (GoogLeNet in train mode returns a tuple, main first)."""
-    if isinstance(outputs, (tuple, list)):
-        return outputs[0], tuple(o for o in outputs[1:] if o is not None)
-    return outputs, ()
 
 
 def _pair(value: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -104,14 +98,14 @@ def make_train_step(
             )
 
         def loss_fn(params):
-            outputs, updates = model.apply(
+            logits, updates = model.apply(
                 {"params": params, "batch_stats": state.batch_stats},
                 images,
                 train=True,
-                mutable=["batch_stats"],
+                mutable=["batch_stats", layers.AUX_COLLECTION],
                 rngs={"dropout": dropout_rng},
             )
-            logits, aux = _split_outputs(outputs)
+            aux = layers.aux_outputs(updates)
             if aux and not aux_weight:
                 # Raised while tracing, before the first step runs: auxiliary heads that the loss
                 # ignores would be trained for nothing (and an ablation of them would compare a
@@ -208,9 +202,7 @@ def make_eval_step(
 
     def eval_step(variables: dict, batch: Batch) -> Metrics:
         images = normalize(batch["image"], mean=mean, std=std, dtype=dtype)
-        logits = model.apply(variables, images, train=False)
-        logits, _ = _split_outputs(logits)
-        logits = logits.astype(jnp.float32)
+        logits = model.apply(variables, images, train=False).astype(jnp.float32)
         labels, mask = batch["label"], batch["mask"]
         targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
         return {

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import pathlib
@@ -88,13 +87,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 def build_model(config: ml_collections.ConfigDict, *, num_classes: int, num_devices: int) -> Any:
     """The config's model, with per-device BatchNorm injected when ``bn_mode="per_device"``."""
     from cnn_flax.models import create_model
-    from cnn_flax.models.norm import GroupBatchNorm
+    from cnn_flax.models.norm import per_device_batch_norm
 
     overrides = dict(config.model_overrides.to_dict()) if config.model_overrides else {}
     dtype = steps.compute_dtype(config.dtype)
     model = create_model(config.model, num_classes=num_classes, dtype=dtype, **overrides)
-    if config.bn_mode == "per_device" and num_devices > 1 and hasattr(model, "norm"):
-        model = model.clone(norm=functools.partial(GroupBatchNorm, num_groups=num_devices))
+    if config.bn_mode == "per_device":
+        model = per_device_batch_norm(model, num_devices)
     return model
 
 

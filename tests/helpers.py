@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from cnn_flax.models import create_model, model_info
 
-REFERENCE_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+FACTS_DIR = pathlib.Path(__file__).resolve().parent / "facts"
 
 # Smallest resolution each family's architecture accepts comfortably; tests use these to stay fast.
 # Anything not listed runs at 32 pixels.
@@ -50,10 +50,8 @@ def param_count(name: str, **overrides) -> int:
 
 
 def reference_rows() -> dict[str, dict[str, str]]:
-    """``shared/reference/torchvision_models.csv`` keyed by model name (empty if absent)."""
-    path = REFERENCE_DIR / "torchvision_models.csv"
-    if not path.exists():
-        return {}
+    """``tests/facts/torchvision_models.csv`` (torchvision 0.29.1's figures) keyed by model name."""
+    path = FACTS_DIR / "torchvision_models.csv"
     with path.open() as f:
         return {row["model"]: row for row in csv.DictReader(f)}
 

@@ -97,8 +97,8 @@ def test_set_path_refuses_unknown_fields():
     from experiments.study import digits_config
 
     config = digits_config()
-    set_path(config, "model_overrides.width", 8)  # models' own options may be added
-    assert config.model_overrides.width == 8
+    set_path(config, "model_overrides.width_mult", 0.5)  # models' own options may be added
+    assert config.model_overrides.width_mult == 0.5
     with pytest.raises(KeyError, match="no field"):
         set_path(config, "optimizer.lrr", 0.1)
 

@@ -2,9 +2,11 @@
 
 ``get_config(NAME)`` accepts
 
-* a recipe module of this package (``quickstart``, ``resnet50``, ``resnet``, ``vgg``, ...),
-* any registered model name (``vgg16``, ``efficientnet_b3``, ``resnet20``): the recipe of the
-  model's family with that model set (see :data:`FAMILY_RECIPES`),
+* a named recipe module of this package (``quickstart``),
+* any registered model name (``vgg16``, ``efficientnet_b3``, ``resnet20``): the recipe its family
+  states for it (:class:`cnn_flax.models.registry.Recipe`, built by
+  :func:`cnn_flax.configs.recipes.model_config`), or ``<model>_<key>`` for one of the model's
+  alternative recipes (``resnet50_v2``),
 * a path to a ``.py`` file defining ``get_config()``.
 
 ``apply_overrides(config, ["a.b=value", ...])`` then changes fields, checking every key and type
@@ -28,30 +30,11 @@ import ml_collections
 from ml_collections import config_dict
 
 _PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
-_NOT_RECIPES = frozenset({"base"})
-
-# Model family (ModelInfo.family) -> recipe module. Families are matched exactly first, then by
-# prefix, so "mobilenet_v3" finds "mobilenet". ResNet-family models at CIFAR resolution (<= 64
-# pixels) take the CIFAR recipe instead of the ImageNet one.
-FAMILY_RECIPES: dict[str, str] = {
-    "alexnet": "alexnet",
-    "vgg": "vgg",
-    "googlenet": "googlenet",
-    "inception": "googlenet",
-    "resnet": "resnet",
-    "resnext": "resnet",
-    "wide_resnet": "resnet",
-    "plain": "resnet",
-    "resnet_cifar": "resnet_cifar",
-    "cifar_resnet": "resnet_cifar",
-    "mobilenet": "mobilenet",
-    "efficientnet": "efficientnet",
-}
-_CIFAR_MAX_RESOLUTION = 64
+_NOT_RECIPES = frozenset({"base", "recipes"})
 
 
 def list_recipes() -> list[str]:
-    """Names of the recipe modules in this package, sorted."""
+    """Names of the named recipe modules in this package, sorted."""
     return sorted(
         m.name
         for m in pkgutil.iter_modules([str(_PACKAGE_DIR)])
@@ -59,29 +42,19 @@ def list_recipes() -> list[str]:
     )
 
 
-def recipe_for_model(name: str) -> str:
-    """The recipe module that trains the registered model ``name``.
+def model_recipe_names() -> dict[str, tuple[str, str]]:
+    """Every config name a registered model gives: ``name -> (model, recipe key)``.
 
-    Raises:
-      ValueError: if ``name`` is not registered or its family has no recipe.
+    ``resnet50 -> ("resnet50", "")`` for each model with a default recipe, and
+    ``resnet50_v2 -> ("resnet50", "v2")`` for each alternative recipe.
     """
-    from cnn_flax.models import model_info
+    from cnn_flax.models import list_models, model_info
 
-    info = model_info(name)
-    family = info.family
-    recipe = FAMILY_RECIPES.get(family)
-    if recipe is None:
-        matches = [f for f in FAMILY_RECIPES if family.startswith(f)]
-        if matches:
-            recipe = FAMILY_RECIPES[max(matches, key=len)]
-    if recipe is None:
-        raise ValueError(
-            f"Model {name!r} is of family {family!r}, which has no training recipe. Add it to "
-            "cnn_flax.configs.FAMILY_RECIPES or pass --config=path/to/recipe.py."
-        )
-    if recipe == "resnet" and info.resolution <= _CIFAR_MAX_RESOLUTION:
-        recipe = "resnet_cifar"
-    return recipe
+    names: dict[str, tuple[str, str]] = {}
+    for model in list_models():
+        for key in model_info(model).recipes:
+            names[f"{model}_{key}" if key else model] = (model, key)
+    return names
 
 
 def _load_file(path: pathlib.Path) -> ml_collections.ConfigDict:
@@ -111,6 +84,7 @@ def get_config(name_or_path: str) -> ml_collections.ConfigDict:
       ValueError: for an unknown name (listing the closest recipe and model names) or a file
         without ``get_config()``.
     """
+    from cnn_flax.configs import recipes as model_recipes
     from cnn_flax.models import list_models
 
     if name_or_path.endswith(".py") or "/" in name_or_path:
@@ -118,11 +92,14 @@ def get_config(name_or_path: str) -> ml_collections.ConfigDict:
     recipes = list_recipes()
     if name_or_path in recipes:
         return importlib.import_module(f"cnn_flax.configs.{name_or_path}").get_config()
-    models = list_models()
-    if name_or_path in models:
-        module = importlib.import_module(f"cnn_flax.configs.{recipe_for_model(name_or_path)}")
-        return module.get_config(name_or_path)
-    close = difflib.get_close_matches(name_or_path, recipes + models, n=5, cutoff=0.5)
+    by_model = model_recipe_names()
+    if name_or_path in by_model:
+        return model_recipes.model_config(*by_model[name_or_path])
+    if name_or_path in list_models():
+        raise ValueError(
+            f"Model {name_or_path!r} has no training recipe; pass --config=path/to/recipe.py."
+        )
+    close = difflib.get_close_matches(name_or_path, recipes + list(by_model), n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise ValueError(
         f"Unknown config {name_or_path!r}.{hint} Use a recipe ({', '.join(recipes)}), a model "
@@ -290,11 +267,10 @@ def split_config_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 __all__ = [
-    "FAMILY_RECIPES",
     "apply_override",
     "apply_overrides",
     "get_config",
     "list_recipes",
-    "recipe_for_model",
+    "model_recipe_names",
     "split_config_args",
 ]

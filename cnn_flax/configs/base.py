@@ -33,7 +33,8 @@ def get_optimizer_config() -> ml_collections.ConfigDict:
     opt.nesterov = False  # sgd, adamw (NAdamW), lars
     opt.weight_decay = 1e-4
     # no_bn_bias: no decay on biases and BatchNorm scale/bias (leaf named "bias"/"scale" or
-    # ndim <= 1); all: decay every parameter.
+    # ndim <= 1); kernels: decay only conv/dense kernels (not embeddings, tokens, layer scales);
+    # all: decay every parameter.
     opt.weight_decay_mask = "no_bn_bias"
     opt.b1 = 0.9  # adamw, lamb
     opt.b2 = 0.999  # adamw, lamb
@@ -124,6 +125,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.clip_grad_norm = config_dict.placeholder(float)
     config.loss_scale = ml_collections.ConfigDict({"initial": 2.0**15, "growth_interval": 2000})
     config.compilation_cache_dir = config_dict.placeholder(str)
+    # What the recipe is and what it should reach; set by configs.recipes.model_config.
+    config.recipe = ""
+    config.target_top1 = config_dict.placeholder(float)
     config.optimizer = get_optimizer_config()
     config.schedule = get_schedule_config()
     config.data = get_data_config()

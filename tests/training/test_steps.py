@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from cnn_flax import optim, steps
+from cnn_flax.models import layers
 from cnn_flax.train_state import create_train_state
 from tests.training import fakes
 
@@ -55,11 +57,15 @@ def test_dropout_rng_depends_on_step_only():
 
 
 class _WithAux(fakes.TinyCNN):
-    """TinyCNN that also returns an auxiliary output in train mode (no extra parameters)."""
+    """TinyCNN that also sows an auxiliary output in train mode, as GoogLeNet does (no extra
+    parameters)."""
 
+    @nn.compact
     def __call__(self, x, *, train):
         logits = super().__call__(x, train=train)
-        return (logits, 3.0 * logits) if train else logits
+        if train:
+            self.sow(layers.AUX_COLLECTION, "aux1_logits", 3.0 * logits)
+        return logits
 
 
 def _aux_setup(aux_loss_weight: float):
