@@ -81,6 +81,9 @@ def get_data_config() -> ml_collections.ConfigDict:
     data.eval_crop_ratio = 0.875
     data.mean = IMAGENET_MEAN
     data.std = IMAGENET_STD
+    # folder:<path> data sets skip (and report) larger images: one 12000x12000 JPEG would take
+    # several GB through decoding and resizing. PIL's own decompression-bomb threshold.
+    data.max_image_pixels = 89_478_485
     aug = ml_collections.ConfigDict()
     aug.inception_crop = True
     aug.flip = True
