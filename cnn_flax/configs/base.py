@@ -96,6 +96,9 @@ def get_data_config() -> ml_collections.ConfigDict:
     aug.pad_crop = False  # small images: pad 4 pixels and take a random crop
     aug.randaugment = ml_collections.ConfigDict({"num_layers": 0, "magnitude": 9})  # 0 = off
     aug.autoaugment = config_dict.placeholder(str)  # e.g. "v0"
+    # TrivialAugment Wide (Mueller & Hutter 2021) as torchvision's TrivialAugmentWide in its
+    # recipe: 14 ops, 31 magnitude bins, bilinear, black fill; exclusive with the two above.
+    aug.trivial_augment_wide = False
     aug.mixup_alpha = 0.0
     aug.cutmix_alpha = 0.0
     data.augment = aug
