@@ -99,8 +99,14 @@ def get_data_config() -> ml_collections.ConfigDict:
     # TrivialAugment Wide (Mueller & Hutter 2021) as torchvision's TrivialAugmentWide in its
     # recipe: 14 ops, 31 magnitude bins, bilinear, black fill; exclusive with the two above.
     aug.trivial_augment_wide = False
+    # Per batch, mixup or CutMix with probability 1/2 each when both alphas are > 0 (torchvision's
+    # RandomChoice); each example is mixed with its predecessor in the batch.
     aug.mixup_alpha = 0.0
     aug.cutmix_alpha = 0.0
+    # Random erasing (Zhong et al. 2020): probability per image, on device after normalisation as
+    # in torchvision (scale 0.02-0.33, ratio 0.3-3.3, value 0 = the mean colour).
+    aug.random_erasing = 0.0
+    aug.random_erasing_noise = False  # erase with N(0, 1) noise (torchvision value="random")
     data.augment = aug
     # Repeated augmentation (Hoffer et al. 2020; torchvision's RASampler): each drawn image
     # appears this many times in its global batch, differently augmented; an epoch stays
