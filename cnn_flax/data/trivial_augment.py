@@ -88,6 +88,16 @@ def _rotate(image: tf.Tensor, degrees: tf.Tensor) -> tf.Tensor:
     return ops.affine(image, matrix, fill=FILL)
 
 
+def _translate(image: tf.Tensor, pixels: tf.Tensor, *, axis: int) -> tf.Tensor:
+    """Content moved right (axis 1) or down (axis 0) by whole `pixels`, uncovered pixels filled:
+    exactly PIL's bilinear affine of an integer translation, without its resampling cost."""
+    size = tf.shape(image)[axis]
+    index = tf.range(size)
+    kept = (index >= pixels) & (index < size + pixels)
+    kept = tf.reshape(kept, [-1, 1, 1] if axis == 0 else [1, -1, 1])
+    return tf.where(kept, tf.roll(image, pixels, axis=axis), tf.constant(FILL, image.dtype))
+
+
 def apply_op(name: str, image: tf.Tensor, magnitude: tf.Tensor) -> tf.Tensor:
     """torchvision's `_apply_op(img, name, magnitude, BILINEAR, fill=None)` on a PIL image."""
     m = tf.cast(magnitude, tf.float32)
@@ -98,10 +108,10 @@ def apply_op(name: str, image: tf.Tensor, magnitude: tf.Tensor) -> tf.Tensor:
         return ops.affine(image, [1.0, m, 0.0, 0.0, 1.0, 0.0], fill=FILL)
     if name == "ShearY":
         return ops.affine(image, [1.0, 0.0, 0.0, m, 1.0, 0.0], fill=FILL)
-    if name == "TranslateX":  # content moves right (down) by `pixels`
-        return ops.affine(image, [1.0, 0.0, -pixels, 0.0, 1.0, 0.0], fill=FILL)
+    if name == "TranslateX":
+        return _translate(image, pixels, axis=1)
     if name == "TranslateY":
-        return ops.affine(image, [1.0, 0.0, 0.0, 0.0, 1.0, -pixels], fill=FILL)
+        return _translate(image, pixels, axis=0)
     if name == "Rotate":
         return _rotate(image, m)
     enhance = {
