@@ -86,11 +86,13 @@ def random_erasing(
     if probability == 0:
         return images
     batch, height, width, _ = images.shape
-    k_apply, k_box, k_position, k_noise = jax.random.split(rng, 4)
-    apply = jax.random.uniform(k_apply, (batch,)) < probability
+    k_uniform, k_noise = jax.random.split(rng)
+    # One draw for everything (cheaper to compile than one per use): apply, boxes, position.
+    uniforms = jax.random.uniform(k_uniform, (batch, 1 + 2 * ATTEMPTS + 2))
+    apply = uniforms[:, 0] < probability
     top, left, h, w = erasing_boxes(
-        jax.random.uniform(k_box, (batch, ATTEMPTS, 2)),
-        jax.random.uniform(k_position, (batch, 2)),
+        uniforms[:, 1 : 1 + 2 * ATTEMPTS].reshape(batch, ATTEMPTS, 2),
+        uniforms[:, 1 + 2 * ATTEMPTS :],
         height=height,
         width=width,
         scale=scale,
