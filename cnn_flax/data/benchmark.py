@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Iterator
 
-import ml_collections
+from cnn_flax.configs.base import get_data_config
 
 
 def best_of(
@@ -58,22 +58,20 @@ def _files(dataset: str, data_dir: str | None) -> tuple[list[str], list[int]]:
         )
     from cnn_flax.data.builders.folder import index_folder
 
-    paths, labels = index_folder(dataset[len("folder:") :], data_dir=data_dir).split("train")
+    max_pixels = int(get_data_config().max_image_pixels)
+    index = index_folder(dataset[len("folder:") :], max_pixels=max_pixels, data_dir=data_dir)
+    paths, labels = index.split("train")
     return list(paths), list(labels)
 
 
 def cnn_flax_batches(dataset: str, *, batch_size: int, image_size: int, data_dir: str | None):
+    """The default recipe's train pipeline (configs.base) with Inception crop and flips."""
     from cnn_flax.data import pipeline
 
-    config = ml_collections.ConfigDict(
-        {
-            "name": dataset,
-            "data_dir": data_dir,
-            "train_split": "train",
-            "image_size": image_size,
-            "augment": {"inception_crop": True, "flip": True},
-        }
-    )
+    config = get_data_config()
+    config.update(dict(name=dataset, data_dir=data_dir, train_split="train"))
+    config.image_size = image_size
+    config.augment.update(dict(inception_crop=True, flip=True))
     return pipeline.TrainStream(config, global_batch_size=batch_size, seed=0)
 
 

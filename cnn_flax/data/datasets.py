@@ -224,16 +224,18 @@ def get_source(data_config: Any, *, auto_prepare: bool = True):
     """The source named by `data_config.name`. Raises ValueError listing supported names."""
     name = str(config_access.get(data_config, "name"))
     data_dir = resolve_data_dir(config_access.get(data_config, "data_dir"))
-    return _get_source_cached(name, data_dir, auto_prepare)
+    max_pixels = int(data_config.max_image_pixels) if name.startswith("folder:") else 0
+    return _get_source_cached(name, data_dir, auto_prepare, max_pixels)
 
 
 @functools.lru_cache(maxsize=8)
-def _get_source_cached(name: str, data_dir: str | None, auto_prepare: bool):
+def _get_source_cached(name: str, data_dir: str | None, auto_prepare: bool, max_pixels: int):
     base = name.partition("/")[0]
     if name.startswith("folder:"):
         from cnn_flax.data.builders.folder import index_folder
 
-        return FileSource(index_folder(name[len("folder:") :], data_dir=data_dir))
+        path = name[len("folder:") :]
+        return FileSource(index_folder(path, max_pixels=max_pixels, data_dir=data_dir))
     if base == "digits":
         return ArraySource(_digits_builder(name, data_dir), _DEFAULT_SPLITS["digits"])
     if base in ("cifar10", "cifar100"):
