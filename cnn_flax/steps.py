@@ -61,24 +61,23 @@ def make_train_step(
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """Builds the pure train step ``(state, batch) -> (state, metrics)``.
 
-    Randomness (dropout, drop path, mixup/cutmix) comes from ``fold_in(key(seed), step)``, so a
-    resumed run draws exactly the numbers an uninterrupted one would.
+    Randomness (dropout, drop path, random erasing, mixup/cutmix) comes from
+    ``fold_in(key(seed), step)``, so a resumed run draws exactly the numbers an uninterrupted one
+    would.
 
     Args:
       model: the Flax module (BatchNorm mode already chosen through its ``norm`` field).
       tx: the optax optimizer (from ``cnn_flax.optim.create_optimizer``).
       config: the training config (dtype, seed, label_smoothing, aux_loss_weight, ema_decay,
-        loss_scale, data.mean/std and data.augment.mixup_alpha/cutmix_alpha are read).
+        loss_scale, data.mean/std and the on-device augmentations of data.augment are read).
       num_classes: classifier outputs, for one-hot labels.
       learning_rate_fn: schedule evaluated for the ``lr`` metric (optional).
     """
     from cnn_flax import losses
-    from cnn_flax.data.mixing import mixup_cutmix, normalize
+    from cnn_flax.data.mixing import augment_batch, normalize
 
     dtype = compute_dtype(config.dtype)
     mean, std = tuple(config.data.mean), tuple(config.data.std)
-    mixup_alpha = float(config.data.augment.get("mixup_alpha", 0.0) or 0.0)
-    cutmix_alpha = float(config.data.augment.get("cutmix_alpha", 0.0) or 0.0)
     label_smoothing = float(config.label_smoothing or 0.0)
     aux_weight = float(config.get("aux_loss_weight", 0.0) or 0.0)
     ema_decay = config.get("ema_decay")
@@ -92,10 +91,8 @@ def make_train_step(
         images = normalize(batch["image"], mean=mean, std=std, dtype=dtype)
         int_labels = batch["label"]
         targets = jax.nn.one_hot(int_labels, num_classes, dtype=jnp.float32)
-        if mixup_alpha > 0 or cutmix_alpha > 0:
-            images, targets = mixup_cutmix(
-                mix_rng, images, targets, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha
-            )
+        # Random erasing per image, then mixup / CutMix (each a no-op when off).
+        images, targets = augment_batch(mix_rng, images, targets, config.data.augment)
 
         def loss_fn(params):
             logits, updates = model.apply(

@@ -95,3 +95,16 @@ def test_auxiliary_logits_without_a_loss_weight_are_refused():
     state, batch, step_for = _aux_setup(0.0)
     with pytest.raises(ValueError, match="aux_loss_weight is 0"):
         step_for(_WithAux())(state, batch)
+
+
+def test_random_erasing_reaches_the_step():
+    """``data.augment.random_erasing`` changes what the model sees; at 0 the step is unchanged."""
+    losses = {}
+    for p in (0.0, 1.0):
+        state, step, batch = _setup("float32", **{"data.augment.random_erasing": p})
+        _, metrics = step(state, batch)
+        losses[p] = float(metrics["loss"][0])
+    state, step, batch = _setup("float32")
+    _, metrics = step(state, batch)
+    assert losses[0.0] == float(metrics["loss"][0])
+    assert losses[1.0] != losses[0.0]
