@@ -21,6 +21,7 @@ TEST_RESOLUTION = {
     "mobilenet": 32,
     "mobilenet_v3": 32,
     "efficientnet": 32,
+    "vit_h_14": 28,  # two 14-pixel patches a side
 }
 
 # Classifier size the paper's parameter counts assume, where it is not ImageNet's 1000 (keys: a
