@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from cnn_flax.data import augment, config_access, datasets, preprocess
+from cnn_flax.data import augment, datasets, preprocess
 
 Element = dict[str, tf.Tensor]
 
@@ -51,11 +51,11 @@ def per_process_batch(global_batch_size: int, process_count: int) -> int:
 
 def _train_example_fn(data_config: Any, jpeg_only: bool) -> Callable[[Element, tf.Tensor], Element]:
     """(element, per-example seed [2]) -> {"image": uint8 [S, S, 3], "label": int32}."""
-    size = int(config_access.get(data_config, "image_size"))
-    pad_crop = bool(config_access.augment(data_config, "pad_crop"))
-    inception = bool(config_access.augment(data_config, "inception_crop"))
-    flip = bool(config_access.augment(data_config, "flip"))
-    crop_ratio = float(config_access.get(data_config, "eval_crop_ratio"))
+    size = int(data_config.image_size)
+    pad_crop = bool(data_config.augment.pad_crop)
+    inception = bool(data_config.augment.inception_crop)
+    flip = bool(data_config.augment.flip)
+    crop_ratio = float(data_config.eval_crop_ratio)
     augmenter = augment.from_config(data_config)
 
     def fn(element: Element, seed: tf.Tensor) -> Element:
@@ -92,8 +92,8 @@ def _train_example_fn(data_config: Any, jpeg_only: bool) -> Callable[[Element, t
 
 
 def _eval_example_fn(data_config: Any, jpeg_only: bool) -> Callable[[Element], Element]:
-    size = int(config_access.get(data_config, "image_size"))
-    crop_ratio = float(config_access.get(data_config, "eval_crop_ratio"))
+    size = int(data_config.image_size)
+    crop_ratio = float(data_config.eval_crop_ratio)
 
     def fn(element: Element) -> Element:
         if "image" in element:  # small datasets are evaluated on the whole image
@@ -126,7 +126,7 @@ def _options() -> tf.data.Options:
 
 
 def _num_calls(data_config: Any) -> int:
-    n = int(config_access.get(data_config, "num_parallel_calls"))
+    n = int(data_config.num_parallel_calls)
     return tf.data.AUTOTUNE if n < 0 else n
 
 
@@ -199,7 +199,7 @@ class TrainStream:
     def _epoch(self, epoch: int, first: int, last: int) -> tf.data.Dataset:
         """Stream positions [first, last) of `epoch` (a record-streaming source)."""
         n = self.shard_size
-        buffer = int(config_access.get(self.config, "shuffle_buffer"))
+        buffer = int(self.config.shuffle_buffer)
         ds = self.source.read(
             self.source.subsplit(self.split, self.lo, self.hi),
             shuffle_seed=_derived_seed(self.seed, epoch, 1),
@@ -258,7 +258,7 @@ def eval_dataset(
     batch = per_process_batch(global_batch_size, process_count)
     steps = math.ceil(total / global_batch_size)
     lo, hi = shard_bounds(total, process_index, process_count)
-    size = int(config_access.get(data_config, "image_size"))
+    size = int(data_config.image_size)
     ds = source.take_range(split, lo, hi).map(
         _eval_example_fn(data_config, source.jpeg_only), num_parallel_calls=_num_calls(data_config)
     )

@@ -55,7 +55,7 @@ def test_resume_is_bit_identical(kind, digits_dir, jpeg_folder):
 @pytest.mark.parametrize("kind", ["array", "files", "tfds"])
 def test_epochs_are_permutations_of_disjoint_process_shards(kind, digits_dir, jpeg_folder):
     config, source = _source(kind, digits_dir, jpeg_folder)
-    config.augment = dict(inception_crop=False, flip=False)
+    config.augment.update(dict(inception_crop=False, flip=False))
     train_split = datasets.splits(config, source)[0]
     n = source.split_size(train_split)
     seen = collections.Counter()
