@@ -15,6 +15,7 @@ CHEAP_ARMS = {
     "inception": (0, 2),  # reduced without / with auxiliary heads
     "vgg_kernels": (0, 1),  # VGG-13 with 3x3 pairs / single 5x5
     "compound_scaling": (0, 3),  # B0 baseline / resolution x1.4
+    "vit_vs_resnet": (1, 3),  # the ViT with SGD / with AdamW
 }
 
 
