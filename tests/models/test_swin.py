@@ -163,7 +163,7 @@ def test_small_swin_matches_torchvision_with_shifts_in_every_stage(monkeypatch, 
 @pytest.mark.torch
 def test_checkpoint_for_another_window_is_refused():
     tv = _torchvision_small(2)
-    with pytest.raises(ValueError, match="another window size"):
+    with pytest.raises(ValueError, match="another Swin variant or window size"):
         swin.convert_torchvision(StateDictReader(tv.state_dict()), window_size=4)
 
 

@@ -137,9 +137,9 @@ def _check_buffer(sd: StateDictReader, key: str, expected: np.ndarray, window: i
     got = sd(key)
     if got.size != expected.size or not np.allclose(got.reshape(-1), expected.reshape(-1)):
         raise ValueError(
-            f"{key} (shape {got.shape}) is not that of {window}x{window} windows: the checkpoint "
-            "was made for another window size than the model's; convert it for the model whose "
-            "window_size it was trained with."
+            f"{key} (shape {got.shape}) is not that of the model's {window}x{window} windows: "
+            "the checkpoint is of another Swin variant or window size; convert it for the model "
+            "it was trained as (V1 windows are 7, V2's 8)."
         )
 
 
