@@ -11,8 +11,9 @@ from cnn_flax.models import model_info
 # Constructor arguments that make torchvision's default model match the cnn_flax default
 # (and the published weights), per cnn_flax model name.
 TORCHVISION_KWARGS: dict[str, dict] = {
-    # Its default; passing it explicitly silences torchvision's FutureWarning.
+    # Their default; passing it explicitly silences torchvision's FutureWarning.
     "googlenet": {"init_weights": True},
+    "inception_v3": {"init_weights": True},
 }
 
 
