@@ -17,12 +17,12 @@ them, number for number:
 "Memory-Efficient Implementation of DenseNets"): the concatenation, BN and ReLU in front of each
 bottleneck convolution are recomputed in the backward pass (``nn.remat``) instead of kept, so the
 activations stored per block grow linearly rather than quadratically with its depth, in PyTorch's
-eager execution. The results are the same. Under XLA the option may save nothing: XLA fuses the
-concatenation, BN and ReLU into the convolution's input and can recompute them in the backward
-pass by itself. Measured on CPU (jax 0.10.2), a DenseNet-121 train step at batch 16 and 224
-pixels compiles to the same 2,963 MiB of temporary buffers with and without the option
-(``compile().memory_analysis()``); it is kept for parity with torchvision and for backends whose
-compiler keeps those tensors.
+eager execution. The results are the same. Under XLA the option saved nothing where measured: on
+CPU (jax 0.10.2) a DenseNet-121 train step at batch 16 and 224 pixels compiles to the same
+2,963 MiB of temporary buffers with and without it (``compile().memory_analysis()``), and only
+compiles slower. XLA appears to recompute the fused concatenation, BN and ReLU for the backward
+pass on its own. The option is kept for parity with torchvision and for backends whose compiler
+keeps those tensors (unmeasured on GPU).
 
 Parameter names: ``stem`` (``conv``, ``bn``), ``block{b}_layer{l}`` (``bottleneck`` and
 ``conv3x3``, each ``norm`` and ``conv``), ``transition{b}`` (``norm``, ``conv``; after block
@@ -100,19 +100,10 @@ class DenseLayer(nn.Module):
 
     @nn.compact
     def __call__(self, features: tuple[jax.Array, ...], *, train: bool) -> jax.Array:
-        unit = functools.partial(
-            PreActConv, conv=self.conv, norm=self.norm, activation=self.activation
-        )
+        bound = {"conv": self.conv, "norm": self.norm, "activation": self.activation}
         bottleneck = _RematPreActConv if self.memory_efficient else PreActConv
-        y = bottleneck(
-            self.bn_size * self.growth_rate,
-            1,
-            conv=self.conv,
-            norm=self.norm,
-            activation=self.activation,
-            name="bottleneck",
-        )(features)
-        y = unit(self.growth_rate, 3, name="conv3x3")(y)
+        y = bottleneck(self.bn_size * self.growth_rate, 1, **bound, name="bottleneck")(features)
+        y = PreActConv(self.growth_rate, 3, **bound, name="conv3x3")(y)
         return nn.Dropout(self.dropout, deterministic=not train)(y)
 
 

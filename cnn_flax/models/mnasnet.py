@@ -127,8 +127,16 @@ class MNASNet(nn.Module):
                           name="stem")(x)  # fmt: skip
         # Depthwise-separable: an inverted residual without expansion (and, as the widths
         # differ, without residual).
-        x = InvertedResidual(depths[1], depths[0], 3, 1, conv=conv, norm=norm, activation=act,
-                             name="separable")(x, train=train)  # fmt: skip
+        x = InvertedResidual(
+            depths[1],
+            expand_features=depths[0],
+            kernel_size=3,
+            strides=1,
+            conv=conv,
+            norm=norm,
+            activation=act,
+            name="separable",
+        )(x, train=train)
         for s, (spec, features) in enumerate(zip(self.stacks, depths[2:], strict=True), start=1):
             for j in range(spec.repeats):
                 x = InvertedResidual(
