@@ -22,6 +22,9 @@ TEST_RESOLUTION = {
     "mobilenet": 32,
     "mobilenet_v3": 32,
     "efficientnet": 32,
+    # The auxiliary classifier needs 17x17 maps out of Mixed_6e, which only 299-pixel inputs give
+    # (evaluation alone accepts 75: tests/models/test_inception.py checks both).
+    "inception": 299,
     "vit_h_14": 28,  # two 14-pixel patches a side
     # Swin pads each map to whole windows (7; V2: 8), so 36 px costs what 56 px would: stage 1
     # is 9x9, padded to 14x14 (V2 16x16), the smallest that shifts and masks windows in both
