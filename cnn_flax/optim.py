@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from cnn_flax.run_plan import RunPlan
+from cnn_flax.run_plan import EmaPlan, RunPlan
 
 PyTree = Any
 
@@ -138,7 +138,7 @@ def create_learning_rate_schedule(
     sched = config.schedule
     peak = peak_learning_rate(config, plan)
     spe = plan.schedule_steps_per_epoch
-    warmup = int(round(sched.warmup_epochs * spe))
+    warmup = plan.warmup_steps
     init = peak * sched.warmup_init_factor
     main = _SCHEDULES[sched.name](
         sched,
@@ -351,6 +351,25 @@ def ema_update(ema_params: PyTree, params: PyTree, decay: chex.Numeric) -> PyTre
         ema_params,
         params,
     )
+
+
+def ema_step(ema: PyTree, new: PyTree, update: chex.Numeric, plan: EmaPlan) -> PyTree:
+    """The average after optimiser update ``update`` (0-based) produced the weights ``new``.
+
+    Follows ``plan`` (:class:`cnn_flax.run_plan.EmaPlan`): unchanged unless the update's index
+    within its data epoch is a multiple of ``plan.every``; a plain copy of ``new`` through
+    ``plan.copy_through``; else :func:`ema_update` with ``plan.decay`` (TF's warm-up applied
+    when ``plan.tf_warmup``). ``ema`` and ``new`` may hold BatchNorm statistics as well as
+    parameters: torchvision averages both alike.
+    """
+    update = jnp.asarray(update, jnp.int32)
+    due = (update % plan.steps_per_epoch) % plan.every == 0
+    decay = ema_decay_at(update, plan.decay, warmup=plan.tf_warmup)
+    averaged = ema_update(ema, new, decay)
+    if plan.copy_through >= 0:
+        copied = jax.tree.map(lambda e, p: p.astype(e.dtype), ema, new)
+        averaged = select_tree(update <= plan.copy_through, copied, averaged)
+    return select_tree(due, averaged, ema)
 
 
 # ----------------------------------------------------------------------------- loss scaling

@@ -146,6 +146,14 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.ema_decay = config_dict.placeholder(float)  # None: no EMA of the weights
     # TF's ExponentialMovingAverage(num_updates=step): decay = min(decay, (1+t)/(10+t)).
     config.ema_warmup = False
+    # torchvision's --model-ema (references/classification/train.py; cnn_flax.run_plan.EmaPlan):
+    # average after every N-th update of each epoch (--model-ema-steps), with the decay adjusted
+    # to 1 - min(1, (1 - ema_decay) * batch_size * N / num_epochs), copying the weights through
+    # the learning-rate warm-up, and averaging the BatchNorm statistics too (use_buffers=True).
+    config.ema_every_steps = 1
+    config.ema_adjust = False
+    config.ema_copy_in_warmup = False
+    config.ema_batch_stats = False
     config.bn_mode = "global"  # global | per_device
     config.grad_accum_steps = 1
     config.clip_grad_norm = config_dict.placeholder(float)
