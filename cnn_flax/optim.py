@@ -197,9 +197,40 @@ def kernels_mask(params: PyTree) -> PyTree:
     return jax.tree_util.tree_map_with_path(lambda path, _: _leaf_name(path) == "kernel", params)
 
 
+# The parameters of a Flax norm layer (BatchNorm, LayerNorm, GroupNorm and GroupBatchNorm all
+# name theirs so); a module holding anything else (a kernel, a layer scale) is not a norm layer.
+_NORM_LEAVES = frozenset({"scale", "bias"})
+
+
+def no_norm_mask(params: PyTree) -> PyTree:
+    """``True`` for every parameter but those of normalisation layers.
+
+    torchvision's ``--norm-weight-decay 0.0`` (``set_weight_decay`` in its classification
+    references, used by its V2 recipe, Vryniotis 2021): the parameters of BatchNorm, LayerNorm
+    and GroupNorm modules get no decay; everything else, the biases of convolutions and dense
+    layers included, does. A norm layer is a module whose parameters are all named ``scale`` or
+    ``bias``, which is how Flax's norm layers (and :class:`cnn_flax.models.norm.GroupBatchNorm`)
+    name theirs.
+    """
+
+    def mark(tree: Any) -> Any:
+        if not isinstance(tree, dict):
+            return True
+        is_norm = bool(tree) and all(
+            k in _NORM_LEAVES and not isinstance(v, dict) for k, v in tree.items()
+        )
+        if is_norm:
+            return {k: False for k in tree}
+        return {k: mark(v) for k, v in tree.items()}
+
+    mask = mark(flax.core.unfreeze(params))
+    return flax.core.freeze(mask) if isinstance(params, flax.core.FrozenDict) else mask
+
+
 # optimizer.weight_decay_mask -> mask function (None: decay every parameter).
 _WEIGHT_DECAY_MASKS: dict[str, Callable[[PyTree], PyTree] | None] = {
     "no_bn_bias": no_bn_bias_mask,
+    "no_norm": no_norm_mask,
     "kernels": kernels_mask,
     "all": None,
 }

@@ -33,6 +33,7 @@ def get_optimizer_config() -> ml_collections.ConfigDict:
     opt.weight_decay = 1e-4
     # no_bn_bias: no decay on biases and BatchNorm scale/bias (leaf named "bias"/"scale" or
     # ndim <= 1); kernels: decay only conv/dense kernels (not embeddings, tokens, layer scales);
+    # no_norm: no decay on norm layers only, biases decayed (torchvision's --norm-weight-decay 0);
     # all: decay every parameter.
     opt.weight_decay_mask = "no_bn_bias"
     opt.b1 = 0.9  # adamw, lamb
