@@ -106,6 +106,9 @@ def cli(argv: Sequence[str] | None = None) -> int:
     from cnn_flax.configs import split_config_args
 
     argv = list(sys.argv if argv is None else argv)
+    # absl keeps flag values between parses: without this, a second call in one process (a test,
+    # a notebook) would silently reuse the previous call's --workdir.
+    flags.FLAGS.unparse_flags()
     try:
         rest, overrides = split_config_args(argv)
     except ValueError as err:
