@@ -5,6 +5,7 @@ Examples::
     python -m cnn_flax.train --config=quickstart --workdir=/tmp/quickstart
     python -m cnn_flax.train --config=resnet50 --workdir=runs/r50 --config.batch_size=512
     python -m cnn_flax.train --config=my_recipe.py --workdir=runs/x --profile
+    python -m cnn_flax.train --config=resnet50_v2 --dry_run  # config, schedule and its plot
 
 Rerunning the same command on an existing workdir resumes from its latest checkpoint. Multi-host:
 under SLURM or on Cloud TPU the processes find each other on their own; elsewhere pass
@@ -29,6 +30,12 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: index of this process.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Print the resolved config and schedule, plot it; compile and read nothing."
+)
+_NUM_TRAIN = flags.DEFINE_integer(
+    "num_train", None, "Dry run: training examples, when the data set's metadata lacks them."
+)
 
 _OVERRIDES: list[str] = []
 
@@ -73,6 +80,11 @@ def main(argv: Sequence[str]) -> int:
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
     config = load_config(_CONFIG.value, _OVERRIDES)
+    if _DRY_RUN.value:
+        from cnn_flax.dry_run import dry_run
+
+        dry_run(config, workdir=_WORKDIR.value, num_train=_NUM_TRAIN.value)
+        return 0
     if not _WORKDIR.value:
         raise UsageError("--workdir is required, e.g. --workdir=/tmp/run.")
     parallel.initialize_distributed(

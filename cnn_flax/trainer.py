@@ -209,6 +209,7 @@ def _state_initializer(
             variables,
             tx,
             use_ema=config.ema_decay is not None,
+            ema_batch_stats=bool(config.ema_batch_stats),
             loss_scale=steps.initial_loss_scale(config),
         )
 
@@ -257,6 +258,7 @@ class _TrainStep:
             num_classes=run.num_classes,
             learning_rate_fn=run.lr_fn,
             grad_accum_steps=run.plan.grad_accum_steps,
+            ema=run.plan.ema,
         )
         self._jitted = jax.jit(
             step,
