@@ -217,15 +217,7 @@ FAMILY = Family(
     ),
 )
 _TV_V2 = Recipe(
-    base="torchvision_v2",
-    overrides={
-        "data.image_size": 176,
-        "data.eval_crop_size": 224,
-        "data.eval_resize_size": 232,
-        "data.augment.trivial_augment_wide": True,
-        "data.augment.random_erasing": 0.1,
-        "data.repeated_augmentation": 4,
-    },
+    base="torchvision_v2",  # the command of pytorch/vision#6019 is the ResNet-50 V2 command
     source=_TV_V2_RECIPE,
     target_source="torchvision IMAGENET1K_V1, trained with this recipe",
 )
