@@ -12,6 +12,9 @@ from cnn_flax import configs
 from cnn_flax.configs import base
 from cnn_flax.models import create_model, list_models, model_info
 
+# Models whose published weights no ImageNet-1k recipe reproduces, so their recipe has no
+# target: regnet_y_128gf has only SWAG weights (pre-trained on 3.6B Instagram images).
+NO_RECIPE_TARGET = {"regnet_y_128gf"}
 REQUIRED_KEYS = ("total_steps", "batch_size", "seed", "checkpoint_every_steps", "eval_every_steps")
 
 
@@ -51,7 +54,8 @@ def test_every_model_resolves_to_its_family_recipe(name):
     # Every recipe names its source; models with published weights have a target top-1.
     assert info.recipe.source and config.recipe.startswith(name)
     if info.weights:
-        assert config.target_top1 is not None and info.recipe.target_source, name
+        assert info.recipe.target_source, name
+        assert (config.target_top1 is None) == (name in NO_RECIPE_TARGET), name
 
 
 def test_family_recipes_reach_the_config():
