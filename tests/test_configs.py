@@ -13,8 +13,9 @@ from cnn_flax.configs import base
 from cnn_flax.models import create_model, list_models, model_info
 
 # Models whose published weights no ImageNet-1k recipe reproduces, so their recipe has no
-# target: regnet_y_128gf has only SWAG weights (pre-trained on 3.6B Instagram images).
-NO_RECIPE_TARGET = {"regnet_y_128gf"}
+# target: regnet_y_128gf has only SWAG weights (pre-trained on 3.6B Instagram images); the
+# ShuffleNet V2 0.5x / 1.0x weights are a community port whose recipe is unpublished.
+NO_RECIPE_TARGET = {"regnet_y_128gf", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0"}
 REQUIRED_KEYS = ("total_steps", "batch_size", "seed", "checkpoint_every_steps", "eval_every_steps")
 
 
