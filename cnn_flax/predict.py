@@ -33,9 +33,7 @@ import numpy as np
 
 from cnn_flax.checkpoint import CheckpointError, find_model_meta, load_variables
 from cnn_flax.models import create_model, model_info
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from cnn_flax.models.layers import IMAGENET_MEAN, IMAGENET_STD
 
 
 class UsageError(Exception):

@@ -31,7 +31,9 @@ from tqdm import tqdm
 
 from experiments.study import Study, Variant, match_stored_size, set_path
 
-STUDIES = ("degradation", "separable", "inception", "vgg_kernels", "compound_scaling")
+STUDIES = (
+    "degradation", "separable", "inception", "vgg_kernels", "compound_scaling", "vit_vs_resnet",
+)  # fmt: skip
 HERE = pathlib.Path(__file__).resolve().parent
 
 

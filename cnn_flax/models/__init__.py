@@ -24,7 +24,8 @@ from cnn_flax.models.registry import (
 # The family modules, in the order of the model table.
 FAMILIES = (
     "alexnet", "vgg", "googlenet", "resnet", "resnet_cifar", "mobilenet", "mobilenet_v3",
-    "efficientnet", "convnext", "regnet", "efficientnet_v2", "shufflenet_v2",
+    "efficientnet", "convnext", "vit", "swin", "densenet", "inception", "squeezenet", "mnasnet",
+    "regnet", "efficientnet_v2", "shufflenet_v2",
 )  # fmt: skip
 
 for _family in FAMILIES:
