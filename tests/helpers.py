@@ -53,6 +53,7 @@ OTHER_CODE_PATHS = {
     "googlenet_naive": "the naive Inception module",
     "swin_v2_t": "scaled cosine attention, log-spaced position bias",
     "squeezenet1_1": "another stem and pooling layout",
+    "regnet_y_400mf": "squeeze-and-excitation in every block (RegNetY)",
 }
 
 

@@ -25,6 +25,7 @@ from cnn_flax.models.registry import (
 FAMILIES = (
     "alexnet", "vgg", "googlenet", "resnet", "resnet_cifar", "mobilenet", "mobilenet_v3",
     "efficientnet", "convnext", "vit", "swin", "densenet", "inception", "squeezenet", "mnasnet",
+    "regnet", "efficientnet_v2", "shufflenet_v2",
 )  # fmt: skip
 
 for _family in FAMILIES:

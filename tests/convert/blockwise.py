@@ -19,7 +19,8 @@ import torch
 
 
 def efficientnet_blocks(tv: torch.nn.Module) -> dict[str, str]:
-    """cnn_flax top-level module names -> torchvision module paths, for EfficientNet-B0-B7."""
+    """cnn_flax top-level module names -> torchvision module paths, for EfficientNet-B0-B7 and
+    EfficientNetV2."""
     last = len(tv.features) - 1
     blocks = {"stem": "features.0", "head_conv": f"features.{last}", "head": "classifier.1"}
     for s in range(1, last):
@@ -30,6 +31,7 @@ def efficientnet_blocks(tv: torch.nn.Module) -> dict[str, str]:
 
 BLOCK_MAPS: dict[str, Callable[[torch.nn.Module], dict[str, str]]] = {
     "efficientnet": efficientnet_blocks,
+    "efficientnet_v2": efficientnet_blocks,  # the same torchvision class and layout
 }
 
 

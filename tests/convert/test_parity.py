@@ -2,7 +2,7 @@
 
 The set-up is the issue's: torchvision's random initialisation with BatchNorm statistics moved
 away from 0/1 (``torch_reference.build_torchvision``), both models in eval mode, float32, and
-logits within 1e-4. Two kinds of network need more than that one comparison, because float32
+logits within 1e-4. Three kinds of network need more than that one comparison, because
 rounding alone, torchvision's own, already exceeds 1e-4:
 
 - deep nets (ResNet-101/152, EfficientNet-B0/B1, ...): then cnn_flax must be as close to
@@ -11,7 +11,11 @@ rounding alone, torchvision's own, already exceeds 1e-4:
 - chaotic random nets (EfficientNet-B3-B7), where torchvision's own float32 and float64 logits
   differ by more than 1% of their scale: float32 logits are then noise, so both in float64 must
   agree within 1e-4, and every block must agree in float32 when fed torchvision's own input to
-  that block (``blockwise``).
+  that block (``blockwise``);
+- nets chaotic even in float64 (EfficientNetV2-L: an input change of a few float64 ulps moves
+  torchvision's own float64 logits by over 10% of their scale): float64 logits are then noise
+  too, so they need only agree as closely as torchvision's float64 result agrees with itself
+  under that change, and the block-by-block check carries the proof.
 """
 
 import copy
@@ -39,9 +43,11 @@ WITH_TORCHVISION = [n for n in list_models() if model_info(n).torchvision]
 # faster test already checks (DenseNet-161/169; Inception v3 at 75 pixels in
 # tests/models/test_inception.py): marked slow, still run in CI.
 # swin_v2_b: its float32 rounding exceeds 1e-4, so it also runs op by op in float64.
+# efficientnet_v2_m/l: chaotic at 32 px, so float64 op by op and block by block as well.
 SLOW_PARITY = frozenset(
     {f"efficientnet_b{i}" for i in (5, 6, 7)}
     | {"densenet161", "densenet169", "inception_v3", "swin_v2_b"}
+    | {"regnet_y_128gf", "efficientnet_v2_m", "efficientnet_v2_l"}
 )
 
 
@@ -105,6 +111,22 @@ def ours_in_float64(name: str, variables: dict, images: np.ndarray, num_classes:
         return np.asarray(logits)
 
 
+# Relative input change of a few float64 ulps (1 ulp is 1.1e-16 relative), to measure how much a
+# net amplifies float64 rounding.
+ULP_PERTURBATION = 1e-15
+
+
+def torch_float64_noise(setup: dict) -> float:
+    """How far torchvision's float64 logits move when its input moves by a few float64 ulps: the
+    float64 rounding noise of a net chaotic enough to amplify it."""
+    nchw = torch.from_numpy(setup["images"].transpose(0, 3, 1, 2)).double()
+    noise = torch.randn(nchw.shape, generator=torch.Generator().manual_seed(0), dtype=nchw.dtype)
+    with torch.no_grad():
+        tv64 = copy.deepcopy(setup["tv"]).double()
+        moved = tv64(nchw * (1 + ULP_PERTURBATION * noise)).numpy()
+    return float(np.max(np.abs(moved - setup["torch64"])))
+
+
 # A random net is "chaotic" when torchvision's own float32 rounding moves its logits by more
 # than this fraction of their scale: then float32 logits are noise and cannot show parity.
 CHAOTIC_NOISE_FRACTION = 0.01
@@ -146,7 +168,14 @@ def test_logits_match_torchvision(name):
     ours64 = ours_in_float64(name, setup["variables"], setup["images"], expected.shape[-1])
     err64 = float(np.max(np.abs(ours64 - setup["torch64"])))
     report += f"; float64 max abs logit error {err64:.3g}"
-    assert err64 < PARITY_ATOL, report
+    if err64 >= PARITY_ATOL and chaotic:
+        noise64 = torch_float64_noise(setup)
+        report += f"; torchvision float64, input moved {ULP_PERTURBATION:g}: {noise64:.3g}"
+        # Chaotic in float64 too only when that change alone exceeds the tolerance. End to end
+        # this bounds gross errors only; the block-by-block check below is the proof.
+        assert noise64 >= PARITY_ATOL and err64 < 4 * noise64, report
+    else:
+        assert err64 < PARITY_ATOL, report
     if chaotic:
         # Float32 logits of a chaotic random net are rounding noise (comparing them end to end
         # shows nothing). Check every block in float32 instead, each fed torchvision's own input.
