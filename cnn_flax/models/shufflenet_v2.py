@@ -223,17 +223,9 @@ def from_torchvision(name: str, sd: StateDictReader) -> dict:
 # x1_5 and x2_0 weights): its new recipe (the ``torchvision_v2`` base: SGD lr 0.5 at batch 1024,
 # cosine after 5 warm-up epochs, 600 epochs, weight decay 2e-5 and none on norm layers, label
 # smoothing 0.1, mixup 0.2 / cutmix 1.0, EMA) with TrivialAugment Wide, random erasing 0.1,
-# repeated augmentation x4, 176 px training crops and 232/224 evaluation.
+# repeated augmentation x4, 176 px training crops and 232/224 evaluation: flag for flag the base.
 _TV_RECIPE = Recipe(
     base="torchvision_v2",
-    overrides={
-        "data.augment.trivial_augment_wide": True,
-        "data.augment.random_erasing": 0.1,
-        "data.repeated_augmentation": 4,
-        "data.image_size": 176,
-        "data.eval_crop_size": 224,
-        "data.eval_resize_size": 232,
-    },
     source="torchvision references/classification (ShuffleNet V2): SGD lr 0.5 at batch 1024, "
     "cosine, 5 warm-up epochs, 600 epochs, wd 2e-5, label smoothing 0.1, mixup/cutmix, "
     "TrivialAugment, random erasing 0.1, repeated augmentation x4, EMA, train 176 / eval 232-224",
