@@ -118,7 +118,8 @@ def train(
     Raises:
       ValueError: bad config values, unknown data set or model (before any compile).
       checkpoint.CheckpointError: the workdir's checkpoint cannot be restored (nothing written).
-      TrainingError: the loss became non-finite (the last good checkpoint is kept).
+      TrainingError: the loss, gradient or state became non-finite (the last good checkpoint
+        is kept, nothing after it is saved).
     """
     from cnn_flax import optim
 
@@ -311,8 +312,7 @@ class _Reporter:
         self.throughput: metrics.Throughput | None = None  # known once the step is compiled
 
     def __call__(self, done: int, interval: metrics.PendingMetrics) -> None:
-        scalars = interval.result()
-        scalars.pop("nonfinite", None)
+        scalars = {k: v for k, v in interval.result().items() if not metrics.is_flag(k)}
         if self.throughput is not None:
             seconds = interval.wall_time
             scalars.update(self.throughput.scalars(steps=len(interval.steps), seconds=seconds))
@@ -338,13 +338,30 @@ class _Checkpoints:
         if self.last_saved != done:
             self.save(done, state, eval_metrics=None)
 
-    def nonfinite_error(self, err: intervals.NonFiniteError) -> TrainingError:
-        good = f"step {self.last_saved}" if self.last_saved else "none yet"
-        return TrainingError(
-            f"The loss or gradient became non-finite at step {err.step}; training stopped "
-            f"(last good checkpoint: {good}, kept). Lower optimizer.lr, add warm-up "
-            "(schedule.warmup_epochs), set clip_grad_norm, or use dtype=bfloat16/float32."
+    def nonfinite_error(self, err: intervals.NonFiniteError, plan: RunPlan) -> TrainingError:
+        good = (
+            f"the last good checkpoint, step {plan.updates(self.last_saved)}, is kept"
+            if self.last_saved
+            else "no checkpoint had been saved yet"
         )
+        parts = [_NONFINITE_PARTS.get(flag, flag) for flag in err.flags]
+        what = " and ".join(filter(None, [", ".join(parts[:-1]), parts[-1]]))
+        return TrainingError(
+            f"The {what} became non-finite (inf or nan) at step {plan.updates(err.step - 1) + 1};"
+            f" training stopped and nothing after it was saved ({good}). Lower optimizer.lr, "
+            "add warm-up (schedule.warmup_epochs), set clip_grad_norm, or use "
+            "dtype=bfloat16/float32."
+        )
+
+
+# What each of the train step's non-finite flags (cnn_flax.steps) stands for, for the message.
+_NONFINITE_PARTS = {
+    metrics.NONFINITE: "loss or gradient",
+    f"{metrics.NONFINITE}_params": "parameters",
+    f"{metrics.NONFINITE}_batch_stats": "BatchNorm statistics (batch_stats)",
+    f"{metrics.NONFINITE}_opt_state": "optimizer state",
+    f"{metrics.NONFINITE}_ema_params": "EMA weights",
+}
 
 
 class _Profile:
@@ -567,9 +584,10 @@ def _loop(
             profiler.stop(state)
             metric_intervals.settle()
             run.manager.wait()
-            bar.close()
     except intervals.NonFiniteError as err:
-        raise checkpoints.nonfinite_error(err) from None
+        raise checkpoints.nonfinite_error(err, plan) from None
+    finally:
+        bar.close()  # before any error message, so that it starts on a line of its own
     last_reference = [batches]
     del batches
     _release_in_background(last_reference)

@@ -184,10 +184,34 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         total_steps=12, checkpoint_every_steps=1, eval_every_steps=100, log_every_steps=4
     )
     config.optimizer.lr = 1e30
-    with pytest.raises(trainer.TrainingError, match="non-finite at step"):
+    expected = r"loss or gradient.* became non-finite .* at step \d+;.* step \d+, is kept"
+    with pytest.raises(trainer.TrainingError, match=expected):
         trainer.train(config, tmp_path, data_source=fakes.FakeData(), show_progress=False)
     saved = checkpoint.load_variables(tmp_path)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(saved["params"]))
+
+
+def test_a_state_that_goes_non_finite_is_never_saved(tmp_path, monkeypatch):
+    """The loss stays finite while BatchNorm's running variance becomes inf (what a diverging
+    learning rate does to the quickstart): the run stops at that step and saves nothing."""
+    initializer = trainer._state_initializer
+
+    def overflowing(config, model, tx):
+        init = initializer(config, model, tx)
+
+        def init_state():
+            state = init()
+            return state.replace(params=fakes.overflowing_batch_norm(state.params))
+
+        return init_state
+
+    monkeypatch.setattr(trainer, "_state_initializer", overflowing)
+    config = fakes.tiny_config(checkpoint_every_steps=1, eval_every_steps=100, log_every_steps=4)
+    expected = r"BatchNorm statistics \(batch_stats\) became non-finite \(inf or nan\) at step 1;"
+    expected += ".*no checkpoint had been saved yet"
+    with pytest.raises(trainer.TrainingError, match=expected):
+        trainer.train(config, tmp_path, data_source=fakes.FakeData(), show_progress=False)
+    assert checkpoint.training_step_dir(tmp_path) is None
 
 
 def test_mismatched_checkpoint_is_refused_and_nothing_overwritten(full_run, tmp_path):
