@@ -29,6 +29,13 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: index of this process.")
+_CONFIG_CHANGE = flags.DEFINE_enum(
+    "config_change",
+    "refuse",
+    ["refuse", "allow"],
+    "A workdir that has trained with another config: refuse to resume it, or allow the change "
+    "(recorded in WORKDIR/config_history.jsonl).",
+)
 
 _OVERRIDES: list[str] = []
 
@@ -80,7 +87,12 @@ def main(argv: Sequence[str]) -> int:
         num_processes=_NUM_PROCESSES.value,
         process_id=_PROCESS_ID.value,
     )
-    result = trainer.train(config, _WORKDIR.value, profile=_PROFILE.value)
+    result = trainer.train(
+        config,
+        _WORKDIR.value,
+        profile=_PROFILE.value,
+        allow_config_change=_CONFIG_CHANGE.value == "allow",
+    )
     if result.stopped == "interrupted":
         print(f"Interrupted at step {result.step}; rerun the same command to resume.")
     elif result.eval_metrics:

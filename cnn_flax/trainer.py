@@ -36,7 +36,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from cnn_flax import checkpoint, intervals, metrics, parallel, steps
+from cnn_flax import checkpoint, intervals, metrics, parallel, run_record, steps, workdir_lock
 from cnn_flax.config_checks import check_config
 from cnn_flax.eval_loop import Evaluator
 from cnn_flax.model_builder import build_model
@@ -98,6 +98,7 @@ def train(
     devices: list[jax.Device] | None = None,
     show_progress: bool = True,
     data_source: Any = None,
+    allow_config_change: bool = False,
 ) -> TrainResult:
     """Trains (or resumes training) ``config`` in ``workdir``.
 
@@ -111,13 +112,17 @@ def train(
       show_progress: draw the tqdm progress bar (process 0).
       data_source: an object with the data API's ``get_dataset_info``, ``create_train_iterator``
         and ``create_eval_iterator`` (default: :mod:`cnn_flax.data`); tests pass small stand-ins.
+      allow_config_change: resume a workdir whose config differs from ``config`` (the change is
+        recorded by :mod:`cnn_flax.run_record`); refused otherwise.
 
     Returns:
       A :class:`TrainResult`.
 
     Raises:
       ValueError: bad config values, unknown data set or model (before any compile).
-      checkpoint.CheckpointError: the workdir's checkpoint cannot be restored (nothing written).
+      checkpoint.CheckpointError: no checkpoint of the workdir can be restored (nothing written).
+      workdir_lock.WorkdirError: the workdir is a file, not writable, or in use by another run.
+      run_record.ConfigChangeError: the workdir trained with another config (nothing written).
       TrainingError: the loss, gradient or state became non-finite (the last good checkpoint
         is kept, nothing after it is saved).
     """
@@ -127,6 +132,7 @@ def train(
         from cnn_flax import data as data_source
     check_config(config)
     workdir = pathlib.Path(workdir).resolve()
+    workdir_lock.prepare_workdir(workdir)
     mesh = parallel.create_mesh(devices)
     if config.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", config.compilation_cache_dir)
@@ -145,11 +151,20 @@ def train(
     init_state = _state_initializer(config, model, tx)
     replicated = parallel.replicated_sharding(mesh)
 
-    manager = checkpoint.CheckpointManager(
-        workdir, keep=int(config.keep_checkpoints), keep_best=plan.keep_best
-    )
+    lock = workdir_lock.acquire(workdir, enabled=is_main)  # before anything is written there
+    try:
+        manager = checkpoint.CheckpointManager(
+            workdir, keep=int(config.keep_checkpoints), keep_best=plan.keep_best
+        )
+    except BaseException:
+        lock.release()
+        raise
     try:
         start_step = manager.latest_step() or 0
+        # Refused before the restore; recorded only once the run goes on.
+        change = run_record.check(
+            workdir, config, step=plan.updates(start_step), allow_change=allow_config_change
+        )
         finished = start_step >= plan.micro(plan.total_steps)
         if finished:
             _say(is_main, _finished_message(workdir, plan, start_step))
@@ -165,6 +180,7 @@ def train(
         if finished:
             return TrainResult(state, plan.updates(start_step), "finished", eval_metrics={})
         if is_main:
+            run_record.record(workdir, change)
             _write_run_files(workdir, config, num_classes=num_classes)
         writer = metrics.MetricWriter(workdir, enabled=is_main)
         run = _Run(
@@ -194,6 +210,7 @@ def train(
             writer.close()
     finally:
         manager.close()
+        lock.release()
 
 
 def _state_initializer(
@@ -229,7 +246,8 @@ def _finished_message(workdir: pathlib.Path, plan: RunPlan, start_step: int) -> 
     return (
         f"Workdir {workdir} already finished at step {plan.updates(start_step)} (total_steps "
         f"{plan.total_steps}); nothing to train. Raise --config.total_steps or "
-        "--config.num_epochs to train longer, or pass a new --workdir."
+        "--config.num_epochs (with --config_change=allow) to train longer, or pass a new "
+        "--workdir."
     )
 
 

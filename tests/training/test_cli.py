@@ -70,3 +70,35 @@ def test_quickstart_reaches_97_percent(tmp_path):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"top-1 {100 * final['top1']:.2f}%" in done.stdout, done.stdout
+
+
+def test_a_workdir_that_is_a_file_is_one_line(capsys, tmp_path):
+    (tmp_path / "run").write_text("")
+    assert train.cli(["train", "--config=quickstart", f"--workdir={tmp_path / 'run'}"]) == 2
+    assert "is a file, not a folder" in _one_line_error(capsys)
+
+
+def test_a_live_workdir_is_one_line(capsys, tmp_path):
+    from cnn_flax import workdir_lock
+
+    held = workdir_lock.acquire(tmp_path)
+    try:
+        assert train.cli(["train", "--config=quickstart", f"--workdir={tmp_path}"]) == 2
+    finally:
+        held.release()
+    assert "in use by another run" in _one_line_error(capsys)
+
+
+def test_config_change_flag_reaches_the_trainer(monkeypatch, tmp_path):
+    from cnn_flax import trainer
+
+    seen = []
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: seen.append(k) or _Interrupted())
+    argv = ["train", "--config=quickstart", f"--workdir={tmp_path}"]
+    assert train.cli(argv) == 0
+    assert train.cli([*argv, "--config_change=allow"]) == 0
+    assert [k["allow_config_change"] for k in seen] == [False, True]
+
+
+class _Interrupted:
+    stopped, step = "interrupted", 0

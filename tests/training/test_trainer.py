@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from cnn_flax import checkpoint, trainer
+from cnn_flax import checkpoint, run_record, trainer, workdir_lock
 from tests.training import fakes
 
 
@@ -219,9 +219,37 @@ def test_mismatched_checkpoint_is_refused_and_nothing_overwritten(full_run, tmp_
     before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
     config = fakes.tiny_config(**{"model_overrides.width": 16, "total_steps": 9})
     with pytest.raises(checkpoint.CheckpointError, match="does not match"):
+        trainer.train(
+            config,
+            workdir,
+            data_source=fakes.FakeData(),
+            show_progress=False,
+            allow_config_change=True,  # past the config check, to the checkpoint's own
+        )
+    after = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_a_changed_config_on_a_trained_workdir_is_refused(full_run):
+    workdir, config, _, _, _, _ = full_run
+    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    config = fakes.tiny_config(ema_decay=0.9, total_steps=9)
+    with pytest.raises(run_record.ConfigChangeError, match="total_steps: 6 -> 9.*allow"):
         trainer.train(config, workdir, data_source=fakes.FakeData(), show_progress=False)
     after = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_a_second_run_on_a_live_workdir_is_refused(tmp_path):
+    held = workdir_lock.acquire(tmp_path)  # as a live run on this workdir would
+    try:
+        with pytest.raises(
+            workdir_lock.WorkdirError, match=f"in use by another run .process {os.getpid()}"
+        ):
+            trainer.train(fakes.tiny_config(), tmp_path, data_source=fakes.FakeData())
+    finally:
+        held.release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]  # nothing else written
 
 
 def test_unreadable_checkpoint_is_refused(tmp_path):
