@@ -165,19 +165,14 @@ def train(
         change = run_record.check(
             workdir, config, step=plan.updates(start_step), allow_change=allow_config_change
         )
-        finished = start_step >= plan.micro(plan.total_steps)
-        if finished:
-            _say(is_main, _finished_message(workdir, plan, start_step))
-        elif start_step:
-            _say(is_main, f"Resuming from step {plan.updates(start_step)} (workdir {workdir}).")
-        else:
-            _say(is_main, f"Initialising {config.model} ...")
         if start_step:
             abstract_state = _abstract(jax.eval_shape(init_state), replicated)
-            state = manager.restore(start_step, abstract_state)
+            start_step, state = _restore(manager, abstract_state, plan=plan, is_main=is_main)
         else:
+            _say(is_main, f"Initialising {config.model} ...")
             state = jax.jit(init_state, out_shardings=replicated)()
-        if finished:
+        if start_step >= plan.micro(plan.total_steps):
+            _say(is_main, _finished_message(workdir, plan, start_step))
             return TrainResult(state, plan.updates(start_step), "finished", eval_metrics={})
         if is_main:
             run_record.record(workdir, change)
@@ -231,6 +226,25 @@ def _state_initializer(
         )
 
     return init_state
+
+
+def _restore(
+    manager: checkpoint.CheckpointManager, abstract_state: Any, *, plan: RunPlan, is_main: bool
+) -> tuple[int, TrainState]:
+    """The newest checkpoint that restores, as ``(micro-step, state)``; says which it skipped."""
+    latest = manager.latest_step() or 0
+    total = plan.micro(plan.total_steps)
+    if latest < total:
+        _say(
+            is_main,
+            f"Resuming from step {plan.updates(latest)} (workdir {manager.directory.parent}).",
+        )
+    step, state, skipped = manager.restore_newest(abstract_state)
+    for why in skipped:
+        _say(is_main, f"Skipped checkpoint {why}")
+    if skipped and step < total:
+        _say(is_main, f"Resuming from step {plan.updates(step)} instead, the newest that restores.")
+    return step, state
 
 
 def _abstract(tree: Any, sharding: jax.sharding.Sharding) -> Any:

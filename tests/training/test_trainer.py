@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import signal
 
 import chex
@@ -146,6 +147,26 @@ def test_sigterm_then_resume_equals_uninterrupted(full_run, tmp_path, capsys):
     )
     chex.assert_trees_all_equal(
         jax.device_get(resumed.state.ema_params), jax.device_get(uninterrupted.state.ema_params)
+    )
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(full_run, tmp_path, capsys):
+    """Step 6's checkpoint is damaged on disk: the run says so, resumes from step 3, trains the
+    last three steps again and ends with the uninterrupted run's parameters."""
+    workdir, config, uninterrupted, _, _, _ = full_run
+    shutil.copytree(workdir, tmp_path / "w")
+    for manifest in (tmp_path / "w" / "checkpoints" / "6").rglob("manifest.ocdbt"):
+        manifest.write_bytes(b"damaged")
+    resumed = trainer.train(
+        config, tmp_path / "w", data_source=fakes.FakeData(), show_progress=False
+    )
+    out = capsys.readouterr().out
+    assert "Skipped checkpoint step 6: DATA_LOSS" in out, out
+    assert "Resuming from step 3 instead, the newest that restores." in out, out
+    assert "moved to" in out and (tmp_path / "w" / "checkpoints" / "6.unrestorable").is_dir()
+    assert resumed.stopped == "finished" and resumed.step == 6
+    chex.assert_trees_all_equal(
+        fakes.params_of(resumed.state), fakes.params_of(uninterrupted.state)
     )
 
 
