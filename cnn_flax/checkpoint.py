@@ -12,8 +12,13 @@ takes weights from either source.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import pathlib
+import shutil
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -56,11 +61,24 @@ def save_variables(directory: str | pathlib.Path, variables: Any, *, meta: dict)
     for key in ("model", "num_classes"):
         if key not in meta:
             raise CheckpointError(f"checkpoint metadata needs {key!r}, got {sorted(meta)}")
-    directory.mkdir(parents=True, exist_ok=True)
     variables = jax.tree.map(np.asarray, variables)
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(directory / VARIABLES_ITEM, variables)
-    (directory / MODEL_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    # Written beside, then renamed: a write that fails half-way (a full disk) leaves no partial
+    # folder that would block the rerun.
+    partial = directory.with_name(f".{directory.name}.partial-{os.getpid()}")
+    try:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(partial / VARIABLES_ITEM, variables)
+        (partial / MODEL_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        partial.rename(directory)  # onto nothing or an empty folder
+    except Exception as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else _first_line(err)
+        raise CheckpointError(
+            f"Cannot write checkpoint {directory}: {reason}. Nothing was left there; free space "
+            "(or fix the permissions) and rerun."
+        ) from None
     return directory
 
 
@@ -226,14 +244,36 @@ class CheckpointManager:
         return list(self._manager.all_steps())
 
     def save(self, step: int, state: Any, *, metrics: dict | None = None) -> bool:
-        """Starts saving ``state`` as ``step`` (returns once the state is in host memory)."""
+        """Starts saving ``state`` as ``step`` (returns once the state is in host memory).
+
+        Raises:
+          CheckpointError: this or an earlier background save failed (e.g. a full disk).
+        """
         metrics = None if metrics is None or self.best_metric not in metrics else metrics
-        return self._manager.save(
-            step,
-            args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(state)}),
-            metrics=metrics,
-            force=True,
-        )
+        with self._write_errors():
+            return self._manager.save(
+                step,
+                args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(state)}),
+                metrics=metrics,
+                force=True,
+            )
+
+    @contextlib.contextmanager
+    def _write_errors(self) -> Iterator[None]:
+        """A failed write (full disk, quota, permissions) as one line; the error Orbax raises
+        carries the TensorStore spec of the array it was writing."""
+        try:
+            yield
+        except Exception as err:
+            text = str(err)
+            reason = "no space left on device" if "RESOURCE_EXHAUSTED" in text else None
+            if isinstance(err, OSError) and err.strerror:
+                reason = err.strerror
+            raise CheckpointError(
+                f"Cannot write a checkpoint in {self.directory}: {reason or _first_line(err)}. "
+                "Free space (or fix the permissions) and rerun the same command: it resumes from "
+                "the last complete checkpoint."
+            ) from None
 
     def restore(self, step: int, abstract_state: Any) -> Any:
         """Restores ``step`` onto the shardings of ``abstract_state`` (``ShapeDtypeStruct`` leaves).
@@ -311,12 +351,34 @@ class CheckpointManager:
         return f"{why} (moved to {aside})"
 
     def wait(self) -> None:
-        """Blocks until pending asynchronous saves are on disk."""
-        self._manager.wait_until_finished()
+        """Blocks until pending asynchronous saves are on disk (raises as :meth:`save`)."""
+        with self._write_errors():
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        with self._write_errors():
+            try:
+                self._manager.wait_until_finished()
+            finally:
+                self._manager.close()
+
+
+def silence_background_write_errors() -> None:
+    """Drops the ERROR records Orbax's background threads log for a failed write.
+
+    Each failure is logged, with its traceback, by every thread it passes through (four times
+    for one full disk), then raised in the main thread, where :class:`CheckpointManager` turns
+    it into one line. Command-line entry points call this; library users keep the logs.
+    """
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _OrbaxThreadErrors) for f in absl_logger.filters):
+        absl_logger.addFilter(_OrbaxThreadErrors())
+
+
+class _OrbaxThreadErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        in_orbax = f"{os.sep}orbax{os.sep}" in record.pathname
+        return not (in_orbax and record.levelno >= logging.ERROR)
 
 
 def _first_line(err: Exception) -> str:

@@ -16,6 +16,7 @@ with type checks, so a mistyped key or value fails in one line before anything i
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Sequence
 
@@ -71,14 +72,27 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+# A full disk or quota, a read-only file system, missing permissions, a file-size limit.
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+
+
+def _disk_error(err: OSError) -> str:
+    return (
+        f"Cannot write {err.filename or 'to the workdir'}: {err.strerror}. Free space (or fix "
+        "the permissions) and rerun the same command: it resumes from the last complete "
+        "checkpoint."
+    )
+
+
 def main(argv: Sequence[str]) -> int:
     """Runs training from parsed flags; returns the exit status."""
     if len(argv) > 1:
         raise UsageError(f"Unexpected arguments {list(argv[1:])}; see --help.")
-    from cnn_flax import parallel, trainer
+    from cnn_flax import checkpoint, parallel, trainer
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+        checkpoint.silence_background_write_errors()  # each is raised, and said, once
     config = load_config(_CONFIG.value, _OVERRIDES)
     if not _WORKDIR.value:
         raise UsageError("--workdir is required, e.g. --workdir=/tmp/run.")
@@ -118,6 +132,11 @@ def cli(argv: Sequence[str] | None = None) -> int:
             code = main(parsed)
         except _user_errors() as err:
             print(f"error: {err}", file=sys.stderr)
+            code = 2
+        except OSError as err:
+            if err.errno not in _DISK_ERRNOS:
+                raise  # not the user's disk: a bug, keep its traceback
+            print(f"error: {_disk_error(err)}", file=sys.stderr)
             code = 2
         sys.exit(code)
 

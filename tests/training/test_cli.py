@@ -102,3 +102,17 @@ def test_config_change_flag_reaches_the_trainer(monkeypatch, tmp_path):
 
 class _Interrupted:
     stopped, step = "interrupted", 0
+
+
+def test_a_full_disk_while_training_is_one_line(monkeypatch, capsys, tmp_path):
+    import errno
+
+    from cnn_flax import trainer
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "metrics.jsonl"))
+
+    monkeypatch.setattr(trainer, "train", full)
+    assert train.cli(["train", "--config=quickstart", f"--workdir={tmp_path}"]) == 2
+    line = _one_line_error(capsys)
+    assert "metrics.jsonl: No space left on device" in line and "rerun" in line, line
