@@ -116,3 +116,30 @@ def test_a_full_disk_while_training_is_one_line(monkeypatch, capsys, tmp_path):
     assert train.cli(["train", "--config=quickstart", f"--workdir={tmp_path}"]) == 2
     line = _one_line_error(capsys)
     assert "metrics.jsonl: No space left on device" in line and "rerun" in line, line
+
+
+def test_an_offline_download_fails_at_once_in_one_line(monkeypatch, capsys, tmp_path):
+    """resnet20's recipe trains on CIFAR-10, which tfds downloads: with its host unreachable (a
+    closed local port here) the run stops in one line before tfds' minutes of retries."""
+    import socket
+
+    import tensorflow_datasets as tfds
+
+    from cnn_flax.data import datasets
+
+    with socket.socket() as probe:  # a port nothing listens on: connecting is refused at once
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()
+    monkeypatch.setitem(datasets.DOWNLOAD_HOSTS, "cifar10", closed)
+
+    def no_download(self, *args, **kwargs):
+        raise AssertionError("tfds was asked to download")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_download)
+    datasets._get_source_cached.cache_clear()
+    argv = ["train", "--config=resnet20", f"--workdir={tmp_path / 'w'}"]
+    assert train.cli([*argv, f"--config.data.data_dir={tmp_path / 'tfds'}"]) == 2
+    line = _one_line_error(capsys)
+    assert "cifar10 is not prepared" in line and "cnn_flax.data.prepare cifar10" in line, line
+    assert "refused" in line.lower(), line
+    datasets._get_source_cached.cache_clear()
