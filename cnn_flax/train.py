@@ -107,6 +107,9 @@ def main(argv: Sequence[str]) -> int:
         profile=_PROFILE.value,
         allow_config_change=_CONFIG_CHANGE.value == "allow",
     )
+    if result.signal is not None:
+        # The trainer said where it stopped; a scheduler must not read this as finished.
+        return 128 + result.signal
     if result.stopped == "interrupted":
         print(f"Interrupted at step {result.step}; rerun the same command to resume.")
     elif result.eval_metrics:

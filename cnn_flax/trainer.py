@@ -60,12 +60,14 @@ class TrainResult:
         differ when ``grad_accum_steps > 1``).
       stopped: ``"finished"``, or ``"interrupted"`` (signal or ``stop_after``; resumable).
       eval_metrics: the last evaluation (``{}`` if none ran).
+      signal: the signal that stopped the run (``signal.SIGTERM``, ``SIGINT``), if one did.
     """
 
     state: TrainState
     step: int
     stopped: str
     eval_metrics: dict[str, float]
+    signal: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -573,6 +575,7 @@ def _loop(
     profiler = _Profile(run.workdir / "profile", start_step=start_step, enabled=profile)
     eval_metrics: dict[str, float] = {}
     stopped = "finished"
+    stopped_by: int | None = None
     done = start_step
     try:
         with _StopSignal() as stop:
@@ -607,6 +610,8 @@ def _loop(
                 )
                 if why is not None:
                     stopped = "interrupted"
+                    if why == "a stop signal":  # another process's, when not this one's
+                        stopped_by = stop.received or signal.SIGTERM
                     checkpoints.save_if_new(done, state)
                     bar.write(
                         f"Stopped at step {plan.updates(done)} on {why}; checkpoint saved, "
@@ -624,7 +629,11 @@ def _loop(
     del batches
     _release_in_background(last_reference)
     return TrainResult(
-        state=state, step=plan.updates(done), stopped=stopped, eval_metrics=eval_metrics
+        state=state,
+        step=plan.updates(done),
+        stopped=stopped,
+        eval_metrics=eval_metrics,
+        signal=stopped_by,
     )
 
 

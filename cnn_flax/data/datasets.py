@@ -9,7 +9,9 @@ Elements are dicts with "label" and either "image" (uint8 HWC) or "image_bytes" 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import os
 import socket
 import threading
@@ -259,7 +261,18 @@ def _digits_builder(name: str, data_dir: str | None):
     config = name.partition("/")[2] or "32"
     builder = Digits(config=config, data_dir=data_dir)
     if not builder.is_prepared():
-        builder.download_and_prepare()
+        # tfds prints "Downloading and preparing dataset Unknown size ..." and draws five
+        # progress bars for any builder, though digits downloads nothing and prepares in a
+        # second: keep the console for the trainer's own lines.
+        from tensorflow_datasets.core.utils import tqdm_utils
+
+        shown = tqdm_utils._active  # tfds has a setter only
+        tfds.display_progress_bar(False)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                builder.download_and_prepare()
+        finally:
+            tfds.display_progress_bar(shown)
     return builder
 
 

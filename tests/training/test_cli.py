@@ -143,3 +143,15 @@ def test_an_offline_download_fails_at_once_in_one_line(monkeypatch, capsys, tmp_
     assert "cifar10 is not prepared" in line and "cnn_flax.data.prepare cifar10" in line, line
     assert "refused" in line.lower(), line
     datasets._get_source_cached.cache_clear()
+
+
+@pytest.mark.parametrize(("signum", "code"), [(15, 143), (2, 130)])
+def test_a_run_stopped_by_a_signal_exits_128_plus_it(signum, code, monkeypatch, capsys, tmp_path):
+    from cnn_flax import trainer
+
+    stopped = trainer.TrainResult(
+        None, step=2, stopped="interrupted", eval_metrics={}, signal=signum
+    )
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: stopped)
+    assert train.cli(["train", "--config=quickstart", f"--workdir={tmp_path}"]) == code
+    assert capsys.readouterr().out == ""  # the trainer's own line is the only one

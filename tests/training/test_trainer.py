@@ -133,7 +133,7 @@ def test_sigterm_then_resume_equals_uninterrupted(full_run, tmp_path, capsys):
     first = trainer.train(
         config, tmp_path, data_source=fakes.FakeData(on_step=send_sigterm), show_progress=False
     )
-    assert first.stopped == "interrupted" and first.step == 2
+    assert first.stopped == "interrupted" and first.step == 2 and first.signal == signal.SIGTERM
     assert checkpoint.training_step_dir(tmp_path).name == "2"
     assert "Stopped at step 2 on a stop signal" in capsys.readouterr().out
     resumed = trainer.train(
