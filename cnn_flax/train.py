@@ -22,6 +22,8 @@ from collections.abc import Sequence
 
 from absl import app, flags, logging
 
+from cnn_flax import train_help
+
 _CONFIG = flags.DEFINE_string("config", None, "Recipe name, model name or path to a .py config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (resumed if it holds checkpoints).")
 _PROFILE = flags.DEFINE_bool("profile", False, "Capture a jax.profiler trace into WORKDIR/profile.")
@@ -118,6 +120,17 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _help(rest: list[str], overrides: list[str]) -> str:
+    """The help for ``rest`` (parsed for ``--config`` alone, so any other flag may be wrong)."""
+    config = next((a.split("=", 1)[1] for a in rest if a.startswith("--config=")), None)
+    return train_help.help_text(
+        usage=__doc__,
+        flags_help=flags.FLAGS.module_help(sys.modules[__name__]),
+        config_name=config,
+        overrides=overrides,
+    )
+
+
 def cli(argv: Sequence[str] | None = None) -> int:
     """Entry point (also ``cnn-flax-train``). User errors become one line and exit status 2."""
     from cnn_flax.configs import split_config_args
@@ -125,6 +138,9 @@ def cli(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     try:
         rest, overrides = split_config_args(argv)
+        if train_help.wants_help(rest):
+            print(_help(rest, overrides), end="")
+            return 0
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

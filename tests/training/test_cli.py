@@ -155,3 +155,22 @@ def test_a_run_stopped_by_a_signal_exits_128_plus_it(signum, code, monkeypatch, 
     monkeypatch.setattr(trainer, "train", lambda *a, **k: stopped)
     assert train.cli(["train", "--config=quickstart", f"--workdir={tmp_path}"]) == code
     assert capsys.readouterr().out == ""  # the trainer's own line is the only one
+
+
+def test_train_help_exits_0_and_lists_recipes_and_keys(capsys):
+    assert train.cli(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--workdir" in out and "__main__" not in out
+    assert "Recipes (--config=NAME): quickstart" in out and "resnet50" in out
+    assert "--config=NAME --help" in out
+    assert train.cli(["train", "--config=quickstart", "--config.optimizer.lr=0.3", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--config.optimizer.lr=0.3\n" in out and "--config.data.name='digits/16'" in out
+
+
+def test_evaluate_help_is_for_users(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.cli(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--workdir" in out and "absl" not in out and "argparse" not in out, out
