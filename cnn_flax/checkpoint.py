@@ -147,7 +147,10 @@ def load_variables(directory: str | pathlib.Path, *, ema: bool = False) -> dict:
             f"{step_dir} holds no EMA weights (the run had config.ema_decay=None); drop --ema."
         )
     to_host = lambda tree: jax.tree.map(np.asarray, tree)
-    return {"params": to_host(params), "batch_stats": to_host(state.get("batch_stats") or {})}
+    stats = state.get("batch_stats") or {}
+    if ema and state.get("ema_batch_stats") is not None:  # the run averaged them too
+        stats = state["ema_batch_stats"]
+    return {"params": to_host(params), "batch_stats": to_host(stats)}
 
 
 # --- training checkpoints -------------------------------------------------------------------------

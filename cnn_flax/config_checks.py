@@ -197,6 +197,15 @@ def _check_run(config: ml_collections.ConfigDict) -> None:
         config, "ema_decay", low=0.0, high=1.0, low_open=True, high_open=True, none_means="no EMA"
     )
     _boolean(config, "ema_warmup")
+    _integer(config, "ema_every_steps", minimum=1)
+    for key in ("ema_adjust", "ema_copy_in_warmup", "ema_batch_stats"):
+        _boolean(config, key)
+    if config.ema_warmup and config.ema_copy_in_warmup:
+        raise ValueError(
+            "ema_warmup=True (TensorFlow's num_updates warm-up) and ema_copy_in_warmup=True "
+            "(torchvision's reset during the learning-rate warm-up) are two warm-ups of the EMA; "
+            "set one of them to false."
+        )
     _choice(config, "bn_mode", BN_MODES)
     _integer(config, "grad_accum_steps", minimum=1)
     if config.batch_size % config.grad_accum_steps:

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from cnn_flax.run_plan import RunPlan
+from cnn_flax.run_plan import EmaPlan, RunPlan
 
 PyTree = Any
 
@@ -138,7 +138,7 @@ def create_learning_rate_schedule(
     sched = config.schedule
     peak = peak_learning_rate(config, plan)
     spe = plan.schedule_steps_per_epoch
-    warmup = int(round(sched.warmup_epochs * spe))
+    warmup = plan.warmup_steps
     init = peak * sched.warmup_init_factor
     main = _SCHEDULES[sched.name](
         sched,
@@ -197,9 +197,40 @@ def kernels_mask(params: PyTree) -> PyTree:
     return jax.tree_util.tree_map_with_path(lambda path, _: _leaf_name(path) == "kernel", params)
 
 
+# The parameters of a Flax norm layer (BatchNorm, LayerNorm, GroupNorm and GroupBatchNorm all
+# name theirs so); a module holding anything else (a kernel, a layer scale) is not a norm layer.
+_NORM_LEAVES = frozenset({"scale", "bias"})
+
+
+def no_norm_mask(params: PyTree) -> PyTree:
+    """``True`` for every parameter but those of normalisation layers.
+
+    torchvision's ``--norm-weight-decay 0.0`` (``set_weight_decay`` in its classification
+    references, used by its V2 recipe, Vryniotis 2021): the parameters of BatchNorm, LayerNorm
+    and GroupNorm modules get no decay; everything else, the biases of convolutions and dense
+    layers included, does. A norm layer is a module whose parameters are all named ``scale`` or
+    ``bias``, which is how Flax's norm layers (and :class:`cnn_flax.models.norm.GroupBatchNorm`)
+    name theirs.
+    """
+
+    def mark(tree: Any) -> Any:
+        if not isinstance(tree, dict):
+            return True
+        is_norm = bool(tree) and all(
+            k in _NORM_LEAVES and not isinstance(v, dict) for k, v in tree.items()
+        )
+        if is_norm:
+            return {k: False for k in tree}
+        return {k: mark(v) for k, v in tree.items()}
+
+    mask = mark(flax.core.unfreeze(params))
+    return flax.core.freeze(mask) if isinstance(params, flax.core.FrozenDict) else mask
+
+
 # optimizer.weight_decay_mask -> mask function (None: decay every parameter).
 _WEIGHT_DECAY_MASKS: dict[str, Callable[[PyTree], PyTree] | None] = {
     "no_bn_bias": no_bn_bias_mask,
+    "no_norm": no_norm_mask,
     "kernels": kernels_mask,
     "all": None,
 }
@@ -351,6 +382,25 @@ def ema_update(ema_params: PyTree, params: PyTree, decay: chex.Numeric) -> PyTre
         ema_params,
         params,
     )
+
+
+def ema_step(ema: PyTree, new: PyTree, update: chex.Numeric, plan: EmaPlan) -> PyTree:
+    """The average after optimiser update ``update`` (0-based) produced the weights ``new``.
+
+    Follows ``plan`` (:class:`cnn_flax.run_plan.EmaPlan`): unchanged unless the update's index
+    within its data epoch is a multiple of ``plan.every``; a plain copy of ``new`` through
+    ``plan.copy_through``; else :func:`ema_update` with ``plan.decay`` (TF's warm-up applied
+    when ``plan.tf_warmup``). ``ema`` and ``new`` may hold BatchNorm statistics as well as
+    parameters: torchvision averages both alike.
+    """
+    update = jnp.asarray(update, jnp.int32)
+    due = (update % plan.steps_per_epoch) % plan.every == 0
+    decay = ema_decay_at(update, plan.decay, warmup=plan.tf_warmup)
+    averaged = ema_update(ema, new, decay)
+    if plan.copy_through >= 0:
+        copied = jax.tree.map(lambda e, p: p.astype(e.dtype), ema, new)
+        averaged = select_tree(update <= plan.copy_through, copied, averaged)
+    return select_tree(due, averaged, ema)
 
 
 # ----------------------------------------------------------------------------- loss scaling

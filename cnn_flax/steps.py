@@ -21,6 +21,7 @@ import optax
 from cnn_flax import optim
 from cnn_flax.metrics import NONFINITE
 from cnn_flax.models import layers
+from cnn_flax.run_plan import EmaPlan
 from cnn_flax.train_state import TrainState
 
 Metrics = dict[str, tuple[jax.Array, jax.Array]]
@@ -73,6 +74,7 @@ def make_train_step(
     num_classes: int,
     learning_rate_fn: Callable[[jax.Array], jax.Array] | None = None,
     grad_accum_steps: int = 1,
+    ema: EmaPlan | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """Builds the pure train step ``(state, batch) -> (state, metrics)``.
 
@@ -84,12 +86,12 @@ def make_train_step(
       model: the Flax module (BatchNorm mode already chosen through its ``norm`` field).
       tx: the optax optimizer (from ``cnn_flax.optim.create_optimizer``).
       config: the training config, checked (dtype, seed, label_smoothing, aux_loss_weight,
-        ema_decay, ema_warmup, data.mean/std and the on-device augmentations of data.augment
-        are read).
+        data.mean/std and the on-device augmentations of data.augment are read).
       num_classes: classifier outputs, for one-hot labels.
       learning_rate_fn: schedule evaluated for the ``lr`` metric (optional).
       grad_accum_steps: micro-steps per optimizer update (``RunPlan.grad_accum_steps``): the
         EMA and the ``lr`` metric advance once per update.
+      ema: the weight EMA's plan (``RunPlan.ema``); required when the state carries EMA weights.
     """
     from cnn_flax import losses
     from cnn_flax.data.mixing import augment_batch, normalize
@@ -98,8 +100,6 @@ def make_train_step(
     mean, std = tuple(config.data.mean), tuple(config.data.std)
     label_smoothing = float(config.label_smoothing)
     aux_weight = float(config.aux_loss_weight)
-    ema_decay = config.ema_decay
-    ema_warmup = bool(config.ema_warmup)
     accum = grad_accum_steps
     base_key = jax.random.key(int(config.seed))
 
@@ -152,13 +152,9 @@ def make_train_step(
 
         updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
-        new_ema = state.ema_params
-        if state.ema_params is not None:
-            decay = optim.ema_decay_at(state.step // accum, float(ema_decay), warmup=ema_warmup)
-            new_ema = optim.ema_update(state.ema_params, new_params, decay)
-            if accum > 1:  # average once per optimizer update, not per micro-batch
-                at_update = (state.step + 1) % accum == 0
-                new_ema = optim.select_tree(at_update, new_ema, state.ema_params)
+        new_ema, new_ema_stats = _advance_ema(
+            state, new_params, new_batch_stats, plan=ema, grad_accum_steps=accum
+        )
         new_loss_scale = state.loss_scale
         if state.loss_scale is not None:
             # float16 overflow is expected now and then: skip the update, shrink the scale.
@@ -169,6 +165,8 @@ def make_train_step(
             new_batch_stats = keep(new_batch_stats, state.batch_stats)
             if new_ema is not None:
                 new_ema = keep(new_ema, state.ema_params)
+            if new_ema_stats is not None:
+                new_ema_stats = keep(new_ema_stats, state.ema_batch_stats)
             new_loss_scale = optim.adjust_loss_scale(state.loss_scale, grads_finite)
             finite = jnp.isfinite(loss)
 
@@ -186,6 +184,7 @@ def make_train_step(
                     "batch_stats": new_batch_stats,
                     "opt_state": new_opt_state,
                     "ema_params": new_ema,
+                    "ema_batch_stats": new_ema_stats,
                 }
             )
         )
@@ -199,11 +198,42 @@ def make_train_step(
             batch_stats=new_batch_stats,
             opt_state=new_opt_state,
             ema_params=new_ema,
+            ema_batch_stats=new_ema_stats,
             loss_scale=new_loss_scale,
         )
         return new_state, metrics
 
     return train_step
+
+
+def _advance_ema(
+    state: TrainState,
+    new_params: Any,
+    new_batch_stats: Any,
+    *,
+    plan: EmaPlan | None,
+    grad_accum_steps: int,
+) -> tuple[Any, Any]:
+    """The EMA weights (and statistics) after this micro-step: they advance once per update."""
+    if state.ema_params is None:
+        return None, None
+    if plan is None:
+        # Raised while tracing: a caller that keeps EMA weights must say how they advance.
+        raise ValueError(
+            "The state keeps EMA weights but make_train_step got no ema plan; pass "
+            "ema=run_plan.ema (cnn_flax.run_plan.make_run_plan)."
+        )
+    update = state.step // grad_accum_steps
+    ema = optim.ema_step(state.ema_params, new_params, update, plan)
+    stats = state.ema_batch_stats
+    if stats is not None:
+        stats = optim.ema_step(stats, new_batch_stats, update, plan)
+    if grad_accum_steps > 1:  # average once per optimizer update, not per micro-batch
+        at_update = (state.step + 1) % grad_accum_steps == 0
+        ema = optim.select_tree(at_update, ema, state.ema_params)
+        if stats is not None:
+            stats = optim.select_tree(at_update, stats, state.ema_batch_stats)
+    return ema, stats
 
 
 def make_eval_step(

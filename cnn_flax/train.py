@@ -5,6 +5,7 @@ Examples::
     python -m cnn_flax.train --config=quickstart --workdir=/tmp/quickstart
     python -m cnn_flax.train --config=resnet50 --workdir=runs/r50 --config.batch_size=512
     python -m cnn_flax.train --config=my_recipe.py --workdir=runs/x --profile
+    python -m cnn_flax.train --config=resnet50_v2 --dry_run  # config, schedule and its plot
 
 Rerunning the same command on an existing workdir resumes from its latest checkpoint. Multi-host:
 under SLURM or on Cloud TPU the processes find each other on their own; elsewhere pass
@@ -38,6 +39,12 @@ _CONFIG_CHANGE = flags.DEFINE_enum(
     ["refuse", "allow"],
     "A workdir that has trained with another config: refuse to resume it, or allow the change "
     "(recorded in WORKDIR/config_history.jsonl).",
+)
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Print the resolved config and schedule, plot it; compile and read nothing."
+)
+_NUM_TRAIN = flags.DEFINE_integer(
+    "num_train", None, "Dry run: training examples, when the data set's metadata lacks them."
 )
 
 _OVERRIDES: list[str] = []
@@ -96,6 +103,11 @@ def main(argv: Sequence[str]) -> int:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
         checkpoint.silence_background_write_errors()  # each is raised, and said, once
     config = load_config(_CONFIG.value, _OVERRIDES)
+    if _DRY_RUN.value:
+        from cnn_flax.dry_run import dry_run
+
+        dry_run(config, workdir=_WORKDIR.value, num_train=_NUM_TRAIN.value)
+        return 0
     if not _WORKDIR.value:
         raise UsageError("--workdir is required, e.g. --workdir=/tmp/run.")
     parallel.initialize_distributed(
@@ -136,6 +148,9 @@ def cli(argv: Sequence[str] | None = None) -> int:
     from cnn_flax.configs import split_config_args
 
     argv = list(sys.argv if argv is None else argv)
+    # absl keeps flag values between parses: without this, a second call in one process (a test,
+    # a notebook) would silently reuse the previous call's --workdir.
+    flags.FLAGS.unparse_flags()
     try:
         rest, overrides = split_config_args(argv)
         if train_help.wants_help(rest):

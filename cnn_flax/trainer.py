@@ -224,6 +224,7 @@ def _state_initializer(
             variables,
             tx,
             use_ema=config.ema_decay is not None,
+            ema_batch_stats=bool(config.ema_batch_stats),
             loss_scale=steps.initial_loss_scale(config),
         )
 
@@ -292,6 +293,7 @@ class _TrainStep:
             num_classes=run.num_classes,
             learning_rate_fn=run.lr_fn,
             grad_accum_steps=run.plan.grad_accum_steps,
+            ema=run.plan.ema,
         )
         self._jitted = jax.jit(
             step,
@@ -395,6 +397,7 @@ _NONFINITE_PARTS = {
     f"{metrics.NONFINITE}_batch_stats": "BatchNorm statistics (batch_stats)",
     f"{metrics.NONFINITE}_opt_state": "optimizer state",
     f"{metrics.NONFINITE}_ema_params": "EMA weights",
+    f"{metrics.NONFINITE}_ema_batch_stats": "EMA BatchNorm statistics",
 }
 
 

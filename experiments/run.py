@@ -37,7 +37,9 @@ if not __package__:  # run as a file (python PATH/experiments/run.py) from any f
 
 from experiments.study import Study, Variant, match_stored_size, set_path
 
-STUDIES = ("degradation", "separable", "inception", "vgg_kernels", "compound_scaling")
+STUDIES = (
+    "degradation", "separable", "inception", "vgg_kernels", "compound_scaling", "vit_vs_resnet",
+)  # fmt: skip
 HERE = pathlib.Path(__file__).resolve().parent
 
 

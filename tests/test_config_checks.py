@@ -50,6 +50,8 @@ def test_every_recipe_passes():
         ({"dtype": "float64"}, r"dtype='float64'"),
         ({"label_smoothing": 1.0}, r"label_smoothing=1.0"),
         ({"data__num_parallel_calls": 0}, r"data.num_parallel_calls=0"),
+        ({"ema_every_steps": 0}, r"ema_every_steps=0 must be an integer >= 1"),
+        ({"ema_warmup": True, "ema_copy_in_warmup": True}, r"two warm-ups of the EMA"),
     ],
 )
 def test_bad_values_name_their_field(changes, message):

@@ -9,7 +9,7 @@ import ml_collections
 import pytest
 
 from cnn_flax import configs
-from cnn_flax.configs import base
+from cnn_flax.configs import base, recipes
 from cnn_flax.models import create_model, list_models, model_info
 
 REQUIRED_KEYS = ("total_steps", "batch_size", "seed", "checkpoint_every_steps", "eval_every_steps")
@@ -44,7 +44,8 @@ def test_every_model_resolves_to_its_family_recipe(name):
     assert config.model == name
     # Recipes change values, never the schema the trainer and data pipeline read.
     assert _flat(config) == _flat(base.get_base_config())
-    if "data.image_size" not in info.recipe.overrides and info.recipe.base != "torchvision_step":
+    # The model's resolution unless the recipe or its base trains at another size (FixRes).
+    if "data.image_size" not in {**recipes.BASES[info.recipe.base], **info.recipe.overrides}:
         assert config.data.image_size == info.resolution
     # The overrides the recipe passes are fields the model accepts.
     create_model(name, num_classes=10, **config.model_overrides)

@@ -39,6 +39,7 @@ def _imports(module: str) -> set[str]:
         "cnn_flax.config_checks",
         "cnn_flax.model_builder",
         "cnn_flax.eval_loop",
+        "cnn_flax.dry_run",
         "cnn_flax.evaluate",
     ],
 )

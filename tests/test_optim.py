@@ -130,6 +130,61 @@ def test_weight_decay_mask_excludes_norm_and_bias():
     assert optim.weight_decay_mask(config) is None  # optax: decay every leaf
 
 
+def test_no_norm_mask_spares_only_norm_layers():
+    mask = optim.no_norm_mask(_tiny_params())
+    assert mask == {
+        "conv": {"kernel": True, "bias": True},
+        "bn": {"scale": False, "bias": False},
+        "ln": {"scale": False},
+        "head": {"kernel": True, "bias": True},
+    }
+
+
+def _torchvision_decay_groups(model) -> tuple[list[int], list[int]]:
+    """Sizes of the decayed and the undecayed parameters under torchvision's
+    ``set_weight_decay(model, wd, norm_weight_decay=0.0)`` (references/classification/utils.py):
+    a parameter owned directly by a norm module (its ``norm_classes``) is undecayed."""
+    import torch
+
+    norm_classes = (
+        torch.nn.modules.batchnorm._BatchNorm,
+        torch.nn.LayerNorm,
+        torch.nn.GroupNorm,
+        torch.nn.modules.instancenorm._InstanceNorm,
+        torch.nn.LocalResponseNorm,
+    )
+    decayed, spared = [], []
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            (spared if isinstance(module, norm_classes) else decayed).append(p.numel())
+    return sorted(decayed), sorted(spared)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(
+    "name", ["resnet50", "mobilenet_v3_large", "convnext_tiny", "vit_b_16", "swin_t"]
+)
+def test_no_norm_mask_is_torchvisions_norm_weight_decay_0(name):
+    torchvision = pytest.importorskip("torchvision")
+    torch = pytest.importorskip("torch")
+    from cnn_flax.models import create_model, model_info
+
+    with torch.device("meta"):  # shapes only: nothing allocated or initialised
+        theirs = _torchvision_decay_groups(getattr(torchvision.models, name)())
+    model = create_model(name)
+    res = model_info(name).resolution
+    params = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, res, res, 3)), train=False)
+    )["params"]
+    mask = optim.no_norm_mask(params)
+    pairs = list(zip(jax.tree.leaves(params), jax.tree.leaves(mask), strict=True))
+    ours = (
+        sorted(p.size for p, m in pairs if m),
+        sorted(p.size for p, m in pairs if not m),
+    )
+    assert ours == theirs
+
+
 def _run(tx, params, grads_seq):
     """Applies ``tx`` to ``grads_seq`` in one jitted scan (eager dispatch is slow on CPU)."""
 

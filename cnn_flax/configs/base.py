@@ -33,6 +33,7 @@ def get_optimizer_config() -> ml_collections.ConfigDict:
     opt.weight_decay = 1e-4
     # no_bn_bias: no decay on biases and BatchNorm scale/bias (leaf named "bias"/"scale" or
     # ndim <= 1); kernels: decay only conv/dense kernels (not embeddings, tokens, layer scales);
+    # no_norm: no decay on norm layers only, biases decayed (torchvision's --norm-weight-decay 0);
     # all: decay every parameter.
     opt.weight_decay_mask = "no_bn_bias"
     opt.b1 = 0.9  # adamw, lamb
@@ -146,6 +147,14 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.ema_decay = config_dict.placeholder(float)  # None: no EMA of the weights
     # TF's ExponentialMovingAverage(num_updates=step): decay = min(decay, (1+t)/(10+t)).
     config.ema_warmup = False
+    # torchvision's --model-ema (references/classification/train.py; cnn_flax.run_plan.EmaPlan):
+    # average after every N-th update of each epoch (--model-ema-steps), with the decay adjusted
+    # to 1 - min(1, (1 - ema_decay) * batch_size * N / num_epochs), copying the weights through
+    # the learning-rate warm-up, and averaging the BatchNorm statistics too (use_buffers=True).
+    config.ema_every_steps = 1
+    config.ema_adjust = False
+    config.ema_copy_in_warmup = False
+    config.ema_batch_stats = False
     config.bn_mode = "global"  # global | per_device
     config.grad_accum_steps = 1
     config.clip_grad_norm = config_dict.placeholder(float)

@@ -99,17 +99,26 @@ TF_TPU: dict[str, Any] = {
 }
 
 # torchvision's "new training recipe" (Vryniotis 2021, "How to train state-of-the-art models
-# using TorchVision's latest primitives"; references/classification/README.md), the ResNet-50
-# V2 command: SGD momentum 0.9, lr 0.5 at batch 1024 (8 x 128), cosine after 5 linear warm-up
-# epochs from 0.01 x the peak, 600 epochs, weight decay 2e-5 and none on norm layers, label
-# smoothing 0.1, mixup 0.2 / cutmix 1.0, an EMA of the weights. Families that torchvision trained
-# with it (ConvNeXt, RegNet, EfficientNetV2, ...) change the optimiser and its constants.
+# using TorchVision's latest primitives"; pytorch/vision#3995), its final ResNet-50 V2 command
+# (80.858%, vision#3995 comment 1013906621): SGD momentum 0.9, lr 0.5 at batch 1024 (8 x 128),
+# cosine after 5 linear warm-up epochs from 0.01 x the peak, 600 epochs, weight decay 2e-5 with
+# none on norm layers (--norm-weight-decay 0.0; biases are decayed), label smoothing 0.1, mixup
+# 0.2 / cutmix 1.0 (one of the two per batch), TrivialAugment Wide, random erasing 0.1, an EMA of
+# the weights and BatchNorm statistics every 32 iterations at 0.99998 with torchvision's decay
+# adjustment and reset through the warm-up, repeated augmentation x4, FixRes train crop 176 and
+# evaluation on the 224 centre crop of a 232 resize. Families that torchvision trained with it
+# change what their command changes (optimiser, epochs, sizes); bfloat16 stands for --amp.
 TORCHVISION_V2: dict[str, Any] = {
     "dtype": "bfloat16",
     "batch_size": 1024,
     "num_epochs": 600.0,
     "label_smoothing": 0.1,
     "ema_decay": 0.99998,
+    "ema_warmup": False,
+    "ema_every_steps": 32,
+    "ema_adjust": True,
+    "ema_copy_in_warmup": True,
+    "ema_batch_stats": True,
     "eval_every_steps": 2500,
     "checkpoint_every_steps": 2500,
     "optimizer.name": "sgd",
@@ -117,13 +126,36 @@ TORCHVISION_V2: dict[str, Any] = {
     "optimizer.momentum": 0.9,
     "optimizer.nesterov": False,
     "optimizer.weight_decay": 2e-5,
-    "optimizer.weight_decay_mask": "no_bn_bias",
+    "optimizer.weight_decay_mask": "no_norm",
     "schedule.name": "cosine",
     "schedule.warmup_epochs": 5.0,
     "schedule.warmup_init_factor": 0.01,
+    "schedule.warmup_shape": "linear",
+    "schedule.end_lr_factor": 0.0,
+    "data.image_size": 176,
+    "data.eval_crop_size": 224,
+    "data.eval_resize_size": 232,
+    "data.augment.inception_crop": True,
+    "data.augment.flip": True,
+    "data.augment.trivial_augment_wide": True,
+    "data.augment.random_erasing": 0.1,
     "data.augment.mixup_alpha": 0.2,
     "data.augment.cutmix_alpha": 1.0,
+    "data.repeated_augmentation": 4,
 }
+
+# The same recipe before its FixRes and repeated-augmentation steps: vision#3995 "new-recipe"
+# (ResNet-101/152, ResNeXt-50 32x4d, Wide ResNet-101-2 and the RegNets' V2 weights): trains on
+# 224 crops, no repeated augmentation, still evaluated on 224 of 232.
+TORCHVISION_V2_NO_FIXRES: dict[str, Any] = {
+    **TORCHVISION_V2,
+    "data.image_size": 224,
+    "data.repeated_augmentation": 1,
+}
+
+# vision#3995 "new-recipe-with-fixres" (Wide ResNet-50-2, ResNeXt-101 32x8d V2): the FixRes
+# train crop of 176 without repeated augmentation.
+TORCHVISION_V2_FIXRES: dict[str, Any] = {**TORCHVISION_V2, "data.repeated_augmentation": 1}
 
 # CIFAR-10 statistics (per channel, 0-255 scale).
 CIFAR10_MEAN = (0.4914 * 255, 0.4822 * 255, 0.4465 * 255)
@@ -176,6 +208,8 @@ BASES: dict[str, Mapping[str, Any]] = {
     "resnet_cosine": RESNET_COSINE,
     "tf_tpu": TF_TPU,
     "torchvision_v2": TORCHVISION_V2,
+    "torchvision_v2_no_fixres": TORCHVISION_V2_NO_FIXRES,
+    "torchvision_v2_fixres": TORCHVISION_V2_FIXRES,
     "cifar10_resnet": CIFAR10_RESNET,
 }
 

@@ -38,6 +38,15 @@ _DEFAULT_SPLITS = {
 }
 
 
+# Published split sizes (the data sets' papers and tfds catalogue), for a dry run on a machine
+# where the data set is not prepared: its tfds metadata then holds no sizes.
+PUBLISHED_SPLIT_SIZES = {
+    "imagenet2012": {"train": 1_281_167, "validation": 50_000},
+    "cifar10": {"train": 50_000, "test": 10_000},
+    "cifar100": {"train": 50_000, "test": 10_000},
+}
+
+
 class DatasetInfo(NamedTuple):
     num_classes: int
     num_train: int
@@ -255,12 +264,12 @@ def _check_download_reachable(
         )
 
 
-def _digits_builder(name: str, data_dir: str | None):
+def _digits_builder(name: str, data_dir: str | None, *, prepare: bool = True):
     from cnn_flax.data.builders.digits import Digits
 
     config = name.partition("/")[2] or "32"
     builder = Digits(config=config, data_dir=data_dir)
-    if not builder.is_prepared():
+    if prepare and not builder.is_prepared():
         # tfds prints "Downloading and preparing dataset Unknown size ..." and draws five
         # progress bars for any builder, though digits downloads nothing and prepares in a
         # second: keep the console for the trainer's own lines.
@@ -310,6 +319,43 @@ def splits(data_config: Any, source) -> tuple[str, str]:
     train = data_config.train_split or source.default_splits[0]
     evals = data_config.eval_split or source.default_splits[1]
     return str(train), str(evals)
+
+
+def sizes_without_reading(data_config: Any) -> tuple[DatasetInfo, str]:
+    """(num_classes, num_train, num_eval) read from metadata only, and where they came from.
+
+    A prepared tfds data set's own metadata (``dataset_info.json``: no record is opened), else
+    the published sizes of the standard splits (:data:`PUBLISHED_SPLIT_SIZES`). For
+    ``cnn_flax.train --dry_run``, which must not read data.
+
+    Raises:
+      ValueError: for a data set (or split) whose sizes are known neither way, naming the fix.
+    """
+    name = str(data_config.name)
+    base = name.partition("/")[0]
+    default = _DEFAULT_SPLITS.get(base)
+    if default is not None:
+        train = str(data_config.train_split or default[0])
+        evals = str(data_config.eval_split or default[1])
+        data_dir = resolve_data_dir(data_config.data_dir)
+        if base == "digits":
+            builder = _digits_builder(name, data_dir, prepare=False)
+        else:
+            builder = tfds.builder(name, data_dir=data_dir)
+        classes = builder.info.features["label"].num_classes
+        if _is_prepared(builder) and builder.info.splits:
+            splits = builder.info.splits
+            info = DatasetInfo(classes, splits[train].num_examples, splits[evals].num_examples)
+            return info, f"{builder.info.full_name} metadata in {builder.data_dir}"
+        published = PUBLISHED_SPLIT_SIZES.get(name, {})
+        if train in published and evals in published:
+            info = DatasetInfo(classes, published[train], published[evals])
+            return info, f"published sizes of {name} (not prepared here)"
+    raise ValueError(
+        f"the sizes of data set {name!r} (splits {data_config.train_split or 'default'}, "
+        f"{data_config.eval_split or 'default'}) are unknown without reading it; prepare it, or "
+        "pass --num_train=N to the dry run."
+    )
 
 
 def get_dataset_info(data_config: Any) -> DatasetInfo:

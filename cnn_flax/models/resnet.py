@@ -22,6 +22,7 @@ A plain twin has the same names without any ``shortcut``, so weights move betwee
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 from typing import ClassVar
@@ -399,7 +400,34 @@ _IMAGENET = {
         78.468,
     ),
 }
+# torchvision's V2 weights and the stage of its new recipe (pytorch/vision#3995) each was trained
+# with, a base of cnn_flax.configs.recipes: ResNet-50's final command (FixRes and repeated
+# augmentation x4), "new-recipe" (224 px crops), "new-recipe-with-fixres" (176 px crops).
+_V2_BASES = {
+    "resnet50": ("torchvision_v2", "vision#3995 comment 1013906621 (ResNet-50 V2 command)"),
+    "resnet101": ("torchvision_v2_no_fixres", "vision#3995 new-recipe"),
+    "resnet152": ("torchvision_v2_no_fixres", "vision#3995 new-recipe"),
+    "resnext50_32x4d": ("torchvision_v2_no_fixres", "vision#3995 new-recipe"),
+    "wide_resnet50_2": ("torchvision_v2_fixres", "vision#3995 new-recipe-with-fixres"),
+}
+
+
+def _v2_recipe(name: str, weights: Weights) -> Recipe:
+    base, where = _V2_BASES[name]
+    return Recipe(
+        base=base,
+        source=f"torchvision's new recipe ({where}): SGD lr 0.5 at batch 1024, 600 epochs, "
+        "cosine, 5 warm-up epochs, wd 2e-5 none on norms, label smoothing 0.1, mixup 0.2 / "
+        "cutmix 1.0, TrivialAugment Wide, random erasing 0.1, EMA every 32 steps",
+        target_top1=weights.top1,
+        target_source=f"torchvision {weights.tag}",
+    )
+
+
 for _name, (_kwargs, _reference, _weights, _target) in _IMAGENET.items():
+    _v2 = {"v2": _v2_recipe(_name, _weights)} if _name in _V2_BASES else {}
+    if _v2:
+        _weights = dataclasses.replace(_weights, recipe="v2")
     FAMILY.register(
         _name,
         functools.partial(ResNet, **_kwargs),
@@ -407,6 +435,7 @@ for _name, (_kwargs, _reference, _weights, _target) in _IMAGENET.items():
         torchvision=_name,
         weights=(_weights,),
         recipe=FAMILY.recipe.but(target_top1=_target),
+        recipes=_v2,
     )
 
 # The paper prints FLOPs but no parameter counts for its plain nets; tests/models/test_resnet.py

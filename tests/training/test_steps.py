@@ -54,7 +54,7 @@ def _flags(metrics: dict) -> dict[str, float]:
 
 def test_a_state_that_overflows_is_flagged_though_the_loss_is_finite():
     state, step, batch = _setup("float32")
-    parts = ("params", "batch_stats", "opt_state", "ema_params")
+    parts = ("params", "batch_stats", "opt_state", "ema_params", "ema_batch_stats")
     _, metrics = step(state, batch)
     assert _flags(metrics) == {"nonfinite": 0.0, **{f"nonfinite_{p}": 0.0 for p in parts}}
     state = state.replace(params=fakes.overflowing_batch_norm(state.params))
@@ -67,6 +67,7 @@ def test_a_state_that_overflows_is_flagged_though_the_loss_is_finite():
         "nonfinite_batch_stats": 1.0,
         "nonfinite_opt_state": 0.0,
         "nonfinite_ema_params": 0.0,
+        "nonfinite_ema_batch_stats": 0.0,
     }
 
 

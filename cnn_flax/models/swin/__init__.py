@@ -155,7 +155,9 @@ FAMILY = Family(
     # lr-min 1e-5 (1% of the peak) after 20 linear warm-up epochs from 1% of it, 300 epochs,
     # label smoothing 0.1, mixup 0.8 / cutmix 1.0, gradient norm clipped at 5, random erasing
     # 0.25, TrivialAugment Wide, an EMA of the weights (the base's 0.99998), repeated
-    # augmentation x4. Not expressed: --interpolation bicubic (the pipeline resizes bilinearly).
+    # augmentation x4, trained on full-size crops (224; V2: 256) and evaluated as the published
+    # weights (the resize torchvision tuned after training). Not expressed: --interpolation
+    # bicubic (the pipeline resizes bilinearly).
     recipe=Recipe(
         base="torchvision_v2",
         overrides={
@@ -222,5 +224,12 @@ for _name, (_dim, _depths, _heads, _drop_path, _version, _resize, _top1, _top5, 
                 gmacs=_gmacs,
             ),
         ),
-        recipe=FAMILY.recipe.but(target_top1=_top1),
+        recipe=FAMILY.recipe.but(
+            {
+                "data.image_size": _crop,
+                "data.eval_crop_size": _crop,
+                "data.eval_resize_size": _resize,
+            },
+            target_top1=_top1,
+        ),
     )
