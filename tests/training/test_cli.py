@@ -101,15 +101,12 @@ def test_config_change_flag_reaches_the_trainer(monkeypatch, tmp_path):
     from cnn_flax import trainer
 
     seen = []
-    monkeypatch.setattr(trainer, "train", lambda *a, **k: seen.append(k) or _Interrupted())
+    done = trainer.TrainResult(None, step=0, stopped="interrupted", eval_metrics={})
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: seen.append(k) or done)
     argv = ["train", "--config=quickstart", f"--workdir={tmp_path}"]
     assert train.cli(argv) == 0
     assert train.cli([*argv, "--config_change=allow"]) == 0
     assert [k["allow_config_change"] for k in seen] == [False, True]
-
-
-class _Interrupted:
-    stopped, step = "interrupted", 0
 
 
 def test_a_full_disk_while_training_is_one_line(monkeypatch, capsys, tmp_path):
