@@ -1,7 +1,9 @@
 """The training loop: init or resume, jitted steps, evaluation, checkpoints, logging.
 
 A workdir holds ``config.json`` (the resolved config), ``model.json`` (what ``evaluate`` and
-``predict`` need to rebuild the model), ``metrics.jsonl``, ``tensorboard/`` and ``checkpoints/``.
+``predict`` need to rebuild the model), ``metrics.jsonl``, ``tensorboard/`` and ``checkpoints/``,
+the lock of the run training there (``.lock``, :mod:`cnn_flax.workdir_lock`) and, after an
+allowed config change, ``config_history.jsonl`` (:mod:`cnn_flax.run_record`).
 
 Resume is exact. Everything random is a function of ``(seed, step)``: the input pipeline starts at
 the restored step and yields the batches an uninterrupted run would, and dropout/mixup keys are
@@ -140,21 +142,21 @@ def train(
         jax.config.update("jax_compilation_cache_dir", config.compilation_cache_dir)
 
     is_main = jax.process_index() == 0
-    # Each start-up phase that takes seconds says so first (imports and data set preparation,
-    # the model's initialisation, the compile), so a run is never silent for long.
-    _say(is_main, f"Reading data set {config.data.name} ...")
-    # Data errors (unknown name, ImageNet not prepared) surface here, before any compile.
-    num_classes, num_train, _ = data_source.get_dataset_info(config.data)
-    plan = make_run_plan(config, num_train=num_train)
-    # Each jitted step sees one micro-batch; the optimizer updates every grad_accum_steps.
-    parallel.check_batch_size(plan.micro_batch, mesh)
-    model = build_model(config, num_classes=num_classes, num_devices=mesh.size)
-    tx = optim.create_optimizer(config, plan)
-    init_state = _state_initializer(config, model, tx)
-    replicated = parallel.replicated_sharding(mesh)
-
-    lock = workdir_lock.acquire(workdir, enabled=is_main)  # before anything is written there
+    # Before the data set is read (minutes for a large folder): a second run is refused at once.
+    lock = workdir_lock.acquire(workdir, enabled=is_main)
     try:
+        # Each start-up phase that takes seconds says so first (imports and data set preparation,
+        # the model's initialisation, the compile), so a run is never silent for long.
+        _say(is_main, f"Reading data set {config.data.name} ...")
+        # Data errors (unknown name, ImageNet not prepared) surface here, before any compile.
+        num_classes, num_train, _ = data_source.get_dataset_info(config.data)
+        plan = make_run_plan(config, num_train=num_train)
+        # Each jitted step sees one micro-batch; the optimizer updates every grad_accum_steps.
+        parallel.check_batch_size(plan.micro_batch, mesh)
+        model = build_model(config, num_classes=num_classes, num_devices=mesh.size)
+        tx = optim.create_optimizer(config, plan)
+        init_state = _state_initializer(config, model, tx)
+        replicated = parallel.replicated_sharding(mesh)
         manager = checkpoint.CheckpointManager(
             workdir, keep=int(config.keep_checkpoints), keep_best=plan.keep_best
         )

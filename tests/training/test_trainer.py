@@ -261,7 +261,7 @@ def test_a_changed_config_on_a_trained_workdir_is_refused(full_run):
     assert after == before
 
 
-def test_a_second_run_on_a_live_workdir_is_refused(tmp_path):
+def test_a_second_run_on_a_live_workdir_is_refused(tmp_path, capsys):
     held = workdir_lock.acquire(tmp_path)  # as a live run on this workdir would
     try:
         with pytest.raises(
@@ -271,6 +271,7 @@ def test_a_second_run_on_a_live_workdir_is_refused(tmp_path):
     finally:
         held.release()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]  # nothing else written
+    assert "Reading data set" not in capsys.readouterr().out  # refused before any long work
 
 
 def test_unreadable_checkpoint_is_refused(tmp_path):
