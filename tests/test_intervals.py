@@ -104,19 +104,3 @@ def test_progress_bar_clock_starts_after_the_first_step():
     bar.close()
     assert shown["n"] == 4 and shown["initial"] == 4
     assert shown["elapsed"] < 0.2, shown["elapsed"]
-
-
-def test_the_progress_bar_clock_starts_after_the_compile(monkeypatch):
-    """The trainer compiles before the first step; the bar (and so its rate and ETA) starts at
-    that first step, so the compile never counts towards the ETA."""
-    now = [100.0]
-    monkeypatch.setattr("tqdm.std.time", lambda: now[0])  # tqdm's clock
-    bar = metrics.ProgressBar(total=10, initial=0)
-    now[0] += 60.0  # a one-minute compile
-    bar.update()
-    now[0] += 1.0  # one second for the next four steps
-    bar.update(4)
-    rate = bar._bar.format_dict["rate"] or bar._bar.n / (now[0] - bar._bar.start_t)
-    bar.close()
-    assert bar._bar.start_t == 160.0
-    assert rate >= 4.0  # steps per second of training, not 5 steps in 61 s
