@@ -9,10 +9,10 @@ step folder inside one. ``--config`` (recipe name or file, plus ``--config.x=y``
 the data set and preprocessing; for a converted checkpoint the model comes from its metadata.
 Every example of the split is counted exactly once. A checkpoint with EMA weights is evaluated
 twice, raw and EMA.
-
-argparse rather than absl flags here: ``train`` and ``evaluate`` both define ``--config``, and
-absl flags are process-global, so the two could not be imported together (e.g. in tests).
 """
+
+# argparse rather than absl flags here: ``train`` and ``evaluate`` both define ``--config``, and
+# absl flags are process-global, so the two could not be imported together (e.g. in tests).
 
 from __future__ import annotations
 
@@ -123,7 +123,11 @@ def cli(argv: Sequence[str] | None = None) -> int:
     from cnn_flax.checkpoint import CheckpointError
     from cnn_flax.configs import split_config_args
 
-    parser = argparse.ArgumentParser(prog="python -m cnn_flax.evaluate", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m cnn_flax.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", help="recipe name, model name or .py file")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--workdir", help="training workdir (latest checkpoint)")

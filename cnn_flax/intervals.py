@@ -4,7 +4,8 @@ that leaves evaluation and checkpoint time out of the images/s.
 The train step returns ``(sum, count)`` device scalars. :class:`MetricIntervals` keeps those of
 every step of an interval; when the interval closes it starts their device-to-host copies and
 reports the interval before, whose copies are long done, so the hot loop never waits for the
-device, yet every step's values are seen and a non-finite loss is pinned to its exact step.
+device, yet every step's values are seen and a non-finite loss or state is pinned to its exact
+step.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ from cnn_flax.metrics import Pairs, PendingMetrics
 
 
 class NonFiniteError(RuntimeError):
-    """The loss or gradient norm of micro-step ``step`` (1-based) was not finite.
+    """Micro-step ``step`` (1-based) left something non-finite.
 
     Attributes:
       step: micro-steps done when it happened (the first bad step, counted from 1).
+      flags: the step's non-finite flags that were set (``nonfinite`` for the loss or gradient
+        norm, ``nonfinite_<part>`` for a part of the state, e.g. ``nonfinite_batch_stats``).
     """
 
-    def __init__(self, step: int):
-        super().__init__(f"non-finite loss or gradient at step {step}")
+    def __init__(self, step: int, flags: list[str]):
+        super().__init__(f"non-finite {', '.join(flags)} at step {step}")
         self.step = step
+        self.flags = flags
 
 
 class Stopwatch:
@@ -124,9 +128,9 @@ class MetricIntervals:
         pending, self._pending = self._pending, None
         if pending is None:
             return
-        bad = pending.first_nonfinite_step()
+        bad = pending.first_nonfinite()
         if bad is not None:
-            raise NonFiniteError(bad + 1)
+            raise NonFiniteError(bad[0] + 1, bad[1])
         self._report(pending.first_step + len(pending.steps), pending)
 
 

@@ -22,6 +22,15 @@ import numpy as np
 
 Pairs = Mapping[str, tuple[Any, Any]]
 
+# Flags, not means: a metric named NONFINITE (loss or gradient norm) or NONFINITE_<part> (a part
+# of the new training state) is 1 for a step whose value went inf or nan.
+NONFINITE = "nonfinite"
+
+
+def is_flag(name: str) -> bool:
+    """Whether metric ``name`` is a non-finite flag rather than a value to log."""
+    return name == NONFINITE or name.startswith(NONFINITE + "_")
+
 
 def reduce_pairs(steps: Iterable[Pairs]) -> dict[str, float]:
     """Sums the pairs of several steps and divides: ``{name: sum / count}`` (host values)."""
@@ -51,11 +60,13 @@ class PendingMetrics:
             for leaf in jax.tree.leaves(pairs):
                 leaf.copy_to_host_async()
 
-    def first_nonfinite_step(self) -> int | None:
-        """Step of the first non-finite loss or gradient in the interval, if any (blocks)."""
+    def first_nonfinite(self) -> tuple[int, list[str]] | None:
+        """``(step, flag names)`` of the interval's first step with a non-finite flag set (the
+        loss or gradient, or a part of the state), or ``None`` (blocks)."""
         for i, pairs in enumerate(self.steps):
-            if "nonfinite" in pairs and float(np.asarray(pairs["nonfinite"][0])) > 0:
-                return self.first_step + i
+            bad = [name for name in pairs if is_flag(name) and float(np.asarray(pairs[name][0]))]
+            if bad:
+                return self.first_step + i, bad
         return None
 
     def result(self) -> dict[str, float]:

@@ -9,7 +9,7 @@ up and divides only when it logs, so no step ever waits for the device.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -19,6 +19,7 @@ import ml_collections
 import optax
 
 from cnn_flax import optim
+from cnn_flax.metrics import NONFINITE
 from cnn_flax.models import layers
 from cnn_flax.run_plan import EmaPlan
 from cnn_flax.train_state import TrainState
@@ -47,6 +48,19 @@ def initial_loss_scale(config: ml_collections.ConfigDict) -> Any | None:
     return optim.init_loss_scale(
         float(config.loss_scale.initial), growth_interval=int(config.loss_scale.growth_interval)
     )
+
+
+def state_finiteness(parts: Mapping[str, Any]) -> Metrics:
+    """One ``nonfinite_<part>`` flag (a ``(sum, count)`` pair) per part of the new state.
+
+    The loss and gradient norm can stay finite while the state does not: once activations pass
+    ~1e19, BatchNorm's batch variance overflows to inf, the normalised output becomes 0 and so do
+    the gradients through it, yet the running variance becomes inf and every later evaluation
+    predicts one class. So every saved part is checked, inside the step (one fused reduction per
+    part, no host sync); the flags travel with the metrics the loop already fetches
+    asynchronously, and no state is saved before its steps are known to be finite.
+    """
+    return {f"{NONFINITE}_{name}": _pair(~optim.all_finite(t)) for name, t in parts.items()}
 
 
 # --- steps ----------------------------------------------------------------------------------------
@@ -161,8 +175,19 @@ def make_train_step(
             "loss": (loss * count, count),
             "accuracy": (correct, count),
             "grad_norm": _pair(grad_norm),
-            "nonfinite": _pair(~finite),
+            NONFINITE: _pair(~finite),  # the loss or the gradient norm
         }
+        metrics.update(
+            state_finiteness(
+                {
+                    "params": new_params,
+                    "batch_stats": new_batch_stats,
+                    "opt_state": new_opt_state,
+                    "ema_params": new_ema,
+                    "ema_batch_stats": new_ema_stats,
+                }
+            )
+        )
         if learning_rate_fn is not None:
             metrics["lr"] = _pair(learning_rate_fn(state.step // accum))
         if new_loss_scale is not None:

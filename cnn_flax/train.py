@@ -17,10 +17,13 @@ with type checks, so a mistyped key or value fails in one line before anything i
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Sequence
 
 from absl import app, flags, logging
+
+from cnn_flax import train_help
 
 _CONFIG = flags.DEFINE_string("config", None, "Recipe name, model name or path to a .py config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (resumed if it holds checkpoints).")
@@ -30,6 +33,13 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: index of this process.")
+_CONFIG_CHANGE = flags.DEFINE_enum(
+    "config_change",
+    "refuse",
+    ["refuse", "allow"],
+    "A workdir that has trained with another config: refuse to resume it, or allow the change "
+    "(recorded in WORKDIR/config_history.jsonl).",
+)
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run", False, "Print the resolved config and schedule, plot it; compile and read nothing."
 )
@@ -71,14 +81,27 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+# A full disk or quota, a read-only file system, missing permissions, a file-size limit.
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+
+
+def _disk_error(err: OSError) -> str:
+    return (
+        f"Cannot write {err.filename or 'to the workdir'}: {err.strerror}. Free space (or fix "
+        "the permissions) and rerun the same command: it resumes from the last complete "
+        "checkpoint."
+    )
+
+
 def main(argv: Sequence[str]) -> int:
     """Runs training from parsed flags; returns the exit status."""
     if len(argv) > 1:
         raise UsageError(f"Unexpected arguments {list(argv[1:])}; see --help.")
-    from cnn_flax import parallel, trainer
+    from cnn_flax import checkpoint, parallel, trainer
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+        checkpoint.silence_background_write_errors()  # each is raised, and said, once
     config = load_config(_CONFIG.value, _OVERRIDES)
     if _DRY_RUN.value:
         from cnn_flax.dry_run import dry_run
@@ -92,13 +115,32 @@ def main(argv: Sequence[str]) -> int:
         num_processes=_NUM_PROCESSES.value,
         process_id=_PROCESS_ID.value,
     )
-    result = trainer.train(config, _WORKDIR.value, profile=_PROFILE.value)
+    result = trainer.train(
+        config,
+        _WORKDIR.value,
+        profile=_PROFILE.value,
+        allow_config_change=_CONFIG_CHANGE.value == "allow",
+    )
+    if result.signal is not None:
+        # The trainer said where it stopped; a scheduler must not read this as finished.
+        return 128 + result.signal
     if result.stopped == "interrupted":
         print(f"Interrupted at step {result.step}; rerun the same command to resume.")
     elif result.eval_metrics:
         top1 = 100 * result.eval_metrics["eval_top1"]
         print(f"Done: {result.step} steps, eval top-1 {top1:.2f}%. Workdir: {_WORKDIR.value}")
     return 0
+
+
+def _help(rest: list[str], overrides: list[str]) -> str:
+    """The help for ``rest`` (parsed for ``--config`` alone, so any other flag may be wrong)."""
+    config = next((a.split("=", 1)[1] for a in rest if a.startswith("--config=")), None)
+    return train_help.help_text(
+        usage=__doc__,
+        flags_help=flags.FLAGS.module_help(sys.modules[__name__]),
+        config_name=config,
+        overrides=overrides,
+    )
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
@@ -111,6 +153,9 @@ def cli(argv: Sequence[str] | None = None) -> int:
     flags.FLAGS.unparse_flags()
     try:
         rest, overrides = split_config_args(argv)
+        if train_help.wants_help(rest):
+            print(_help(rest, overrides), end="")
+            return 0
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -121,6 +166,11 @@ def cli(argv: Sequence[str] | None = None) -> int:
             code = main(parsed)
         except _user_errors() as err:
             print(f"error: {err}", file=sys.stderr)
+            code = 2
+        except OSError as err:
+            if err.errno not in _DISK_ERRNOS:
+                raise  # not the user's disk: a bug, keep its traceback
+            print(f"error: {_disk_error(err)}", file=sys.stderr)
             code = 2
         sys.exit(code)
 

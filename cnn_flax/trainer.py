@@ -1,7 +1,9 @@
 """The training loop: init or resume, jitted steps, evaluation, checkpoints, logging.
 
 A workdir holds ``config.json`` (the resolved config), ``model.json`` (what ``evaluate`` and
-``predict`` need to rebuild the model), ``metrics.jsonl``, ``tensorboard/`` and ``checkpoints/``.
+``predict`` need to rebuild the model), ``metrics.jsonl``, ``tensorboard/`` and ``checkpoints/``,
+the lock of the run training there (``.lock``, :mod:`cnn_flax.workdir_lock`) and, after an
+allowed config change, ``config_history.jsonl`` (:mod:`cnn_flax.run_record`).
 
 Resume is exact. Everything random is a function of ``(seed, step)``: the input pipeline starts at
 the restored step and yields the batches an uninterrupted run would, and dropout/mixup keys are
@@ -36,7 +38,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from cnn_flax import checkpoint, intervals, metrics, parallel, steps
+from cnn_flax import checkpoint, intervals, metrics, parallel, run_record, steps, workdir_lock
 from cnn_flax.config_checks import check_config
 from cnn_flax.eval_loop import Evaluator
 from cnn_flax.model_builder import build_model
@@ -60,12 +62,14 @@ class TrainResult:
         differ when ``grad_accum_steps > 1``).
       stopped: ``"finished"``, or ``"interrupted"`` (signal or ``stop_after``; resumable).
       eval_metrics: the last evaluation (``{}`` if none ran).
+      signal: the signal that stopped the run (``signal.SIGTERM``, ``SIGINT``), if one did.
     """
 
     state: TrainState
     step: int
     stopped: str
     eval_metrics: dict[str, float]
+    signal: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +102,7 @@ def train(
     devices: list[jax.Device] | None = None,
     show_progress: bool = True,
     data_source: Any = None,
+    allow_config_change: bool = False,
 ) -> TrainResult:
     """Trains (or resumes training) ``config`` in ``workdir``.
 
@@ -111,14 +116,19 @@ def train(
       show_progress: draw the tqdm progress bar (process 0).
       data_source: an object with the data API's ``get_dataset_info``, ``create_train_iterator``
         and ``create_eval_iterator`` (default: :mod:`cnn_flax.data`); tests pass small stand-ins.
+      allow_config_change: resume a workdir whose config differs from ``config`` (the change is
+        recorded by :mod:`cnn_flax.run_record`); refused otherwise.
 
     Returns:
       A :class:`TrainResult`.
 
     Raises:
       ValueError: bad config values, unknown data set or model (before any compile).
-      checkpoint.CheckpointError: the workdir's checkpoint cannot be restored (nothing written).
-      TrainingError: the loss became non-finite (the last good checkpoint is kept).
+      checkpoint.CheckpointError: no checkpoint of the workdir can be restored (nothing written).
+      workdir_lock.WorkdirError: the workdir is a file, not writable, or in use by another run.
+      run_record.ConfigChangeError: the workdir trained with another config (nothing written).
+      TrainingError: the loss, gradient or state became non-finite (the last good checkpoint
+        is kept, nothing after it is saved).
     """
     from cnn_flax import optim
 
@@ -126,44 +136,50 @@ def train(
         from cnn_flax import data as data_source
     check_config(config)
     workdir = pathlib.Path(workdir).resolve()
+    workdir_lock.prepare_workdir(workdir)
     mesh = parallel.create_mesh(devices)
     if config.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", config.compilation_cache_dir)
 
     is_main = jax.process_index() == 0
-    # Each start-up phase that takes seconds says so first (imports and data set preparation,
-    # the model's initialisation, the compile), so a run is never silent for long.
-    _say(is_main, f"Reading data set {config.data.name} ...")
-    # Data errors (unknown name, ImageNet not prepared) surface here, before any compile.
-    num_classes, num_train, _ = data_source.get_dataset_info(config.data)
-    plan = make_run_plan(config, num_train=num_train)
-    # Each jitted step sees one micro-batch; the optimizer updates every grad_accum_steps.
-    parallel.check_batch_size(plan.micro_batch, mesh)
-    model = build_model(config, num_classes=num_classes, num_devices=mesh.size)
-    tx = optim.create_optimizer(config, plan)
-    init_state = _state_initializer(config, model, tx)
-    replicated = parallel.replicated_sharding(mesh)
-
-    manager = checkpoint.CheckpointManager(
-        workdir, keep=int(config.keep_checkpoints), keep_best=plan.keep_best
-    )
+    # Before the data set is read (minutes for a large folder): a second run is refused at once.
+    lock = workdir_lock.acquire(workdir, enabled=is_main)
+    try:
+        # Each start-up phase that takes seconds says so first (imports and data set preparation,
+        # the model's initialisation, the compile), so a run is never silent for long.
+        _say(is_main, f"Reading data set {config.data.name} ...")
+        # Data errors (unknown name, ImageNet not prepared) surface here, before any compile.
+        num_classes, num_train, _ = data_source.get_dataset_info(config.data)
+        plan = make_run_plan(config, num_train=num_train)
+        # Each jitted step sees one micro-batch; the optimizer updates every grad_accum_steps.
+        parallel.check_batch_size(plan.micro_batch, mesh)
+        model = build_model(config, num_classes=num_classes, num_devices=mesh.size)
+        tx = optim.create_optimizer(config, plan)
+        init_state = _state_initializer(config, model, tx)
+        replicated = parallel.replicated_sharding(mesh)
+        manager = checkpoint.CheckpointManager(
+            workdir, keep=int(config.keep_checkpoints), keep_best=plan.keep_best
+        )
+    except BaseException:
+        lock.release()
+        raise
     try:
         start_step = manager.latest_step() or 0
-        finished = start_step >= plan.micro(plan.total_steps)
-        if finished:
-            _say(is_main, _finished_message(workdir, plan, start_step))
-        elif start_step:
-            _say(is_main, f"Resuming from step {plan.updates(start_step)} (workdir {workdir}).")
-        else:
-            _say(is_main, f"Initialising {config.model} ...")
+        # Refused before the restore; recorded only once the run goes on.
+        change = run_record.check(
+            workdir, config, step=plan.updates(start_step), allow_change=allow_config_change
+        )
         if start_step:
             abstract_state = _abstract(jax.eval_shape(init_state), replicated)
-            state = manager.restore(start_step, abstract_state)
+            start_step, state = _restore(manager, abstract_state, plan=plan, is_main=is_main)
         else:
+            _say(is_main, f"Initialising {config.model} ...")
             state = jax.jit(init_state, out_shardings=replicated)()
-        if finished:
+        if start_step >= plan.micro(plan.total_steps):
+            _say(is_main, _finished_message(workdir, plan, start_step))
             return TrainResult(state, plan.updates(start_step), "finished", eval_metrics={})
         if is_main:
+            run_record.record(workdir, change)
             _write_run_files(workdir, config, num_classes=num_classes)
         writer = metrics.MetricWriter(workdir, enabled=is_main)
         run = _Run(
@@ -193,6 +209,7 @@ def train(
             writer.close()
     finally:
         manager.close()
+        lock.release()
 
 
 def _state_initializer(
@@ -216,6 +233,25 @@ def _state_initializer(
     return init_state
 
 
+def _restore(
+    manager: checkpoint.CheckpointManager, abstract_state: Any, *, plan: RunPlan, is_main: bool
+) -> tuple[int, TrainState]:
+    """The newest checkpoint that restores, as ``(micro-step, state)``; says which it skipped."""
+    latest = manager.latest_step() or 0
+    total = plan.micro(plan.total_steps)
+    if latest < total:
+        _say(
+            is_main,
+            f"Resuming from step {plan.updates(latest)} (workdir {manager.directory.parent}).",
+        )
+    step, state, skipped = manager.restore_newest(abstract_state)
+    for why in skipped:
+        _say(is_main, f"Skipped checkpoint {why}")
+    if skipped and step < total:
+        _say(is_main, f"Resuming from step {plan.updates(step)} instead, the newest that restores.")
+    return step, state
+
+
 def _abstract(tree: Any, sharding: jax.sharding.Sharding) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
@@ -229,7 +265,8 @@ def _finished_message(workdir: pathlib.Path, plan: RunPlan, start_step: int) -> 
     return (
         f"Workdir {workdir} already finished at step {plan.updates(start_step)} (total_steps "
         f"{plan.total_steps}); nothing to train. Raise --config.total_steps or "
-        "--config.num_epochs to train longer, or pass a new --workdir."
+        "--config.num_epochs (with --config_change=allow) to train longer, or pass a new "
+        "--workdir."
     )
 
 
@@ -313,8 +350,7 @@ class _Reporter:
         self.throughput: metrics.Throughput | None = None  # known once the step is compiled
 
     def __call__(self, done: int, interval: metrics.PendingMetrics) -> None:
-        scalars = interval.result()
-        scalars.pop("nonfinite", None)
+        scalars = {k: v for k, v in interval.result().items() if not metrics.is_flag(k)}
         if self.throughput is not None:
             seconds = interval.wall_time
             scalars.update(self.throughput.scalars(steps=len(interval.steps), seconds=seconds))
@@ -340,13 +376,31 @@ class _Checkpoints:
         if self.last_saved != done:
             self.save(done, state, eval_metrics=None)
 
-    def nonfinite_error(self, err: intervals.NonFiniteError) -> TrainingError:
-        good = f"step {self.last_saved}" if self.last_saved else "none yet"
-        return TrainingError(
-            f"The loss or gradient became non-finite at step {err.step}; training stopped "
-            f"(last good checkpoint: {good}, kept). Lower optimizer.lr, add warm-up "
-            "(schedule.warmup_epochs), set clip_grad_norm, or use dtype=bfloat16/float32."
+    def nonfinite_error(self, err: intervals.NonFiniteError, plan: RunPlan) -> TrainingError:
+        good = (
+            f"the last good checkpoint, step {plan.updates(self.last_saved)}, is kept"
+            if self.last_saved
+            else "no checkpoint had been saved yet"
         )
+        parts = [_NONFINITE_PARTS.get(flag, flag) for flag in err.flags]
+        what = " and ".join(filter(None, [", ".join(parts[:-1]), parts[-1]]))
+        return TrainingError(
+            f"The {what} became non-finite (inf or nan) at step {plan.updates(err.step - 1) + 1};"
+            f" training stopped and nothing after it was saved ({good}). Lower optimizer.lr, "
+            "add warm-up (schedule.warmup_epochs), set clip_grad_norm, or use "
+            "dtype=bfloat16/float32."
+        )
+
+
+# What each of the train step's non-finite flags (cnn_flax.steps) stands for, for the message.
+_NONFINITE_PARTS = {
+    metrics.NONFINITE: "loss or gradient",
+    f"{metrics.NONFINITE}_params": "parameters",
+    f"{metrics.NONFINITE}_batch_stats": "BatchNorm statistics (batch_stats)",
+    f"{metrics.NONFINITE}_opt_state": "optimizer state",
+    f"{metrics.NONFINITE}_ema_params": "EMA weights",
+    f"{metrics.NONFINITE}_ema_batch_stats": "EMA BatchNorm statistics",
+}
 
 
 class _Profile:
@@ -526,6 +580,7 @@ def _loop(
     profiler = _Profile(run.workdir / "profile", start_step=start_step, enabled=profile)
     eval_metrics: dict[str, float] = {}
     stopped = "finished"
+    stopped_by: int | None = None
     done = start_step
     try:
         with _StopSignal() as stop:
@@ -560,6 +615,8 @@ def _loop(
                 )
                 if why is not None:
                     stopped = "interrupted"
+                    if why == "a stop signal":  # another process's, when not this one's
+                        stopped_by = stop.received or signal.SIGTERM
                     checkpoints.save_if_new(done, state)
                     bar.write(
                         f"Stopped at step {plan.updates(done)} on {why}; checkpoint saved, "
@@ -569,14 +626,19 @@ def _loop(
             profiler.stop(state)
             metric_intervals.settle()
             run.manager.wait()
-            bar.close()
     except intervals.NonFiniteError as err:
-        raise checkpoints.nonfinite_error(err) from None
+        raise checkpoints.nonfinite_error(err, plan) from None
+    finally:
+        bar.close()  # before any error message, so that it starts on a line of its own
     last_reference = [batches]
     del batches
     _release_in_background(last_reference)
     return TrainResult(
-        state=state, step=plan.updates(done), stopped=stopped, eval_metrics=eval_metrics
+        state=state,
+        step=plan.updates(done),
+        stopped=stopped,
+        eval_metrics=eval_metrics,
+        signal=stopped_by,
     )
 
 

@@ -11,6 +11,9 @@ the study folder (or ``--out``):
 
 At small scale (the default) it runs on CPU in minutes on the offline ``digits`` data set; at full
 scale only ``--dataset``, ``--image-size``, ``--batch-size`` and ``--steps`` change.
+
+From the repository root: ``python -m experiments.run NAME``; from any other folder:
+``python PATH/TO/REPO/experiments/run.py NAME``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ import time
 import jax
 import jax.numpy as jnp
 from tqdm import tqdm
+
+if not __package__:  # run as a file (python PATH/experiments/run.py) from any folder
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from experiments.study import Study, Variant, match_stored_size, set_path
 
@@ -112,6 +118,11 @@ def train_or_reuse(config, workdir: pathlib.Path) -> tuple[list[dict], float]:
 
 def run_study(study: Study, args: argparse.Namespace) -> pathlib.Path:
     out = pathlib.Path(args.out) if args.out else HERE / study.name
+    if not args.out and (out / "results.csv").exists() and not args.overwrite:
+        raise SystemExit(
+            f"error: {out} holds the study's committed results; pass --out=DIR to write a new "
+            "run elsewhere, or --overwrite to replace them."
+        )
     out.mkdir(parents=True, exist_ok=True)
     results, curves = [], []
     counts: dict[str, tuple[int, int]] = {}
@@ -244,7 +255,11 @@ def summary_table(results: list[dict], args: argparse.Namespace) -> str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("study", help=f"one of {', '.join(STUDIES)}")
     parser.add_argument("--dataset", default="digits", help="data set name (cnn_flax.data)")
     parser.add_argument("--image-size", type=int, default=None, help="default: the study's")
@@ -280,7 +295,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="recompute params/MACs, summary and plot of existing results without training",
     )
-    parser.add_argument("--out", default=None, help="output folder (default: the study folder)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: the study folder, whose committed results are kept unless "
+        "--overwrite)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let a run without --out replace the study folder's committed results",
+    )
     return parser.parse_args(argv)
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import pathlib
+import resource
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -130,3 +133,17 @@ def random_variables(model, x, *, seed: int = 0) -> dict:
         return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(leaf.dtype)
 
     return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+@contextlib.contextmanager
+def file_size_limit(num_bytes: int):
+    """Writes past ``num_bytes`` in any one file fail with EFBIG while this is on: real I/O errors
+    at the point a full disk would stop a write, without a full disk (or root to mount one)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (num_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)

@@ -11,6 +11,7 @@ from cnn_flax.checkpoint import load_variables
 from cnn_flax.convert import from_torchvision
 from cnn_flax.convert.__main__ import main, parse_override
 from cnn_flax.weights import model_overrides
+from tests.helpers import file_size_limit
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -67,6 +68,21 @@ def test_converts_and_records_meta(small_alexnet_file, tmp_path, capsys):
         "alexnet", torch.load(small_alexnet_file, weights_only=True), hidden_features=HIDDEN
     )
     chex.assert_trees_all_close(load_variables(out), expected, atol=0, rtol=0)
+
+
+def test_a_full_disk_leaves_no_partial_out_and_the_rerun_works(
+    small_alexnet_file, tmp_path, capsys
+):
+    out = tmp_path / "ckpt"
+    argv = ["--model=alexnet", f"--torchvision-checkpoint={small_alexnet_file}", f"--out={out}"]
+    argv.append(f"--override=hidden_features={HIDDEN}")
+    with file_size_limit(1 << 20):  # the checkpoint is 12 MB
+        code, captured = _convert(capsys, *argv)
+    assert code == 2
+    _assert_one_error_line(captured.err, f"Cannot write checkpoint {out}", "rerun")
+    assert [p.name for p in tmp_path.iterdir()] == []
+    code, captured = _convert(capsys, *argv)
+    assert code == 0, captured.err
 
 
 def test_refuses_to_overwrite(small_alexnet_file, tmp_path, capsys):

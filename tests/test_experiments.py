@@ -121,3 +121,28 @@ def test_warmup_epochs_overrides_the_recipe_only_when_given():
     )
     assert default.schedule.warmup_epochs == 1.0
     assert short.schedule.warmup_epochs == 0.2
+
+
+def test_a_run_without_out_keeps_the_committed_results():
+    committed = run.HERE / "degradation" / "results.csv"
+    before = committed.read_bytes()
+    with pytest.raises(SystemExit, match="committed results; pass --out=DIR"):
+        run.main(["degradation", "--steps=1", "--seeds=0"])
+    assert committed.read_bytes() == before
+
+
+def test_help_is_laid_out_and_works_from_another_folder(tmp_path):
+    import subprocess
+    import sys
+
+    script = run.HERE / "run.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "\n  results.csv   one row per" in done.stdout  # the file list, one line each
+    assert "--overwrite" in done.stdout

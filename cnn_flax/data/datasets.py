@@ -9,8 +9,12 @@ Elements are dicts with "label" and either "image" (uint8 HWC) or "image_bytes" 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import os
+import socket
+import threading
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -213,8 +217,51 @@ def _tfds_builder(name: str, data_dir: str | None, *, auto_prepare: bool):
                 f"{name} is not prepared in {builder.data_dir}; run "
                 f"`python -m cnn_flax.data.prepare {name}`"
             )
+        _check_download_reachable(name, builder, data_dir=data_dir)
         builder.download_and_prepare()
     return builder
+
+
+# Where each downloadable set comes from (the host of the URL its tfds builder fetches), so that
+# an offline machine is told at once rather than after minutes of tfds' retries.
+DOWNLOAD_HOSTS = {
+    "cifar10": ("www.cs.toronto.edu", 443),
+    "cifar100": ("www.cs.toronto.edu", 443),
+    "imagenette": ("s3.amazonaws.com", 443),
+}
+
+
+def _check_download_reachable(
+    name: str, builder: tfds.core.DatasetBuilder, *, data_dir: str | None
+) -> None:
+    """Raises :class:`DatasetNotPreparedError` when ``name``'s download host cannot be reached.
+
+    Connects once (10 s at most, name lookup included); the download itself is left to tfds.
+    """
+    host, port = DOWNLOAD_HOSTS.get(name.partition("/")[0], (None, 0))
+    if host is None:
+        return
+    outcome: list[str] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=10).close()
+            outcome.append("")
+        except OSError as err:
+            outcome.append(str(err) or type(err).__name__)
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout=10)
+    reason = outcome[0] if outcome else "no answer in 10 s"
+    if reason:
+        root = data_dir or os.path.expanduser("~/tensorflow_datasets")
+        raise DatasetNotPreparedError(
+            f"{name} is not prepared in {root} and its download from {host} "
+            f"cannot be reached ({reason}). On a machine with internet run `python -m "
+            f"cnn_flax.data.prepare {name}`, then copy ~/tensorflow_datasets/{builder.name} "
+            f"into {root} (or pass --config.data.data_dir=<a folder holding it>)."
+        )
 
 
 def _digits_builder(name: str, data_dir: str | None, *, prepare: bool = True):
@@ -223,7 +270,18 @@ def _digits_builder(name: str, data_dir: str | None, *, prepare: bool = True):
     config = name.partition("/")[2] or "32"
     builder = Digits(config=config, data_dir=data_dir)
     if prepare and not builder.is_prepared():
-        builder.download_and_prepare()
+        # tfds prints "Downloading and preparing dataset Unknown size ..." and draws five
+        # progress bars for any builder, though digits downloads nothing and prepares in a
+        # second: keep the console for the trainer's own lines.
+        from tensorflow_datasets.core.utils import tqdm_utils
+
+        shown = tqdm_utils._active  # tfds has a setter only
+        tfds.display_progress_bar(False)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                builder.download_and_prepare()
+        finally:
+            tfds.display_progress_bar(shown)
     return builder
 
 

@@ -165,6 +165,15 @@ def tiny_config(**changes) -> ml_collections.ConfigDict:
     return config
 
 
+def overflowing_batch_norm(params: dict) -> dict:
+    """``params`` with the first conv kernel scaled by 1e19: the activations reach ~1e20, so
+    ``bn0``'s batch variance overflows float32 to inf while the loss and the gradient norm stay
+    finite (the normalised output, and every gradient through it, become 0). This is what a
+    diverging learning rate does to a BatchNorm network before the loss notices."""
+    conv0 = {**params["conv0"], "kernel": params["conv0"]["kernel"] * 1e19}
+    return {**params, "conv0": conv0}
+
+
 def params_of(state) -> dict:
     return jax.tree.map(np.asarray, jax.device_get(state.params))
 

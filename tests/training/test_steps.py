@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cnn_flax import metrics as metrics_lib
 from cnn_flax import optim, steps
 from cnn_flax.models import layers
 from cnn_flax.run_plan import make_run_plan
@@ -45,6 +46,29 @@ def test_float16_overflow_skips_the_step_and_halves_the_scale():
     chex.assert_trees_all_equal(new.params, state.params)  # overflowed step skipped
     assert float(new.loss_scale.scale) == 2.0**39
     assert float(metrics["nonfinite"][0]) == 0.0  # the loss itself was finite
+
+
+def _flags(metrics: dict) -> dict[str, float]:
+    return {k: float(v[0]) for k, v in metrics.items() if metrics_lib.is_flag(k)}
+
+
+def test_a_state_that_overflows_is_flagged_though_the_loss_is_finite():
+    state, step, batch = _setup("float32")
+    parts = ("params", "batch_stats", "opt_state", "ema_params", "ema_batch_stats")
+    _, metrics = step(state, batch)
+    assert _flags(metrics) == {"nonfinite": 0.0, **{f"nonfinite_{p}": 0.0 for p in parts}}
+    state = state.replace(params=fakes.overflowing_batch_norm(state.params))
+    new, metrics = step(state, batch)
+    assert np.isfinite(float(metrics["loss"][0])) and np.isfinite(float(metrics["grad_norm"][0]))
+    assert not np.isfinite(np.asarray(new.batch_stats["bn0"]["var"])).all()
+    assert _flags(metrics) == {
+        "nonfinite": 0.0,  # the loss and gradient alone would let this state be saved
+        "nonfinite_params": 0.0,
+        "nonfinite_batch_stats": 1.0,
+        "nonfinite_opt_state": 0.0,
+        "nonfinite_ema_params": 0.0,
+        "nonfinite_ema_batch_stats": 0.0,
+    }
 
 
 def test_dropout_rng_depends_on_step_only():

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import signal
 
 import chex
@@ -14,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from cnn_flax import checkpoint, trainer
+from cnn_flax import checkpoint, run_record, trainer, workdir_lock
 from tests.training import fakes
 
 
@@ -132,7 +133,7 @@ def test_sigterm_then_resume_equals_uninterrupted(full_run, tmp_path, capsys):
     first = trainer.train(
         config, tmp_path, data_source=fakes.FakeData(on_step=send_sigterm), show_progress=False
     )
-    assert first.stopped == "interrupted" and first.step == 2
+    assert first.stopped == "interrupted" and first.step == 2 and first.signal == signal.SIGTERM
     assert checkpoint.training_step_dir(tmp_path).name == "2"
     assert "Stopped at step 2 on a stop signal" in capsys.readouterr().out
     resumed = trainer.train(
@@ -146,6 +147,26 @@ def test_sigterm_then_resume_equals_uninterrupted(full_run, tmp_path, capsys):
     )
     chex.assert_trees_all_equal(
         jax.device_get(resumed.state.ema_params), jax.device_get(uninterrupted.state.ema_params)
+    )
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(full_run, tmp_path, capsys):
+    """Step 6's checkpoint is damaged on disk: the run says so, resumes from step 3, trains the
+    last three steps again and ends with the uninterrupted run's parameters."""
+    workdir, config, uninterrupted, _, _, _ = full_run
+    shutil.copytree(workdir, tmp_path / "w")
+    for manifest in (tmp_path / "w" / "checkpoints" / "6").rglob("manifest.ocdbt"):
+        manifest.write_bytes(b"damaged")
+    resumed = trainer.train(
+        config, tmp_path / "w", data_source=fakes.FakeData(), show_progress=False
+    )
+    out = capsys.readouterr().out
+    assert "Skipped checkpoint step 6: DATA_LOSS" in out, out
+    assert "Resuming from step 3 instead, the newest that restores." in out, out
+    assert "moved to" in out and (tmp_path / "w" / "checkpoints" / "6.unrestorable").is_dir()
+    assert resumed.stopped == "finished" and resumed.step == 6
+    chex.assert_trees_all_equal(
+        fakes.params_of(resumed.state), fakes.params_of(uninterrupted.state)
     )
 
 
@@ -184,10 +205,34 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         total_steps=12, checkpoint_every_steps=1, eval_every_steps=100, log_every_steps=4
     )
     config.optimizer.lr = 1e30
-    with pytest.raises(trainer.TrainingError, match="non-finite at step"):
+    expected = r"loss or gradient.* became non-finite .* at step \d+;.* step \d+, is kept"
+    with pytest.raises(trainer.TrainingError, match=expected):
         trainer.train(config, tmp_path, data_source=fakes.FakeData(), show_progress=False)
     saved = checkpoint.load_variables(tmp_path)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(saved["params"]))
+
+
+def test_a_state_that_goes_non_finite_is_never_saved(tmp_path, monkeypatch):
+    """The loss stays finite while BatchNorm's running variance becomes inf (what a diverging
+    learning rate does to the quickstart): the run stops at that step and saves nothing."""
+    initializer = trainer._state_initializer
+
+    def overflowing(config, model, tx):
+        init = initializer(config, model, tx)
+
+        def init_state():
+            state = init()
+            return state.replace(params=fakes.overflowing_batch_norm(state.params))
+
+        return init_state
+
+    monkeypatch.setattr(trainer, "_state_initializer", overflowing)
+    config = fakes.tiny_config(checkpoint_every_steps=1, eval_every_steps=100, log_every_steps=4)
+    expected = r"BatchNorm statistics \(batch_stats\) became non-finite \(inf or nan\) at step 1;"
+    expected += ".*no checkpoint had been saved yet"
+    with pytest.raises(trainer.TrainingError, match=expected):
+        trainer.train(config, tmp_path, data_source=fakes.FakeData(), show_progress=False)
+    assert checkpoint.training_step_dir(tmp_path) is None
 
 
 def test_mismatched_checkpoint_is_refused_and_nothing_overwritten(full_run, tmp_path):
@@ -195,9 +240,38 @@ def test_mismatched_checkpoint_is_refused_and_nothing_overwritten(full_run, tmp_
     before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
     config = fakes.tiny_config(**{"model_overrides.width": 16, "total_steps": 9})
     with pytest.raises(checkpoint.CheckpointError, match="does not match"):
+        trainer.train(
+            config,
+            workdir,
+            data_source=fakes.FakeData(),
+            show_progress=False,
+            allow_config_change=True,  # past the config check, to the checkpoint's own
+        )
+    after = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_a_changed_config_on_a_trained_workdir_is_refused(full_run):
+    workdir, config, _, _, _, _ = full_run
+    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    config = fakes.tiny_config(ema_decay=0.9, total_steps=9)
+    with pytest.raises(run_record.ConfigChangeError, match="total_steps: 6 -> 9.*allow"):
         trainer.train(config, workdir, data_source=fakes.FakeData(), show_progress=False)
     after = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_a_second_run_on_a_live_workdir_is_refused(tmp_path, capsys):
+    held = workdir_lock.acquire(tmp_path)  # as a live run on this workdir would
+    try:
+        with pytest.raises(
+            workdir_lock.WorkdirError, match=f"in use by another run .process {os.getpid()}"
+        ):
+            trainer.train(fakes.tiny_config(), tmp_path, data_source=fakes.FakeData())
+    finally:
+        held.release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]  # nothing else written
+    assert "Reading data set" not in capsys.readouterr().out  # refused before any long work
 
 
 def test_unreadable_checkpoint_is_refused(tmp_path):
