@@ -17,8 +17,9 @@ of B0 with ``create_model("efficientnet_b0", width_mult=...)``,
 EfficientNet-Lite (the TensorFlow TPU repository's ``efficientnet/lite`` release) removes
 squeeze-and-excitation, uses ReLU6, keeps the stem (32) and head (1280) widths and the repeats of
 the first and last stages unscaled (``fix_stem_head=True``, ``head_features=1280``), and uses
-the TF BatchNorm settings (epsilon 1e-3, decay 0.99). torchvision has no Lite models; their counts
-are checked against the release's published figures.
+the TF BatchNorm settings (epsilon 1e-3, decay 0.99) and TensorFlow's "SAME" padding
+(``padding="tf_same"``), without which its published weights are off by logits of up to 2.4.
+torchvision has no Lite models; their counts are checked against the release's published figures.
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ class EfficientNet(nn.Module):
       conv: convolution module.
       norm: normalisation module.
       activation: SiLU (swish) for B0-B7, ReLU6 for Lite.
+      padding: convolution padding (:data:`cnn_flax.models.layers.PADDINGS`): ``"symmetric"`` as
+        torchvision (B0-B7), ``"tf_same"`` for weights trained in TensorFlow (Lite's
+        default: its published weights are TF's).
     """
 
     num_classes: int = 1000
@@ -131,12 +135,13 @@ class EfficientNet(nn.Module):
     conv: layers.ModuleDef = nn.Conv
     norm: layers.ModuleDef = nn.BatchNorm
     activation: layers.Activation = nn.silu
+    padding: str = "symmetric"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("dropout", self.dropout)
         layers.check_rate("drop_path", self.drop_path)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype)
+        conv = layers.bind_conv(self.conv, dtype=self.dtype, padding=self.padding)
         norm = layers.bind_norm(
             self.norm,
             train=train,
@@ -307,6 +312,7 @@ for _i, (_w, _d, _drop, _res, _params, _top1) in enumerate(_LITE_VARIANTS):
             activation=jax.nn.relu6,
             bn_momentum=0.99,
             bn_epsilon=1e-3,
+            padding="tf_same",
         ),
         reference=_LITE_REF,
         resolution=_res,

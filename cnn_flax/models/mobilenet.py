@@ -4,7 +4,8 @@ MobileNet v1 ("MobileNets: Efficient Convolutional Neural Networks for Mobile Vi
 Applications") stacks depthwise-separable convolutions: a 3x3 depthwise convolution and a 1x1
 pointwise convolution, each followed by BatchNorm and ReLU (the paper's Table 1 and Fig. 3).
 torchvision has no MobileNet v1, so the variants are checked against the paper's parameter counts
-(Table 4 and Table 6).
+(Table 4 and Table 6). Its reference weights are TF-slim's, so it pads like TensorFlow's "SAME" by
+default (``padding="tf_same"``).
 
 MobileNet v2 ("MobileNetV2: Inverted Residuals and Linear Bottlenecks") is torchvision's
 ``mobilenet_v2``, number for number: inverted residual blocks with ReLU6 and linear bottlenecks,
@@ -81,6 +82,8 @@ class MobileNetV1(nn.Module):
       conv: convolution module.
       norm: normalisation module.
       activation: activation after every BatchNorm.
+      padding: convolution padding (:data:`cnn_flax.models.layers.PADDINGS`); TF "SAME"
+        (``"tf_same"``) by default, as the TF-slim reference whose weights MobileNet v1 has.
     """
 
     num_classes: int = 1000
@@ -95,13 +98,14 @@ class MobileNetV1(nn.Module):
     conv: layers.ModuleDef = nn.Conv
     norm: layers.ModuleDef = nn.BatchNorm
     activation: layers.Activation = nn.relu
+    padding: str = "tf_same"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         if not 0.0 < self.width_mult <= 4.0:
             raise ValueError(f"MobileNetV1 width_mult must be in (0, 4], got {self.width_mult}.")
         layers.check_rate("dropout", self.dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype)
+        conv = layers.bind_conv(self.conv, dtype=self.dtype, padding=self.padding)
         norm = layers.bind_norm(
             self.norm,
             train=train,
@@ -192,6 +196,8 @@ class MobileNetV2(nn.Module):
       conv: convolution module.
       norm: normalisation module.
       activation: ReLU6, chosen in the paper for low-precision robustness.
+      padding: convolution padding (:data:`cnn_flax.models.layers.PADDINGS`): ``"symmetric"`` as
+        torchvision, ``"tf_same"`` for weights trained in TensorFlow.
     """
 
     num_classes: int = 1000
@@ -207,11 +213,12 @@ class MobileNetV2(nn.Module):
     conv: layers.ModuleDef = nn.Conv
     norm: layers.ModuleDef = nn.BatchNorm
     activation: layers.Activation = jax.nn.relu6
+    padding: str = "symmetric"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("dropout", self.dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype)
+        conv = layers.bind_conv(self.conv, dtype=self.dtype, padding=self.padding)
         norm = layers.bind_norm(
             self.norm,
             train=train,

@@ -102,6 +102,8 @@ class MobileNetV3(nn.Module):
       conv: convolution module.
       norm: normalisation module.
       activation: the "HS" activation (hard-swish); "RE" blocks use ReLU.
+      padding: convolution padding (:data:`cnn_flax.models.layers.PADDINGS`): ``"symmetric"`` as
+        torchvision, ``"tf_same"`` for weights trained in TensorFlow.
     """
 
     num_classes: int = 1000
@@ -116,11 +118,12 @@ class MobileNetV3(nn.Module):
     conv: layers.ModuleDef = nn.Conv
     norm: layers.ModuleDef = nn.BatchNorm
     activation: layers.Activation = layers.hard_swish
+    padding: str = "symmetric"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("dropout", self.dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype)
+        conv = layers.bind_conv(self.conv, dtype=self.dtype, padding=self.padding)
         norm = layers.bind_norm(
             self.norm,
             train=train,
