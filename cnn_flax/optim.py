@@ -293,10 +293,66 @@ def _base_optimizer(
     raise ValueError(f"optimizer.name={name!r} is unknown; use sgd, adamw, rmsprop, lars or lamb.")
 
 
+# ----------------------------------------------------------------------------- parameter groups
+
+# The classifier's subtree, which every model has at the top of its parameters (the model
+# contract); fine-tuning trains it differently from the rest (the "backbone").
+HEAD = "head"
+TRAINABLE = ("all", "head")
+
+
+def param_groups(params: PyTree) -> dict[str, str]:
+    """``"head"`` or ``"backbone"`` per top-level subtree (a label prefix for optax)."""
+    return {key: HEAD if key == HEAD else "backbone" for key in params}
+
+
+def trainable_part(config: ml_collections.ConfigDict) -> str:
+    """``finetune.trainable`` (``"all"``, or ``"head"`` for a linear probe), checked."""
+    finetune = config.get("finetune")
+    trainable = "all" if finetune is None else finetune.trainable
+    if trainable not in TRAINABLE:
+        raise ValueError(f"finetune.trainable={trainable!r} is not one of {TRAINABLE}.")
+    return trainable
+
+
+def stop_frozen_gradients(params: PyTree, config: ml_collections.ConfigDict) -> PyTree:
+    """``params`` with the backbone behind ``stop_gradient`` for a linear probe, else as is.
+
+    The gradients of frozen parameters are then zeros without being computed: XLA drops the
+    backward pass through the backbone, which is most of a probe's cost.
+    """
+    if trainable_part(config) == "all":
+        return params
+    return {k: v if k == HEAD else jax.lax.stop_gradient(v) for k, v in params.items()}
+
+
+def _with_param_groups(
+    tx: optax.GradientTransformation, config: ml_collections.ConfigDict
+) -> optax.GradientTransformation:
+    """A linear probe updates only the head; otherwise the backbone's updates are scaled by
+    ``finetune.backbone_lr_mult``, which is its learning rate relative to the head's (every
+    update rule here is linear in the learning rate, which is applied last)."""
+    finetune = config.get("finetune")
+    if finetune is None:
+        return tx
+    if trainable_part(config) == "head":
+        return optax.multi_transform({HEAD: tx, "backbone": optax.set_to_zero()}, param_groups)
+    mult = float(finetune.backbone_lr_mult)
+    if not 0.0 <= mult <= 1e3:
+        raise ValueError(f"finetune.backbone_lr_mult={mult} must be in [0, 1000].")
+    if mult == 1.0:
+        return tx
+    backbone = optax.set_to_zero() if mult == 0.0 else optax.scale(mult)
+    return optax.chain(
+        tx, optax.multi_transform({HEAD: optax.identity(), "backbone": backbone}, param_groups)
+    )
+
+
 def create_optimizer(
     config: ml_collections.ConfigDict, *, steps_per_epoch: int, total_steps: int
 ) -> optax.GradientTransformation:
-    """The full optimiser: clipping, (masked) weight decay, update rule, schedule, accumulation.
+    """The full optimiser: clipping, (masked) weight decay, update rule, schedule, parameter
+    groups (fine-tuning), accumulation.
 
     Args:
       config: the full training config.
@@ -316,6 +372,7 @@ def create_optimizer(
         parts.append(optax.clip_by_global_norm(config.clip_grad_norm))
     parts.append(_base_optimizer(config, schedule))
     tx = optax.chain(*parts) if len(parts) > 1 else parts[0]
+    tx = _with_param_groups(tx, config)
     k = config.get("grad_accum_steps", 1)
     if k < 1:
         raise ValueError(f"grad_accum_steps={k} must be >= 1.")

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cnn_flax import checkpoint, metrics, parallel, steps
+from cnn_flax import checkpoint, finetune, metrics, parallel, steps
 from cnn_flax.train_state import TrainState, create_train_state
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,8 @@ def build_model(config: ml_collections.ConfigDict, *, num_classes: int, num_devi
     overrides = dict(config.model_overrides.to_dict()) if config.model_overrides else {}
     dtype = steps.compute_dtype(config.dtype)
     model = create_model(config.model, num_classes=num_classes, dtype=dtype, **overrides)
+    if finetune.freezes_batch_norm(config):  # no batch statistics at all: bn_mode is moot
+        return finetune.adapt_model(model, config)
     if config.bn_mode == "per_device":
         model = per_device_batch_norm(model, num_devices)
     return model
@@ -266,8 +268,16 @@ def train(
         start_step = manager.latest_step() or 0
         if start_step:
             state = manager.restore(start_step, abstract_state)
-        else:
-            state = jax.jit(init_state, out_shardings=replicated)()
+        else:  # random, or from config.init_from's weights; records what the run starts from
+            state = finetune.initial_state(
+                config,
+                init_state,
+                tx=tx,
+                sharding=replicated,
+                workdir=workdir,
+                data_source=data,
+                loss_scale=steps.initial_loss_scale(config),
+            )
         is_main = jax.process_index() == 0
         if is_main:
             _write_run_files(workdir, config, num_classes=num_classes)

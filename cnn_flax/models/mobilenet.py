@@ -21,7 +21,12 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
-from cnn_flax.models.inverted_residual import InvertedResidual, MBConvSpec, torchvision_v2_block
+from cnn_flax.models.inverted_residual import (
+    InvertedResidual,
+    MBConvSpec,
+    timm_stages,
+    torchvision_v2_block,
+)
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
 from cnn_flax.weights import StateDictReader
 
@@ -284,12 +289,27 @@ def v2_from_torchvision(name: str, sd: StateDictReader) -> dict:
     return {"params": params, "batch_stats": stats}
 
 
+def v2_from_timm(name: str, sd: StateDictReader) -> dict:
+    """timm ``mobilenetv2_100`` state dict -> cnn_flax variables (timm's blocks are by stage)."""
+    if name != "mobilenet_v2":
+        raise ValueError(f"No timm mapping for {name!r}; only mobilenet_v2 has one.")
+    params, stats = {}, {}
+    params["stem"], stats["stem"] = sd.conv_bn("conv_stem", "bn1")
+    blocks = [block for stage in timm_stages(sd) for block in stage]
+    for k, (block_params, block_stats) in enumerate(blocks, start=1):
+        params[f"block{k}"], stats[f"block{k}"] = block_params, block_stats
+    params["head_conv"], stats["head_conv"] = sd.conv_bn("conv_head", "bn2")
+    params["head"] = sd.dense("classifier")
+    return {"params": params, "batch_stats": stats}
+
+
 _V1_REF = "Howard et al. 2017, MobileNets (Table 6 width multipliers; Table 4 full convolution)"
 _TF_TPU = "TF TPU reference recipe (RMSProp, exponential decay, EMA; tensorflow/tpu mnasnet)"
 FAMILY = Family(
     name="mobilenet",
     reference=_V1_REF,
-    mappings={"torchvision": v2_from_torchvision},
+    # timm's mobilenetv1_100 is another network (ReLU6), so v1 has no timm mapping.
+    mappings={"torchvision": v2_from_torchvision, "timm": v2_from_timm},
     # The v1 and v2 papers' weight decay 4e-5 (Howard et al. 2017; Sandler et al. 2018, sec.
     # 6.1) and no AutoAugment; dropout is the model's own default (v1 0.001, v2 0.2).
     recipe=Recipe(
