@@ -41,7 +41,7 @@ import numpy as np
 from cnn_flax.checkpoint import CheckpointError, find_model_meta, load_variables
 from cnn_flax.models import create_model, model_info
 from cnn_flax.models.layers import IMAGENET_MEAN, IMAGENET_STD
-from cnn_flax.preprocessing import Preprocessing
+from cnn_flax.preprocessing import Preprocessing, workdir_of
 
 CLASSES_FILE = "classes.json"  # a training workdir's class names, written when training starts
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -175,7 +175,7 @@ def checkpoint_inputs(checkpoint: pathlib.Path, model: str | None = None) -> Che
       UsageError: unknown model, or ``model`` disagrees with the checkpoint's.
     """
     name, overrides, meta = _resolve_model(model, checkpoint)
-    workdir = _workdir_of(checkpoint)
+    workdir = workdir_of(checkpoint)
     if workdir is not None:
         from cnn_flax.evaluate import resolve_config
 
@@ -191,19 +191,6 @@ def checkpoint_inputs(checkpoint: pathlib.Path, model: str | None = None) -> Che
         preprocessing = Preprocessing.for_model(name)
     names = meta.get("class_names") or _imagenet_names(int(meta.get("num_classes", 0)))
     return CheckpointInputs(name, overrides, preprocessing, names)
-
-
-def _workdir_of(checkpoint: pathlib.Path) -> pathlib.Path | None:
-    """The training workdir a checkpoint path is (or lies in), or ``None``."""
-    from cnn_flax.checkpoint import is_variables_checkpoint
-
-    checkpoint = checkpoint.resolve()
-    if is_variables_checkpoint(checkpoint):
-        return None
-    for candidate in (checkpoint, checkpoint.parent, checkpoint.parent.parent):
-        if (candidate / "config.json").is_file():
-            return candidate
-    return None
 
 
 def _run_class_names(workdir: pathlib.Path, config) -> list[str] | None:

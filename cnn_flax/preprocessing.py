@@ -17,6 +17,7 @@ error (:func:`check_agrees`), not a silent default. No TensorFlow or torch here.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -129,6 +130,38 @@ class Preprocessing:
             f"--config.data.mean='{_on_255(self.mean)}'",
             f"--config.data.std='{_on_255(self.std)}'",
         ]
+
+
+def workdir_of(path: str | pathlib.Path) -> pathlib.Path | None:
+    """The training workdir ``path`` is (or a checkpoint of), or ``None`` for anything else."""
+    from cnn_flax.checkpoint import is_variables_checkpoint
+
+    path = pathlib.Path(path).expanduser().resolve()
+    if is_variables_checkpoint(path):
+        return None
+    for candidate in (path, path.parent, path.parent.parent):
+        if (candidate / "config.json").is_file():
+            return candidate
+    return None
+
+
+def recorded(path: str | pathlib.Path) -> Preprocessing | None:
+    """What the checkpoint at ``path`` records: a workdir's config, a converted checkpoint's
+    ``model.json`` entry, or ``None`` when it records nothing."""
+    workdir = workdir_of(path)
+    if workdir is not None:
+        from cnn_flax.evaluate import resolve_config
+
+        return Preprocessing.from_config(
+            resolve_config(config_name=None, workdir=str(workdir), overrides=[])
+        )
+    from cnn_flax.checkpoint import CheckpointError, find_model_meta
+
+    try:
+        meta = find_model_meta(path)
+    except CheckpointError:
+        return None
+    return Preprocessing.from_json(meta["preprocessing"]) if meta.get("preprocessing") else None
 
 
 def check_agrees(config: Any, recorded: Preprocessing, *, where: str) -> None:

@@ -115,23 +115,24 @@ def load(
             f"{', '.join(info.mappings) or 'none'}."
         )
     failures = []
+    explicit = dict(overrides or {})
     for candidate in candidates:
-        needed = {
-            **(published.overrides if published else {}),
-            **_conventions(name, candidate, path),
-            **dict(overrides or {}),
-        }
+        conventions = _conventions(name, candidate, path)
         try:
-            variables = convert(name, tensors, format=candidate, **needed)
+            variables = convert(name, tensors, format=candidate, **{**conventions, **explicit})
         except (WeightsError, KeyError, ValueError) as err:
-            failures.append(f"{candidate}: {_one_line(err.args[0] if err.args else err)}")
+            failures.append(f"{candidate}: {_one_line(err.args[0] if err.args else err)[:240]}")
             continue
-        assumed = None
-        if published is None and candidate == "torchvision":
-            assumed = info.default_weights("torchvision")
-        chosen = published or assumed
-        if assumed is not None:
-            needed = {**assumed.overrides, **needed}
+        chosen = published
+        if chosen is None and candidate == "torchvision":
+            chosen = info.default_weights("torchvision")  # as convert always assumed
+        # The published set's overrides (GoogLeNet's transform_input), the format's conventions,
+        # then what the tensors show (GoogLeNet's aux heads), then the caller's.
+        needed = {
+            **(chosen.overrides if chosen else {}),
+            **conventions,
+            **model_overrides(name, variables, explicit),
+        }
         provenance = Provenance(
             model=name,
             file=str(path),
@@ -142,7 +143,7 @@ def load(
             format=candidate,
             mapping=_qualified(info.mappings[candidate]),
             tensors=len(tensors),
-            overrides=model_overrides(name, variables, needed),
+            overrides=needed,
             published=_published(chosen, "sha256" if published else "assumed"),
             # Only a file recognised by its hash is known to be evaluated as its publisher says.
             preprocessing=_preprocessing(published),
@@ -150,7 +151,7 @@ def load(
         return Loaded(variables, provenance)
     raise WeightsError(
         f"{path} does not hold weights of {name!r} in any format it reads "
-        f"({'; '.join(failures)[:600]})."
+        f"({'; '.join(failures)})."
     )
 
 

@@ -37,7 +37,7 @@ def pretrained(tmp_path_factory):
     """A 3-step run of the tiny CNN: the 'published weights' the tests fine-tune from."""
     workdir = tmp_path_factory.mktemp("pretrained")
     config = fakes.tiny_config(total_steps=3, eval_every_steps=3, checkpoint_every_steps=0)
-    result = trainer.train(config, workdir, data_source=fakes.FakeData(), show_progress=False)
+    result = trainer.train(config, workdir, data_source=NamedFakeData(), show_progress=False)
     return workdir, result
 
 
@@ -204,3 +204,48 @@ def test_overrides_and_normalisation_the_weights_need(pretrained):
     loaded = finetune.Pretrained(loaded.variables, fakes.TINY_MODEL, {}, other.to_json(), {})
     with pytest.raises(finetune.FinetuneError, match=r"normalised otherwise.*data.mean='\(127.5"):
         finetune.check_fits(loaded, _config(source), "W")
+
+
+def test_predict_from_a_workdir_uses_the_runs_preprocessing_and_class_names(
+    pretrained, tmp_path, capsys
+):
+    """predict on a training workdir: the run's eval transform (config.json) and normalisation,
+    the data set's class names (classes.json), the same logits as the eval step computes."""
+    from PIL import Image
+
+    from cnn_flax import predict
+    from cnn_flax.data.mixing import normalize
+    from cnn_flax.models import create_model
+
+    workdir, result = pretrained
+    config = json.loads((workdir / "config.json").read_text())
+    images = fakes.EVAL[0][:4]
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(str(tmp_path / f"eval{i}.png"))
+        Image.fromarray(image).save(paths[-1])
+    assert predict.main([f"--checkpoint={workdir}", "--top-k=2", *paths]) == 0
+    rows = capsys.readouterr().out.splitlines()
+
+    model = create_model(fakes.TINY_MODEL, num_classes=fakes.NUM_CLASSES)
+    x = normalize(images, mean=config["data"]["mean"], std=config["data"]["std"])
+    logits = np.asarray(model.apply(_params(result.state.variables()), x, train=False))
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    for i, path in enumerate(paths):
+        at = rows.index(path)
+        prob, index, label = rows[at + 1].split(maxsplit=2)
+        best = int(np.argmax(logits[i]))
+        assert (int(index), label) == (best, CLASS_NAMES[best])
+        assert float(prob) == pytest.approx(probs[i, best], abs=1e-4)
+
+
+def test_evaluate_refuses_a_config_with_other_preprocessing(pretrained, capsys):
+    from cnn_flax import evaluate
+
+    workdir, _ = pretrained
+    code = evaluate.cli(
+        ["--config=quickstart", f"--checkpoint={workdir}", "--config.data.image_size=12"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "crop 8 vs 12" in err and "--config.data.image_size=8" in err
