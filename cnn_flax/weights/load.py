@@ -150,8 +150,7 @@ def load(
         )
         return Loaded(variables, provenance)
     raise WeightsError(
-        f"{path} does not hold weights of {name!r} in any format it reads "
-        f"({'; '.join(failures)})."
+        f"{path} does not hold weights of {name!r} in any format it reads ({'; '.join(failures)})."
     )
 
 

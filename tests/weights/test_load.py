@@ -1,4 +1,4 @@
-"""``cnn_flax.weights.load``: files, format detection, strictness, provenance, URLs and the cache."""
+"""`cnn_flax.weights.load`: files, format detection, strictness, provenance, URLs, the cache."""
 
 import functools
 import hashlib

@@ -10,8 +10,6 @@ padding instead of TensorFlow's the same weights are measurably wrong (the issue
 by 2.4), so the padding switch is what makes them right.
 """
 
-import importlib
-
 import jax
 import numpy as np
 import pytest
