@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from experiments.study import Study, Variant, match_stored_size, set_path
 
-STUDIES = ("degradation", "separable", "inception", "vgg_kernels", "compound_scaling")
+STUDIES = ("degradation", "separable", "inception", "vgg_kernels", "compound_scaling", "finetune")
 HERE = pathlib.Path(__file__).resolve().parent
 
 

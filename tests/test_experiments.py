@@ -15,6 +15,7 @@ CHEAP_ARMS = {
     "inception": (0, 2),  # reduced without / with auxiliary heads
     "vgg_kernels": (0, 1),  # VGG-13 with 3x3 pairs / single 5x5
     "compound_scaling": (0, 3),  # B0 baseline / resolution x1.4
+    "finetune": (1, 3),  # linear probes of the real Lite0 weights / of random features
 }
 
 
@@ -28,7 +29,7 @@ def test_study_runs_a_few_steps(name, tmp_path):
     study = run.load_study(name)
     first, second = CHEAP_ARMS[name]
     # compound_scaling's 48-px base at 32 px: the same code path, a quarter of the compute.
-    size = ["--image-size=32"] if name == "compound_scaling" else []
+    size = ["--image-size=32"] if name in ("compound_scaling", "finetune") else []
     args = run.parse_args(
         [name, "--steps=3", "--seeds=0", "--batch-size=16", f"--variants={first},{second}"]
         + [f"--out={tmp_path}"]
