@@ -2,7 +2,7 @@
 re-initialised, frozen or refused, exact resume, and the records predict reads from the workdir.
 
 The tiny CNN and the fake data set of the training tests; the real-weights path (EfficientNet-Lite0)
-is checked in tests/test_finetune_real.py.
+is checked in tests/test_finetune.py.
 """
 
 from __future__ import annotations
