@@ -272,8 +272,7 @@ def class_names(data_config: Any) -> list[str]:
     source = get_source(data_config)
     if isinstance(source, FileSource):
         return list(source.index.class_names)
-    name = str(config_access.get(data_config, "name"))
-    if name.startswith("imagenet2012") and source.num_classes == 1000:
+    if str(data_config.name).startswith("imagenet2012") and source.num_classes == 1000:
         from cnn_flax.data.classes import imagenet_class_names
 
         return imagenet_class_names()
