@@ -58,6 +58,7 @@ def make_train_step(
     config: ml_collections.ConfigDict,
     num_classes: int,
     learning_rate_fn: Callable[[jax.Array], jax.Array] | None = None,
+    grad_accum_steps: int = 1,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """Builds the pure train step ``(state, batch) -> (state, metrics)``.
 
@@ -68,21 +69,24 @@ def make_train_step(
     Args:
       model: the Flax module (BatchNorm mode already chosen through its ``norm`` field).
       tx: the optax optimizer (from ``cnn_flax.optim.create_optimizer``).
-      config: the training config (dtype, seed, label_smoothing, aux_loss_weight, ema_decay,
-        loss_scale, data.mean/std and the on-device augmentations of data.augment are read).
+      config: the training config, checked (dtype, seed, label_smoothing, aux_loss_weight,
+        ema_decay, ema_warmup, data.mean/std and the on-device augmentations of data.augment
+        are read).
       num_classes: classifier outputs, for one-hot labels.
       learning_rate_fn: schedule evaluated for the ``lr`` metric (optional).
+      grad_accum_steps: micro-steps per optimizer update (``RunPlan.grad_accum_steps``): the
+        EMA and the ``lr`` metric advance once per update.
     """
     from cnn_flax import losses
     from cnn_flax.data.mixing import augment_batch, normalize
 
     dtype = compute_dtype(config.dtype)
     mean, std = tuple(config.data.mean), tuple(config.data.std)
-    label_smoothing = float(config.label_smoothing or 0.0)
-    aux_weight = float(config.get("aux_loss_weight", 0.0) or 0.0)
-    ema_decay = config.get("ema_decay")
-    ema_warmup = bool(config.get("ema_warmup", False))
-    accum = int(config.get("grad_accum_steps", 1) or 1)
+    label_smoothing = float(config.label_smoothing)
+    aux_weight = float(config.aux_loss_weight)
+    ema_decay = config.ema_decay
+    ema_warmup = bool(config.ema_warmup)
+    accum = grad_accum_steps
     base_key = jax.random.key(int(config.seed))
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:

@@ -21,6 +21,12 @@ TEST_RESOLUTION = {
     "mobilenet": 32,
     "mobilenet_v3": 32,
     "efficientnet": 32,
+    "vit_h_14": 28,  # two 14-pixel patches a side
+    # Swin pads each map to whole windows (7; V2: 8), so 36 px costs what 56 px would: stage 1
+    # is 9x9, padded to 14x14 (V2 16x16), the smallest that shifts and masks windows in both
+    # versions (V2 does not shift at 32 px, whose 8x8 stage 1 is one window). Later stages are
+    # one window each; tests/models/test_swin.py covers the shift in every stage.
+    "swin": 36,
 }
 
 # Classifier size the paper's parameter counts assume, where it is not ImageNet's 1000 (keys: a

@@ -16,6 +16,7 @@ CHEAP_ARMS = {
     "vgg_kernels": (0, 1),  # VGG-13 with 3x3 pairs / single 5x5
     "compound_scaling": (0, 3),  # B0 baseline / resolution x1.4
     "finetune": (1, 4),  # linear probes of the real Lite0 weights / of random features
+    "vit_vs_resnet": (1, 3),  # the ViT with SGD / with AdamW
 }
 
 
@@ -91,8 +92,7 @@ def test_arms_build_valid_and_distinct_configs(name):
     trained = []
     for variant in study.variants:
         config = run.build_config(study, variant, seed=0, args=args)  # raises on unknown fields
-        overrides = sorted(config.model_overrides.to_dict().items())
-        trained.append((config.model, str(overrides), config.data.image_size))
+        trained.append(config.to_json(sort_keys=True))  # any field may be what an arm changes
     assert len(set(trained)) == len(trained), f"{name}: two arms are the same run"
 
 

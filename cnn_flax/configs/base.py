@@ -19,8 +19,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+from cnn_flax.data.mixing import IMAGENET_MEAN, IMAGENET_STD  # 0-255, from the models' contract
 
 
 def get_optimizer_config() -> ml_collections.ConfigDict:
@@ -72,12 +71,17 @@ def get_schedule_config() -> ml_collections.ConfigDict:
 
 
 def get_data_config() -> ml_collections.ConfigDict:
-    """Input-pipeline fields (read by :mod:`cnn_flax.data`)."""
+    """Input-pipeline fields (read by :mod:`cnn_flax.data`), the only home of their defaults.
+
+    The data code reads these fields directly; code that builds a data config of its own starts
+    from this one and changes fields.
+    """
     data = ml_collections.ConfigDict()
     data.name = "imagenet2012"
     data.data_dir = config_dict.placeholder(str)  # None -> $TFDS_DATA_DIR -> tfds default
-    data.train_split = "train"
-    data.eval_split = "validation"
+    # None: the data set's own splits (imagenet2012: train/validation; cifar, digits: train/test).
+    data.train_split = config_dict.placeholder(str)
+    data.eval_split = config_dict.placeholder(str)
     # FixRes (Touvron et al. 2019): train and evaluate at different sizes, e.g. torchvision's V2
     # recipe trains on 176 px crops and evaluates 224 px centre crops of images resized to 232.
     data.image_size = 224  # train crop side (torchvision --train-crop-size)

@@ -17,7 +17,6 @@ from typing import Any
 import tensorflow as tf
 
 from cnn_flax.data import augment_ops as ops
-from cnn_flax.data import config_access
 
 MAX_LEVEL = 10.0
 
@@ -142,8 +141,9 @@ def autoaugment(image: tf.Tensor, seed: tf.Tensor, *, policy: str = "v0") -> tf.
 
 def from_config(data_config: Any):
     """(image uint8, seed) -> image for the configured policy, or None when none is on."""
-    num_layers, magnitude = config_access.randaugment(data_config)
-    policy = config_access.augment(data_config, "autoaugment")
+    randaugment_config = data_config.augment.randaugment
+    num_layers, magnitude = int(randaugment_config.num_layers), int(randaugment_config.magnitude)
+    policy = data_config.augment.autoaugment
     trivial = bool(data_config.augment.trivial_augment_wide)
     chosen = {
         f"augment.randaugment.num_layers={num_layers}": bool(num_layers),

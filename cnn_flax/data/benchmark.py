@@ -20,8 +20,6 @@ import os
 import time
 from collections.abc import Iterator
 
-from cnn_flax.configs.base import get_data_config
-
 
 def best_of(
     iterator: Iterator, *, repeats: int, steps: int, warmup: int, batch_size: int, desc: str
@@ -56,6 +54,7 @@ def _files(dataset: str, data_dir: str | None) -> tuple[list[str], list[int]]:
         raise ValueError(
             f"--compare and the bare pipeline need a folder:<path> dataset, got {dataset!r}"
         )
+    from cnn_flax.configs.base import get_data_config
     from cnn_flax.data.builders.folder import index_folder
 
     max_pixels = int(get_data_config().max_image_pixels)
@@ -65,13 +64,16 @@ def _files(dataset: str, data_dir: str | None) -> tuple[list[str], list[int]]:
 
 
 def cnn_flax_batches(dataset: str, *, batch_size: int, image_size: int, data_dir: str | None):
-    """The default recipe's train pipeline (configs.base) with Inception crop and flips."""
+    from cnn_flax.configs.base import get_data_config
     from cnn_flax.data import pipeline
 
     config = get_data_config()
-    config.update(dict(name=dataset, data_dir=data_dir, train_split="train"))
+    config.name = dataset
+    config.data_dir = data_dir
+    config.train_split = "train"
     config.image_size = image_size
-    config.augment.update(dict(inception_crop=True, flip=True))
+    config.augment.inception_crop = True
+    config.augment.flip = True
     return pipeline.TrainStream(config, global_batch_size=batch_size, seed=0)
 
 

@@ -10,8 +10,6 @@ from typing import Any
 
 import jax
 
-from cnn_flax.data import config_access
-
 
 def get_dataset_info(data_config: Any):
     """DatasetInfo(num_classes, num_train, num_eval) of the configured dataset and splits."""
@@ -51,7 +49,7 @@ def create_train_iterator(
         process_count=jax.process_count(),
         rows=device.process_rows(sharding, global_batch_size),
     )
-    size = max(2, int(config_access.get(data_config, "prefetch")))
+    size = max(2, int(data_config.prefetch))
     return device.prefetch_to_device(stream, sharding, size=size)
 
 

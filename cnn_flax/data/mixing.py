@@ -13,10 +13,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from cnn_flax.models import layers
+
 # torchvision's RandomChoice([MixUp, CutMix]) with its default p: CutMix half the time.
 SWITCH_PROBABILITY = 0.5
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# The models' input contract (0-1 scale, cnn_flax.models.layers) on the 0-255 scale of uint8 images.
+IMAGENET_MEAN = tuple(255.0 * m for m in layers.IMAGENET_MEAN)
+IMAGENET_STD = tuple(255.0 * s for s in layers.IMAGENET_STD)
 
 
 def normalize(

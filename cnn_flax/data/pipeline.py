@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from cnn_flax.data import augment, config_access, datasets, preprocess, sizes
+from cnn_flax.data import augment, datasets, preprocess, sizes
 
 Element = dict[str, tf.Tensor]
 
@@ -60,9 +60,9 @@ def per_process_batch(global_batch_size: int, process_count: int) -> int:
 def _train_example_fn(data_config: Any, jpeg_only: bool) -> Callable[[Element, tf.Tensor], Element]:
     """(element, per-example seed [2]) -> {"image": uint8 [S, S, 3], "label": int32}."""
     size = sizes.train_size(data_config)
-    pad_crop = bool(config_access.augment(data_config, "pad_crop"))
-    inception = bool(config_access.augment(data_config, "inception_crop"))
-    flip = bool(config_access.augment(data_config, "flip"))
+    pad_crop = bool(data_config.augment.pad_crop)
+    inception = bool(data_config.augment.inception_crop)
+    flip = bool(data_config.augment.flip)
     crop_ratio = sizes.eval_sizes(data_config).crop_ratio
     augmenter = augment.from_config(data_config)
 
@@ -138,7 +138,7 @@ def _options() -> tf.data.Options:
 
 
 def _num_calls(data_config: Any) -> int:
-    n = int(config_access.get(data_config, "num_parallel_calls"))
+    n = int(data_config.num_parallel_calls)
     return tf.data.AUTOTUNE if n < 0 else n
 
 
@@ -250,7 +250,7 @@ class TrainStream:
     def _epoch(self, epoch: int, first: int, last: int) -> tf.data.Dataset:
         """Stream positions [first, last) of `epoch` (a record-streaming source)."""
         n = self.shard_size
-        buffer = int(config_access.get(self.config, "shuffle_buffer"))
+        buffer = int(self.config.shuffle_buffer)
         ds = self.source.read(
             self.source.subsplit(self.split, self.lo, self.hi),
             shuffle_seed=_derived_seed(self.seed, epoch, 1),

@@ -24,7 +24,7 @@ from cnn_flax.models.registry import (
 # The family modules, in the order of the model table.
 FAMILIES = (
     "alexnet", "vgg", "googlenet", "resnet", "resnet_cifar", "mobilenet", "mobilenet_v3",
-    "efficientnet", "convnext",
+    "efficientnet", "convnext", "vit", "swin",
 )  # fmt: skip
 
 for _family in FAMILIES:

@@ -36,7 +36,8 @@ from tests.convert.torch_reference import build_torchvision  # noqa: E402
 PARITY_ATOL = 1e-4
 WITH_TORCHVISION = [n for n in list_models() if model_info(n).torchvision]
 # The largest models (about a minute each on 2 CPU cores): marked slow, still run in CI.
-SLOW_PARITY = {f"efficientnet_b{i}" for i in (5, 6, 7)}
+# swin_v2_b: its float32 rounding exceeds 1e-4, so it also runs op by op in float64.
+SLOW_PARITY = {f"efficientnet_b{i}" for i in (5, 6, 7)} | {"swin_v2_b"}
 
 
 def parity_setup(name: str, *, batch: int = 2) -> dict:

@@ -18,7 +18,9 @@ TORCHVISION_KWARGS: dict[str, dict] = {
 
 # Constructor arguments a family's torchvision model needs at the test resolution (e.g. a grid
 # of position embeddings fixed when the model is built), keyed by family.
-AT_RESOLUTION: dict[str, Callable[[int | None], dict]] = {}
+AT_RESOLUTION: dict[str, Callable[[int | None], dict]] = {
+    "vit": lambda res: {} if res is None else {"image_size": res},
+}
 
 
 def randomise_constants(model: torch.nn.Module, *, seed: int) -> list[str]:

@@ -8,16 +8,14 @@ import pytest
 
 
 def data_config(name: str, data_dir: str, **fields) -> ml_collections.ConfigDict:
-    """The schema's data config (configs.base) at 32 px, the data set's own default splits, and
-    augmentation off unless given."""
+    """The base config's data section at 32 px; augmentation off unless given."""
     from cnn_flax.configs.base import get_data_config
 
     config = get_data_config()
-    config.update(dict(name=name, data_dir=data_dir, image_size=32, eval_crop_ratio=0.875))
-    config.train_split = config.eval_split = None
-    config.augment.update(dict(inception_crop=False, flip=False, pad_crop=False))
-    config.augment.update(fields.pop("augment", {}))
-    config.update(fields)
+    augment = dict(inception_crop=False, flip=False, pad_crop=False, mixup_alpha=0.0)
+    augment.update(fields.pop("augment", {}))
+    config.update({"name": name, "data_dir": data_dir, "image_size": 32, **fields})
+    config.augment.update(augment)
     return config
 
 

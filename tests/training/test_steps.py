@@ -11,6 +11,7 @@ import pytest
 
 from cnn_flax import optim, steps
 from cnn_flax.models import layers
+from cnn_flax.run_plan import make_run_plan
 from cnn_flax.train_state import create_train_state
 from tests.training import fakes
 
@@ -18,7 +19,7 @@ from tests.training import fakes
 def _setup(dtype: str, **changes):
     config = fakes.tiny_config(dtype=dtype, **changes)
     model = fakes.TinyCNN(dtype=steps.compute_dtype(dtype))
-    tx = optim.create_optimizer(config, steps_per_epoch=4, total_steps=6)
+    tx = optim.create_optimizer(config, make_run_plan(config, num_train=fakes.NUM_TRAIN))
     variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
     state = create_train_state(
         variables, tx, use_ema=False, loss_scale=steps.initial_loss_scale(config)
@@ -70,7 +71,7 @@ class _WithAux(fakes.TinyCNN):
 
 def _aux_setup(aux_loss_weight: float):
     config = fakes.tiny_config(aux_loss_weight=aux_loss_weight)
-    tx = optim.create_optimizer(config, steps_per_epoch=4, total_steps=6)
+    tx = optim.create_optimizer(config, make_run_plan(config, num_train=fakes.NUM_TRAIN))
     variables = _WithAux().init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
     state = create_train_state(variables, tx, use_ema=False)
     batch = jax.tree.map(jnp.asarray, fakes.train_batch(0, global_batch_size=16, seed=0))
