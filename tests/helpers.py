@@ -7,8 +7,9 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
+import pytest
 
-from cnn_flax.models import create_model, model_info
+from cnn_flax.models import create_model, list_models, model_info
 
 FACTS_DIR = pathlib.Path(__file__).resolve().parent / "facts"
 
@@ -21,6 +22,9 @@ TEST_RESOLUTION = {
     "mobilenet": 32,
     "mobilenet_v3": 32,
     "efficientnet": 32,
+    # The auxiliary classifier needs 17x17 maps out of Mixed_6e, which only 299-pixel inputs give
+    # (evaluation alone accepts 75: tests/models/test_inception.py checks both).
+    "inception": 299,
     "vit_h_14": 28,  # two 14-pixel patches a side
     # Swin pads each map to whole windows (7; V2: 8), so 36 px costs what 56 px would: stage 1
     # is 9x9, padded to 14x14 (V2 16x16), the smallest that shifts and masks windows in both
@@ -28,6 +32,47 @@ TEST_RESOLUTION = {
     # one window each; tests/models/test_swin.py covers the shift in every stage.
     "swin": 36,
 }
+
+# The registry-wide numeric tests (torchvision parity, the model contract) run by default on one
+# representative per code path: each family's first model, plus the variants below, which take a
+# path the first does not. The other variants run the same code at another depth or width; they
+# carry the `variants` mark and run with `python -m pytest -m variants` (`-m ""` runs everything).
+# Every variant's architecture, layer by layer, is still checked by default: its parameter count
+# against torchvision's (tests/models/test_param_counts.py) and its weights' facts.
+OTHER_CODE_PATHS = {
+    "resnet50": "bottleneck blocks",
+    "resnext50_32x4d": "grouped 3x3 convolutions",
+    "plain18": "no shortcuts",
+    "plain20": "no shortcuts",
+    "vgg11_bn": "BatchNorm after every convolution",
+    "vgg13_bn_cifar": "the CIFAR head",
+    "mobilenet_v1_full_conv": "full convolutions in place of separable ones",
+    "mobilenet_v2": "inverted residuals",
+    "mobilenet_v3_small": "another stem, head and SE placement",
+    "efficientnet_lite0": "ReLU6, no squeeze-excitation, TF padding",
+    "googlenet_naive": "the naive Inception module",
+    "swin_v2_t": "scaled cosine attention, log-spaced position bias",
+    "squeezenet1_1": "another stem and pooling layout",
+}
+
+
+def is_representative(name: str) -> bool:
+    """Whether ``name`` is the first model of its family or takes another code path."""
+    family = model_info(name).family
+    first = next(n for n in list_models() if model_info(n).family == family)
+    return name == first or name in OTHER_CODE_PATHS
+
+
+def zoo_params(names: list[str], *, slow: frozenset[str] = frozenset()) -> list:
+    """``names`` as pytest parameters: the non-representative ones marked ``variants``, those in
+    ``slow`` marked ``slow``."""
+    params = []
+    for name in names:
+        marks = [] if is_representative(name) else [pytest.mark.variants]
+        marks += [pytest.mark.slow] if name in slow else []
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
 
 # Classifier size the paper's parameter counts assume, where it is not ImageNet's 1000 (keys: a
 # family or model name). The CIFAR-10 ResNets' "0.27M" etc. include a 10-way head.

@@ -24,7 +24,7 @@ from cnn_flax.models.registry import (
 # The family modules, in the order of the model table.
 FAMILIES = (
     "alexnet", "vgg", "googlenet", "resnet", "resnet_cifar", "mobilenet", "mobilenet_v3",
-    "efficientnet", "convnext", "vit", "swin",
+    "efficientnet", "convnext", "vit", "swin", "densenet", "inception", "squeezenet", "mnasnet",
 )  # fmt: skip
 
 for _family in FAMILIES:

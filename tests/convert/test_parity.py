@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from cnn_flax.models import create_model, list_models, model_info
-from tests.helpers import input_resolution
+from tests.helpers import input_resolution, zoo_params
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -35,9 +35,14 @@ from tests.convert.torch_reference import build_torchvision  # noqa: E402
 
 PARITY_ATOL = 1e-4
 WITH_TORCHVISION = [n for n in list_models() if model_info(n).torchvision]
-# The largest models (about a minute each on 2 CPU cores): marked slow, still run in CI.
+# The largest models (about a minute each on 2 CPU cores) and others past ~30 s whose blocks a
+# faster test already checks (DenseNet-161/169; Inception v3 at 75 pixels in
+# tests/models/test_inception.py): marked slow, still run in CI.
 # swin_v2_b: its float32 rounding exceeds 1e-4, so it also runs op by op in float64.
-SLOW_PARITY = {f"efficientnet_b{i}" for i in (5, 6, 7)} | {"swin_v2_b"}
+SLOW_PARITY = frozenset(
+    {f"efficientnet_b{i}" for i in (5, 6, 7)}
+    | {"densenet161", "densenet169", "inception_v3", "swin_v2_b"}
+)
 
 
 def parity_setup(name: str, *, batch: int = 2) -> dict:
@@ -110,7 +115,7 @@ BLOCK_RTOL = 1e-4
 @pytest.mark.torch
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_PARITY else n for n in WITH_TORCHVISION],
+    zoo_params(WITH_TORCHVISION, slow=SLOW_PARITY),
 )
 def test_logits_match_torchvision(name):
     """Float32 logits within 1e-4 (the issue's set-up), or, where float32 rounding alone exceeds

@@ -11,8 +11,9 @@ from cnn_flax.models import model_info
 # Constructor arguments that make torchvision's default model match the cnn_flax default
 # (and the published weights), per cnn_flax model name.
 TORCHVISION_KWARGS: dict[str, dict] = {
-    # Its default; passing it explicitly silences torchvision's FutureWarning.
+    # Their default; passing it explicitly silences torchvision's FutureWarning.
     "googlenet": {"init_weights": True},
+    "inception_v3": {"init_weights": True},
 }
 
 
@@ -104,11 +105,14 @@ def realistic_random(
         if resolution is not None:
             # Keep the logits at the few-units scale of a trained classifier: random deep nets can
             # reach |logit| ~ 1e2-1e3, where float32 rounding alone exceeds any useful tolerance.
-            # Only the last Linear layer is rescaled; the rest of the network is untouched. Done
-            # last, on the perturbed statistics, so that it bounds the logits the test sees.
+            # Only the last Linear layer is rescaled (SqueezeNet's classifier, a 1x1 convolution
+            # before ReLU and pooling, has none: its last convolution then); the rest of the
+            # network is untouched. Done last, on the perturbed statistics, so that it bounds the
+            # logits the test sees.
             model.eval()
             scale = model(torch.randn(8, 3, resolution, resolution, generator=gen)).abs().max()
-            head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+            linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+            head = (linears or [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)])[-1]
             if scale > 4.0:
                 head.weight.mul_(4.0 / scale)
                 head.bias.mul_(4.0 / scale)

@@ -21,7 +21,7 @@ from flax.nnx import bridge
 
 from cnn_flax.models import create_model, layers, list_families, list_models, model_info
 from cnn_flax.models.norm import GroupBatchNorm, per_device_batch_norm
-from tests.helpers import input_resolution, random_variables
+from tests.helpers import input_resolution, random_variables, zoo_params
 
 BATCH = 2
 # Names another family already uses for the same idea (contract: activation, width_mult,
@@ -52,7 +52,7 @@ def _shapes(model: nn.Module, x: jax.ShapeDtypeStruct):
     return jax.eval_shape(run, x)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", zoo_params(list_models()))
 def test_model_contract(name):
     x = _images(name)
     model = create_model(name, num_classes=7, dtype=jnp.bfloat16)

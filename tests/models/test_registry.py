@@ -1,7 +1,7 @@
 import jax.numpy as jnp
 import pytest
 
-from cnn_flax.models import create_model, list_models, model_info
+from cnn_flax.models import create_model, list_families, list_models, model_info
 
 
 def test_every_model_has_resolution_and_reference():
@@ -30,3 +30,11 @@ def test_overrides_reach_the_module():
 
 def test_list_models_by_family():
     assert list_models("alexnet") == ["alexnet"]
+
+
+def test_the_default_test_run_covers_every_family_and_names_real_models():
+    from tests.helpers import OTHER_CODE_PATHS, is_representative
+
+    assert set(OTHER_CODE_PATHS) <= set(list_models()), "stale names in OTHER_CODE_PATHS"
+    covered = {model_info(n).family for n in list_models() if is_representative(n)}
+    assert covered == set(list_families())
