@@ -47,6 +47,7 @@ def check_config(config: Any) -> None:
     _check_optimizer(config)
     _check_schedule(config)
     _check_data(config)
+    _check_finetune(config)
 
 
 # --- the schema -----------------------------------------------------------------------------------
@@ -301,6 +302,17 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
             ">= 1."
         )
     _integer(config, "data.prefetch", minimum=1)
+
+
+def _check_finetune(config: ml_collections.ConfigDict) -> None:
+    from cnn_flax.optim import TRAINABLE
+
+    _text(config, "init_from", none_means="random initialisation")
+    _text(config, "finetune.weights_format", none_means="detected from the file's keys")
+    _boolean(config, "finetune.reset_head")
+    _choice(config, "finetune.trainable", TRAINABLE)
+    _boolean(config, "finetune.freeze_bn_stats")
+    _number(config, "finetune.backbone_lr_mult", low=0.0, high=1e3)
 
 
 __all__ = ["check_config"]

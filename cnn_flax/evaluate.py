@@ -6,7 +6,10 @@
 ``--workdir`` takes a training workdir (its ``config.json`` is the default config); ``--checkpoint``
 takes any checkpoint: a variables checkpoint (e.g. converted torchvision weights), a workdir or a
 step folder inside one. ``--config`` (recipe name or file, plus ``--config.x=y`` overrides) sets
-the data set and preprocessing; for a converted checkpoint the model comes from its metadata.
+the data set; for a converted checkpoint the model comes from its metadata. The evaluation
+preprocessing (resize, crop, normalisation) must be the checkpoint's where it records one (a
+workdir's config.json, a published file's model.json entry): a config that disagrees is refused
+with the flags that make it agree, rather than evaluated on inputs the weights never saw.
 Every example of the split is counted exactly once. A checkpoint with EMA weights is evaluated
 twice, raw and EMA.
 """
@@ -113,6 +116,15 @@ def evaluate(
     return results
 
 
+def _check_preprocessing(config: ml_collections.ConfigDict, source: str) -> None:
+    """A config that evaluates the checkpoint on other inputs than it records is an error."""
+    from cnn_flax import preprocessing
+
+    recorded = preprocessing.recorded(source)
+    if recorded is not None:
+        preprocessing.check_agrees(config, recorded, where=source)
+
+
 def _eval_batch_size(batch_size: int, num_devices: int) -> int:
     # Any multiple of the device count works: the eval iterator pads and masks the last batch.
     return max(num_devices, batch_size // num_devices * num_devices)
@@ -135,10 +147,10 @@ def cli(argv: Sequence[str] | None = None) -> int:
     try:
         rest, overrides = split_config_args(list(sys.argv[1:] if argv is None else argv))
         args = parser.parse_args(rest)
-        config = resolve_config(
-            config_name=args.config, workdir=args.workdir or args.checkpoint, overrides=overrides
-        )
-        results = evaluate(config, args.workdir or args.checkpoint)
+        source = args.workdir or args.checkpoint
+        config = resolve_config(config_name=args.config, workdir=source, overrides=overrides)
+        _check_preprocessing(config, source)
+        results = evaluate(config, source)
     except (ValueError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

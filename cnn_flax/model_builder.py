@@ -18,7 +18,7 @@ from typing import Any
 
 import ml_collections
 
-from cnn_flax import steps
+from cnn_flax import finetune, steps
 
 BN_MODES = ("global", "per_device")
 
@@ -31,6 +31,8 @@ def build_model(config: ml_collections.ConfigDict, *, num_classes: int, num_devi
     overrides = dict(config.model_overrides.to_dict()) if config.model_overrides else {}
     dtype = steps.compute_dtype(config.dtype)
     model = create_model(config.model, num_classes=num_classes, dtype=dtype, **overrides)
+    if finetune.freezes_batch_norm(config):  # no batch statistics at all: bn_mode is moot
+        return finetune.adapt_model(model, config)
     if config.bn_mode == "per_device":
         # Every BatchNorm the model is given, found by type (models without BatchNorm unchanged).
         model = per_device_batch_norm(model, num_devices)

@@ -333,10 +333,62 @@ _OPTIMIZERS = {"sgd": _sgd, "adamw": _adamw, "rmsprop": _rmsprop, "lars": _lars,
 OPTIMIZERS = tuple(_OPTIMIZERS)
 
 
+# ----------------------------------------------------------------------------- parameter groups
+
+# The classifier's subtree, which every model has at the top of its parameters (the model
+# contract); fine-tuning trains it differently from the rest (the "backbone").
+HEAD = "head"
+TRAINABLE = ("all", "head")
+
+
+def param_groups(params: PyTree) -> dict[str, str]:
+    """``"head"`` or ``"backbone"`` per top-level subtree (a label prefix for optax)."""
+    return {key: HEAD if key == HEAD else "backbone" for key in params}
+
+
+def trainable_part(config: ml_collections.ConfigDict) -> str:
+    """``finetune.trainable``: ``"all"``, or ``"head"`` for a linear probe (checked with the rest
+    of the config in :mod:`cnn_flax.config_checks`)."""
+    finetune = config.get("finetune")
+    return "all" if finetune is None else str(finetune.trainable)
+
+
+def stop_frozen_gradients(params: PyTree, config: ml_collections.ConfigDict) -> PyTree:
+    """``params`` with the backbone behind ``stop_gradient`` for a linear probe, else as is.
+
+    The gradients of frozen parameters are then zeros without being computed: XLA drops the
+    backward pass through the backbone, which is most of a probe's cost.
+    """
+    if trainable_part(config) == "all":
+        return params
+    return {k: v if k == HEAD else jax.lax.stop_gradient(v) for k, v in params.items()}
+
+
+def _with_param_groups(
+    tx: optax.GradientTransformation, config: ml_collections.ConfigDict
+) -> optax.GradientTransformation:
+    """A linear probe updates only the head; otherwise the backbone's updates are scaled by
+    ``finetune.backbone_lr_mult``, which is its learning rate relative to the head's (every
+    update rule here is linear in the learning rate, which is applied last)."""
+    finetune = config.get("finetune")
+    if finetune is None:
+        return tx
+    if trainable_part(config) == "head":
+        return optax.multi_transform({HEAD: tx, "backbone": optax.set_to_zero()}, param_groups)
+    mult = float(finetune.backbone_lr_mult)
+    if mult == 1.0:
+        return tx
+    backbone = optax.set_to_zero() if mult == 0.0 else optax.scale(mult)
+    return optax.chain(
+        tx, optax.multi_transform({HEAD: optax.identity(), "backbone": backbone}, param_groups)
+    )
+
+
 def create_optimizer(
     config: ml_collections.ConfigDict, plan: RunPlan
 ) -> optax.GradientTransformation:
-    """The full optimiser: clipping, (masked) weight decay, update rule, schedule, accumulation.
+    """The full optimiser: clipping, (masked) weight decay, update rule, schedule, parameter
+    groups (fine-tuning), accumulation.
 
     Args:
       config: the full training config, checked by :func:`cnn_flax.config_checks.check_config`.
@@ -354,6 +406,7 @@ def create_optimizer(
     opt = config.optimizer
     parts.append(_OPTIMIZERS[opt.name](opt, schedule, weight_decay_mask(config)))
     tx = optax.chain(*parts) if len(parts) > 1 else parts[0]
+    tx = _with_param_groups(tx, config)
     if plan.grad_accum_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=plan.grad_accum_steps).gradient_transformation()
     return tx

@@ -1,28 +1,35 @@
-"""Classify images: ``python -m cnn_flax.predict --model=NAME --checkpoint=DIR IMAGE...``.
+"""Classify images: ``python -m cnn_flax.predict --checkpoint=DIR [--model=NAME] IMAGE...``.
 
-Prints the top-5 classes of each image with their probabilities: ImageNet class names for a
-1000-class checkpoint, class indices otherwise. ``--checkpoint`` takes a variables checkpoint
-(``python -m cnn_flax.convert``) or a training workdir; ``--model`` may be left out when the
-checkpoint records its model, and must agree with it when given.
+Prints the top-5 classes of each image with their probabilities and the checkpoint's class names:
+a training workdir's data set classes (recorded in ``classes.json`` when training starts: digits
+"0".."9", a folder set's sub-folder names), ImageNet's names for 1000-class converted weights,
+class indices otherwise. ``--checkpoint`` takes a variables checkpoint
+(``python -m cnn_flax.convert``) or a training workdir; ``--model`` may be left out, since both
+record their model, and must agree with it when given.
 
-Preprocessing is torchvision's evaluation transform, reproduced exactly so that converted
-torchvision weights give torchvision's predictions: resize the shorter side to
-``round(resolution / eval_crop_ratio)`` (PIL, antialiased; bilinear, or bicubic where the
-model's torchvision weights use it), centre-crop ``resolution`` pixels, scale to [0, 1] and
-normalise with the ImageNet mean and std. It is done with PIL rather than with
-:func:`cnn_flax.data.preprocess.preprocess_for_eval`, the training pipeline's TensorFlow version,
-because that one crops before resizing, decodes JPEGs with a faster inverse DCT and resizes with
-TensorFlow's kernel: close, but not torchvision's pixels.
+Each image gets the checkpoint's own evaluation preprocessing (:mod:`cnn_flax.preprocessing`):
 
-Unreadable images are reported on stderr, one line each naming the path; the other images are
-still classified. Exit status: 0 when every image was classified, 1 when some could not be read,
-2 on a usage error (unknown model, unreadable checkpoint) with nothing classified.
+* a training workdir: the run's (``config.json``: image size, eval resize/crop, mean/std), made by
+  the training data pipeline's own evaluation transform
+  (:func:`cnn_flax.data.preprocess.preprocess_for_eval`), so ``predict`` sees what ``evaluate``
+  and training's evaluations saw;
+* converted weights: their publisher's, recorded in ``model.json`` (for a file recognised by its
+  SHA-256) or else the model's default: torchvision's evaluation transform, reproduced exactly
+  with PIL (resize the shorter side, antialiased bilinear or bicubic, centre crop, scale to
+  [0, 1], normalise), so converted torchvision weights give torchvision's predictions.
+
+16-bit PNGs are scaled to 8 bits as training decodes them (``x >> 8``, TensorFlow's conversion),
+not clipped. Unreadable images are reported on stderr, one line each naming the path; the others
+are still classified. Exit status: 0 when every image was classified, 1 when some could not be
+read, 2 on a usage error (unknown model, unreadable checkpoint) with nothing classified.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
+import json
 import pathlib
 import sys
 from collections.abc import Callable, Sequence
@@ -34,6 +41,10 @@ import numpy as np
 from cnn_flax.checkpoint import CheckpointError, find_model_meta, load_variables
 from cnn_flax.models import create_model, model_info
 from cnn_flax.models.layers import IMAGENET_MEAN, IMAGENET_STD
+from cnn_flax.preprocessing import Preprocessing, workdir_of
+
+CLASSES_FILE = "classes.json"  # a training workdir's class names, written when training starts
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 class UsageError(Exception):
@@ -50,14 +61,44 @@ def eval_transform(name: str) -> tuple[int, int, str]:
     return transform.resize, transform.crop, transform.interpolation
 
 
+def open_rgb(path: str | pathlib.Path):
+    """An image file as an 8-bit RGB PIL image, decoded fully (truncated files fail here).
+
+    16-bit greyscale PNGs (PIL modes ``I;16*``/``I``) are scaled to 8 bits by ``x >> 8``, as
+    TensorFlow's decoder (the training pipeline's) converts them; ``Image.convert("RGB")`` would
+    clip every value above 255 to white. 16-bit RGB PNGs PIL already reads that way.
+
+    Raises:
+      ImageError: naming the path when the file is missing or not a decodable image.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in _SIXTEEN_BIT:
+                pixels = np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8
+                return Image.fromarray(pixels.astype(np.uint8), mode="L").convert("RGB")
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageError(f"cannot read image {path}: {' '.join(str(err).split())}") from None
+
+
 def load_image(
-    path: str | pathlib.Path, *, resize_size: int, crop_size: int, interpolation: str = "bilinear"
+    path: str | pathlib.Path,
+    *,
+    resize_size: int,
+    crop_size: int,
+    interpolation: str = "bilinear",
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> np.ndarray:
     """An image file as a normalised float32 ``[crop_size, crop_size, 3]`` array.
 
     Matches ``torchvision.transforms.Compose([Resize(resize_size), CenterCrop(crop_size),
     ToTensor(), Normalize(mean, std)])`` on a PIL image, transposed to HWC: the same output size
-    rounding, PIL resampling, crop offsets and float32 arithmetic.
+    rounding, PIL resampling, crop offsets and float32 arithmetic. ``mean``/``std`` are on the
+    [0, 1] scale.
 
     Raises:
       ImageError: naming the path when the file is missing or not a decodable image.
@@ -65,11 +106,7 @@ def load_image(
     from PIL import Image
 
     resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")  # decodes fully, so truncated files fail here
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageError(f"cannot read image {path}: {' '.join(str(err).split())}") from None
+    image = open_rgb(path)
     width, height = image.size
     short, long = min(width, height), max(width, height)
     new_short, new_long = resize_size, int(resize_size * long / short)
@@ -82,9 +119,99 @@ def load_image(
     left = int(round((size[0] - crop_size) / 2.0))
     image = image.crop((left, top, left + crop_size, top + crop_size))
     pixels = np.asarray(image, dtype=np.float32) / np.float32(255)
-    mean = np.asarray(IMAGENET_MEAN, np.float32)
-    std = np.asarray(IMAGENET_STD, np.float32)
-    return (pixels - mean) / std
+    return (pixels - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def load_image_as_trained(path: str | pathlib.Path, preprocessing: Preprocessing) -> np.ndarray:
+    """An image file through the training data pipeline's evaluation transform, normalised.
+
+    The bytes go through :func:`cnn_flax.data.preprocess.preprocess_for_eval` (TensorFlow's
+    decoder, centre crop of ``crop / resize`` of the shorter side, antialiased bilinear resize)
+    and the eval step's normalisation, so the model sees what ``evaluate`` shows it.
+
+    Raises:
+      ImageError: naming the path when the file is missing or not a decodable image.
+    """
+    import tensorflow as tf
+
+    from cnn_flax.data.preprocess import preprocess_for_eval
+
+    try:
+        data = pathlib.Path(path).read_bytes()
+        pixels = preprocess_for_eval(
+            tf.constant(data),
+            image_size=preprocessing.crop,
+            crop_ratio=preprocessing.crop_ratio,
+        ).numpy()
+    except (OSError, tf.errors.OpError) as err:
+        message = getattr(err, "message", str(err))
+        raise ImageError(f"cannot read image {path}: {' '.join(message.split())}") from None
+    mean = np.asarray(preprocessing.mean, np.float32) * np.float32(255)
+    std = np.asarray(preprocessing.std, np.float32) * np.float32(255)
+    return (pixels.astype(np.float32) - mean) / std
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointInputs:
+    """What a checkpoint says about its inputs and outputs.
+
+    Attributes:
+      model: the registry name.
+      overrides: model overrides it was built with.
+      preprocessing: its evaluation transform.
+      class_names: its output classes' names, or ``None`` (indices are printed).
+    """
+
+    model: str
+    overrides: dict
+    preprocessing: Preprocessing
+    class_names: list[str] | None
+
+
+def checkpoint_inputs(checkpoint: pathlib.Path, model: str | None = None) -> CheckpointInputs:
+    """Reads model, preprocessing and class names off a workdir or variables checkpoint.
+
+    Raises:
+      UsageError: unknown model, or ``model`` disagrees with the checkpoint's.
+    """
+    name, overrides, meta = _resolve_model(model, checkpoint)
+    workdir = workdir_of(checkpoint)
+    if workdir is not None:
+        from cnn_flax.evaluate import resolve_config
+
+        try:
+            config = resolve_config(config_name=None, workdir=str(workdir), overrides=[])
+            preprocessing = Preprocessing.from_config(config)
+        except ValueError as err:
+            raise UsageError(f"{workdir}/config.json: {err}") from None
+        return CheckpointInputs(name, overrides, preprocessing, _run_class_names(workdir, config))
+    if meta.get("preprocessing"):
+        preprocessing = Preprocessing.from_json(meta["preprocessing"])
+    else:
+        preprocessing = Preprocessing.for_model(name)
+    names = meta.get("class_names") or _imagenet_names(int(meta.get("num_classes", 0)))
+    return CheckpointInputs(name, overrides, preprocessing, names)
+
+
+def _run_class_names(workdir: pathlib.Path, config) -> list[str] | None:
+    path = workdir / CLASSES_FILE
+    if path.is_file():
+        return list(json.loads(path.read_text())["names"])
+    # Workdirs from before classes.json: ask the data set (cheap for the offline sets).
+    try:
+        from cnn_flax.data import get_class_names
+
+        return get_class_names(config.data)
+    except Exception:  # noqa: BLE001 - the data set may be gone; indices are the fallback
+        return None
+
+
+def _imagenet_names(num_classes: int) -> list[str] | None:
+    if num_classes != 1000:
+        return None
+    from cnn_flax.data.classes import imagenet_class_names
+
+    return imagenet_class_names()
 
 
 def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +221,7 @@ def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return indices, np.take_along_axis(probs, indices, axis=-1)
 
 
-def _resolve_model(model: str | None, checkpoint: pathlib.Path) -> tuple[str, dict]:
+def _resolve_model(model: str | None, checkpoint: pathlib.Path) -> tuple[str, dict, dict]:
     try:
         meta = find_model_meta(checkpoint)
     except CheckpointError:
@@ -111,7 +238,7 @@ def _resolve_model(model: str | None, checkpoint: pathlib.Path) -> tuple[str, di
             f"{checkpoint} holds a {meta['model']!r} checkpoint, not {name!r}; "
             f"pass --model={meta['model']} or another checkpoint."
         )
-    return name, dict(meta.get("overrides") or {})
+    return name, dict(meta.get("overrides") or {}), meta
 
 
 def predict(
@@ -151,14 +278,6 @@ def _jitted_apply(name: str, num_classes: int, overrides: tuple) -> Callable:
     return jax.jit(lambda v, x: model.apply(v, x, train=False))
 
 
-def _class_names(num_classes: int) -> list[str] | None:
-    if num_classes != 1000:
-        return None
-    from cnn_flax.data.classes import imagenet_class_names
-
-    return imagenet_class_names()
-
-
 def run(
     images: Sequence[str],
     *,
@@ -175,17 +294,25 @@ def run(
     checkpoint_dir = pathlib.Path(checkpoint).expanduser()
     if not checkpoint_dir.exists():
         raise UsageError(f"--checkpoint {checkpoint_dir} does not exist.")
-    name, overrides = _resolve_model(model, checkpoint_dir)
-    resize_size, crop_size, interpolation = eval_transform(name)
+    inputs = checkpoint_inputs(checkpoint_dir, model)
+    pre = inputs.preprocessing
+
+    def load(path: str) -> np.ndarray:
+        if pre.pipeline == "cnn_flax":
+            return load_image_as_trained(path, pre)
+        return load_image(
+            path,
+            resize_size=pre.resize,
+            crop_size=pre.crop,
+            interpolation=pre.interpolation,
+            mean=pre.mean,
+            std=pre.std,
+        )
 
     paths, arrays, failed = [], [], 0
     for path in images:
         try:
-            arrays.append(
-                load_image(
-                    path, resize_size=resize_size, crop_size=crop_size, interpolation=interpolation
-                )
-            )
+            arrays.append(load(path))
             paths.append(path)
         except ImageError as err:
             print(f"error: {err}", file=sys.stderr)
@@ -197,8 +324,12 @@ def run(
         variables = load_variables(checkpoint_dir)
     except CheckpointError as err:
         raise UsageError(" ".join(str(err).split())) from None
-    logits = predict(name, variables, np.stack(arrays), overrides=overrides, batch_size=batch_size)
-    names = _class_names(logits.shape[-1])
+    logits = predict(
+        inputs.model, variables, np.stack(arrays), overrides=inputs.overrides, batch_size=batch_size
+    )
+    names = inputs.class_names
+    if names is not None and len(names) != logits.shape[-1]:
+        names = None  # a record that does not fit the head names nothing
     indices, probs = top_k(logits, min(k, logits.shape[-1]))
     for path, row_indices, row_probs in zip(paths, indices, probs):
         print(path)

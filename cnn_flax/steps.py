@@ -113,6 +113,7 @@ def make_train_step(
         images, targets = augment_batch(mix_rng, images, targets, config.data.augment)
 
         def loss_fn(params):
+            params = optim.stop_frozen_gradients(params, config)  # linear probe: head only
             logits, updates = model.apply(
                 {"params": params, "batch_stats": state.batch_stats},
                 images,

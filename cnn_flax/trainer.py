@@ -38,7 +38,16 @@ import ml_collections
 import numpy as np
 import optax
 
-from cnn_flax import checkpoint, intervals, metrics, parallel, run_record, steps, workdir_lock
+from cnn_flax import (
+    checkpoint,
+    finetune,
+    intervals,
+    metrics,
+    parallel,
+    run_record,
+    steps,
+    workdir_lock,
+)
 from cnn_flax.config_checks import check_config
 from cnn_flax.eval_loop import Evaluator
 from cnn_flax.model_builder import build_model
@@ -172,9 +181,17 @@ def train(
         if start_step:
             abstract_state = _abstract(jax.eval_shape(init_state), replicated)
             start_step, state = _restore(manager, abstract_state, plan=plan, is_main=is_main)
-        else:
+        else:  # random, or from config.init_from's weights; records what the run starts from
             _say(is_main, f"Initialising {config.model} ...")
-            state = jax.jit(init_state, out_shardings=replicated)()
+            state = finetune.initial_state(
+                config,
+                init_state,
+                tx=tx,
+                sharding=replicated,
+                workdir=workdir,
+                data_source=data_source,
+                loss_scale=steps.initial_loss_scale(config),
+            )
         if start_step >= plan.micro(plan.total_steps):
             _say(is_main, _finished_message(workdir, plan, start_step))
             return TrainResult(state, plan.updates(start_step), "finished", eval_metrics={})

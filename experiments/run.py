@@ -39,6 +39,7 @@ from experiments.study import Study, Variant, match_stored_size, set_path
 
 STUDIES = (
     "degradation", "separable", "inception", "vgg_kernels", "compound_scaling", "vit_vs_resnet",
+    "finetune",
 )  # fmt: skip
 HERE = pathlib.Path(__file__).resolve().parent
 

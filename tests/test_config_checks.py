@@ -52,6 +52,10 @@ def test_every_recipe_passes():
         ({"data__num_parallel_calls": 0}, r"data.num_parallel_calls=0"),
         ({"ema_every_steps": 0}, r"ema_every_steps=0 must be an integer >= 1"),
         ({"ema_warmup": True, "ema_copy_in_warmup": True}, r"two warm-ups of the EMA"),
+        ({"finetune__trainable": "backbone"}, r"finetune.trainable='backbone'"),
+        ({"finetune__backbone_lr_mult": -1.0}, r"finetune.backbone_lr_mult=-1.0"),
+        ({"finetune__reset_head": "yes"}, r"finetune.reset_head='yes'"),
+        ({"init_from": 3}, r"init_from=3"),
     ],
 )
 def test_bad_values_name_their_field(changes, message):

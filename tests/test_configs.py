@@ -154,3 +154,27 @@ def test_split_config_args():
     )
     assert rest == ["--workdir=/tmp/x", "-v"]
     assert overrides == ["batch_size=8", "optimizer.lr=0.5"]
+
+
+def test_finetune_recipe_names_its_model_after_a_colon():
+    lite = configs.get_config("finetune")
+    assert lite.model == "efficientnet_lite0" and lite.finetune.backbone_lr_mult == 0.1
+    # The model's published weights' inputs: Lite's TF normalisation, 224 of a 256 resize.
+    assert lite.data.mean == (127.0,) * 3 and lite.data.std == (128.0,) * 3
+    assert (lite.data.image_size, round(lite.data.image_size / lite.data.eval_crop_ratio)) == (
+        224,
+        256,
+    )
+    resnet = configs.get_config("finetune:resnet50")
+    assert resnet.model == "resnet50" and resnet.data.mean == base.IMAGENET_MEAN
+    assert round(224 / resnet.data.eval_crop_ratio) == 232  # torchvision's V2 weights
+    with pytest.raises(ValueError, match="Unknown model .resnet5.. Did you mean: .*resnet50"):
+        configs.get_config("finetune:resnet5")
+    with pytest.raises(ValueError, match="takes no argument"):
+        configs.get_config("quickstart:resnet50")
+
+
+def test_model_recipes_take_the_default_weights_normalisation():
+    assert configs.get_config("efficientnet_lite0").data.mean == (127.0,) * 3
+    assert configs.get_config("efficientnet_lite3").data.mean == base.IMAGENET_MEAN  # no weights
+    assert configs.get_config("mobilenet_v2").data.std == base.IMAGENET_STD

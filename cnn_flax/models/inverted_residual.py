@@ -158,3 +158,45 @@ def torchvision_sequential_block(sd: StateDictReader, prefix: str) -> tuple[dict
     for name, j in zip(names, convs, strict=True):
         params[name], stats[name] = sd.conv_bn(f"{prefix}.{j}.0", f"{prefix}.{j}.1")
     return params, stats
+
+
+def timm_block(sd: StateDictReader, prefix: str) -> tuple[dict, dict]:
+    """A timm ``DepthwiseSeparableConv`` or ``InvertedResidual`` at ``prefix`` (``blocks.s.j``).
+
+    timm names a block with an expansion ``conv_pw``/``bn1`` (expand), ``conv_dw``/``bn2``
+    (depthwise), ``se.conv_reduce``/``se.conv_expand`` and ``conv_pwl``/``bn3`` (project); one
+    without an expansion (its first stage) ``conv_dw``/``bn1`` and ``conv_pw``/``bn2`` (project).
+    Which one it is reads off the state dict (a ``conv_pwl`` is there or not).
+    """
+    params, stats = {}, {}
+    if sd.has(f"{prefix}.conv_pwl.weight"):
+        convs = (("expand", "conv_pw", "bn1"), ("depthwise", "conv_dw", "bn2"))
+        convs += (("project", "conv_pwl", "bn3"),)
+    else:
+        convs = (("depthwise", "conv_dw", "bn1"), ("project", "conv_pw", "bn2"))
+    for name, conv, bn in convs:
+        params[name], stats[name] = sd.conv_bn(f"{prefix}.{conv}", f"{prefix}.{bn}")
+    if sd.has(f"{prefix}.se.conv_reduce.weight"):
+        params["se"] = {
+            "fc1": sd.conv(f"{prefix}.se.conv_reduce", bias=True),
+            "fc2": sd.conv(f"{prefix}.se.conv_expand", bias=True),
+        }
+    return params, stats
+
+
+def timm_stages(sd: StateDictReader) -> list[list[tuple[dict, dict]]]:
+    """The inverted residual blocks of a timm EfficientNet / MobileNet v2 / v3 state dict, by stage.
+
+    timm's ``blocks.{s}.{j}`` are stage ``s`` and block ``j`` from 0; the stages end where a block
+    has no depthwise convolution (MobileNet v3's final 1x1 ``ConvBnAct``) or none is left.
+    """
+    stages = []
+    s = 0
+    while sd.has(f"blocks.{s}.0.conv_dw.weight"):
+        j, blocks = 0, []
+        while sd.has(f"blocks.{s}.{j}.conv_dw.weight"):
+            blocks.append(timm_block(sd, f"blocks.{s}.{j}"))
+            j += 1
+        stages.append(blocks)
+        s += 1
+    return stages

@@ -73,17 +73,87 @@ def bind_norm(
     return functools.partial(norm, **common)
 
 
+# How convolutions pad, the one switch every family that pads shares (the ``padding`` field of
+# EfficientNet and MobileNet v1/v2/v3). "symmetric": (k - 1) // 2 * dilation on every side,
+# torch's Conv2d(padding=k // 2), so torchvision's weights reproduce. "tf_same": TensorFlow's
+# "SAME": the total padding max((ceil(n / s) - 1) * s + k - n, 0) split with the odd pixel at the
+# bottom/right, so a stride-2 3x3 on an even input pads (0, 1) where symmetric pads (1, 1):
+# weights trained in TensorFlow (EfficientNet-Lite, TF-slim's MobileNet v1, timm's "tf_" ports)
+# reproduce only with it.
+PADDINGS = ("symmetric", "tf_same")
+
+
+def check_padding(padding: str) -> str:
+    """Returns ``padding`` if it is one of :data:`PADDINGS`, else raises naming the choices."""
+    if padding not in PADDINGS:
+        raise ValueError(f"padding={padding!r} is not one of {PADDINGS}.")
+    return padding
+
+
+def conv_padding(
+    kernel_size: tuple[int, ...], *, padding: str, dilation: int | tuple[int, ...] = 1
+) -> Any:
+    """The ``nn.Conv`` padding argument of a padding mode for a kernel of ``kernel_size``.
+
+    ``"tf_same"`` is lax's ``"SAME"``, which splits the padding exactly as TensorFlow does (the
+    extra pixel low = total // 2, high = total - low), computed from the input size at trace time.
+    """
+    check_padding(padding)
+    if padding == "tf_same":
+        return "SAME"
+    dilations = (dilation,) * len(kernel_size) if isinstance(dilation, int) else dilation
+    return tuple(((k - 1) // 2 * d, (k - 1) // 2 * d) for k, d in zip(kernel_size, dilations))
+
+
+def _padded_conv(
+    conv: ModuleDef,
+    mode: str,
+    features: int,
+    kernel_size: tuple[int, ...],
+    *,
+    strides: int | tuple[int, ...] = 1,
+    padding: Any = None,
+    feature_group_count: int = 1,
+    kernel_dilation: int | tuple[int, ...] = 1,
+    name: str | None = None,
+) -> nn.Module:
+    # An explicit ``padding`` (e.g. "VALID" for a patchify stem) wins over the bound mode.
+    if padding is None:
+        padding = conv_padding(kernel_size, padding=mode, dilation=kernel_dilation)
+    return conv(
+        features=features,
+        kernel_size=kernel_size,
+        strides=strides,
+        padding=padding,
+        feature_group_count=feature_group_count,
+        kernel_dilation=kernel_dilation,
+        name=name,
+    )
+
+
 def bind_conv(
-    conv: ModuleDef, *, dtype: jnp.dtype, use_bias: bool = False, kernel_init: Any = None
+    conv: ModuleDef,
+    *,
+    dtype: jnp.dtype,
+    use_bias: bool = False,
+    kernel_init: Any = None,
+    padding: str = "symmetric",
 ) -> ModuleDef:
-    """Binds a convolution to the compute dtype, float32 parameters and torchvision's init."""
-    return functools.partial(
+    """Binds a convolution to the compute dtype, float32 parameters, torchvision's init and a
+    padding mode (:data:`PADDINGS`).
+
+    The bound conv is called like ``nn.Conv`` (``features, kernel_size, strides=...,
+    feature_group_count=..., name=...``); without a ``padding`` argument it pads by the bound mode,
+    with one it pads as told.
+    """
+    bound = functools.partial(
         conv,
         use_bias=use_bias,
         dtype=dtype,
         param_dtype=jnp.float32,
         kernel_init=conv_kernel_init if kernel_init is None else kernel_init,
     )
+    return functools.partial(_padded_conv, bound, check_padding(padding))
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -143,12 +213,12 @@ class ConvBN(nn.Module):
     Attributes:
       features: output channels.
       kernel_size: square kernel size.
-      conv: bound convolution (see :func:`bind_conv`).
+      conv: bound convolution (see :func:`bind_conv`), which pads by its padding mode.
       norm: bound normalisation (see :func:`bind_norm`).
       strides: square stride.
       groups: feature groups (``features`` = depthwise when equal to the input channels).
       activation: activation, or ``None`` for a linear output (MobileNet v2's projection).
-      padding: symmetric padding per side; ``None`` takes ``(kernel_size - 1) // 2``.
+      padding: explicit symmetric padding per side; ``None`` leaves it to the bound conv's mode.
     """
 
     features: int
@@ -162,14 +232,12 @@ class ConvBN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        # Symmetric padding of k // 2, as torchvision's Conv2dNormActivation uses; "SAME" would
-        # pad asymmetrically at stride 2 and break numerical parity.
-        pad = (self.kernel_size - 1) // 2 if self.padding is None else self.padding
+        pad = None if self.padding is None else ((self.padding,) * 2,) * 2
         x = self.conv(
-            features=self.features,
-            kernel_size=(self.kernel_size, self.kernel_size),
+            self.features,
+            (self.kernel_size, self.kernel_size),
             strides=(self.strides, self.strides),
-            padding=((pad, pad), (pad, pad)),
+            padding=pad,
             feature_group_count=self.groups,
             name="conv",
         )(x)

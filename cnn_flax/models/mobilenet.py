@@ -4,7 +4,8 @@ MobileNet v1 ("MobileNets: Efficient Convolutional Neural Networks for Mobile Vi
 Applications") stacks depthwise-separable convolutions: a 3x3 depthwise convolution and a 1x1
 pointwise convolution, each followed by BatchNorm and ReLU (the paper's Table 1 and Fig. 3).
 torchvision has no MobileNet v1, so the variants are checked against the paper's parameter counts
-(Table 4 and Table 6).
+(Table 4 and Table 6). Its reference weights are TF-slim's, so it pads like TensorFlow's "SAME" by
+default (``padding="tf_same"``).
 
 MobileNet v2 ("MobileNetV2: Inverted Residuals and Linear Bottlenecks") is torchvision's
 ``mobilenet_v2``, number for number: inverted residual blocks with ReLU6 and linear bottlenecks,
@@ -20,7 +21,12 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
-from cnn_flax.models.inverted_residual import InvertedResidual, MBConvSpec, torchvision_v2_block
+from cnn_flax.models.inverted_residual import (
+    InvertedResidual,
+    MBConvSpec,
+    timm_stages,
+    torchvision_v2_block,
+)
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
 from cnn_flax.weights import StateDictReader
 
@@ -81,6 +87,8 @@ class MobileNetV1(nn.Module):
       conv: convolution module.
       norm: normalisation module.
       activation: activation after every BatchNorm.
+      padding: convolution padding (:data:`cnn_flax.models.layers.PADDINGS`); TF "SAME"
+        (``"tf_same"``) by default, as the TF-slim reference whose weights MobileNet v1 has.
     """
 
     num_classes: int = 1000
@@ -95,13 +103,14 @@ class MobileNetV1(nn.Module):
     conv: layers.ModuleDef = nn.Conv
     norm: layers.ModuleDef = nn.BatchNorm
     activation: layers.Activation = nn.relu
+    padding: str = "tf_same"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         if not 0.0 < self.width_mult <= 4.0:
             raise ValueError(f"MobileNetV1 width_mult must be in (0, 4], got {self.width_mult}.")
         layers.check_rate("dropout", self.dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype)
+        conv = layers.bind_conv(self.conv, dtype=self.dtype, padding=self.padding)
         norm = layers.bind_norm(
             self.norm,
             train=train,
@@ -192,6 +201,8 @@ class MobileNetV2(nn.Module):
       conv: convolution module.
       norm: normalisation module.
       activation: ReLU6, chosen in the paper for low-precision robustness.
+      padding: convolution padding (:data:`cnn_flax.models.layers.PADDINGS`): ``"symmetric"`` as
+        torchvision, ``"tf_same"`` for weights trained in TensorFlow.
     """
 
     num_classes: int = 1000
@@ -207,11 +218,12 @@ class MobileNetV2(nn.Module):
     conv: layers.ModuleDef = nn.Conv
     norm: layers.ModuleDef = nn.BatchNorm
     activation: layers.Activation = jax.nn.relu6
+    padding: str = "symmetric"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("dropout", self.dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype)
+        conv = layers.bind_conv(self.conv, dtype=self.dtype, padding=self.padding)
         norm = layers.bind_norm(
             self.norm,
             train=train,
@@ -277,12 +289,27 @@ def v2_from_torchvision(name: str, sd: StateDictReader) -> dict:
     return {"params": params, "batch_stats": stats}
 
 
+def v2_from_timm(name: str, sd: StateDictReader) -> dict:
+    """timm ``mobilenetv2_100`` state dict -> cnn_flax variables (timm's blocks are by stage)."""
+    if name != "mobilenet_v2":
+        raise ValueError(f"No timm mapping for {name!r}; only mobilenet_v2 has one.")
+    params, stats = {}, {}
+    params["stem"], stats["stem"] = sd.conv_bn("conv_stem", "bn1")
+    blocks = [block for stage in timm_stages(sd) for block in stage]
+    for k, (block_params, block_stats) in enumerate(blocks, start=1):
+        params[f"block{k}"], stats[f"block{k}"] = block_params, block_stats
+    params["head_conv"], stats["head_conv"] = sd.conv_bn("conv_head", "bn2")
+    params["head"] = sd.dense("classifier")
+    return {"params": params, "batch_stats": stats}
+
+
 _V1_REF = "Howard et al. 2017, MobileNets (Table 6 width multipliers; Table 4 full convolution)"
 _TF_TPU = "TF TPU reference recipe (RMSProp, exponential decay, EMA; tensorflow/tpu mnasnet)"
 FAMILY = Family(
     name="mobilenet",
     reference=_V1_REF,
-    mappings={"torchvision": v2_from_torchvision},
+    # timm's mobilenetv1_100 is another network (ReLU6), so v1 has no timm mapping.
+    mappings={"torchvision": v2_from_torchvision, "timm": v2_from_timm},
     # The v1 and v2 papers' weight decay 4e-5 (Howard et al. 2017; Sandler et al. 2018, sec.
     # 6.1) and no AutoAugment; dropout is the model's own default (v1 0.001, v2 0.2).
     recipe=Recipe(

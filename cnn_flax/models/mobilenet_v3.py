@@ -18,9 +18,13 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
-from cnn_flax.models.inverted_residual import InvertedResidual, torchvision_sequential_block
+from cnn_flax.models.inverted_residual import (
+    InvertedResidual,
+    timm_stages,
+    torchvision_sequential_block,
+)
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
-from cnn_flax.weights import StateDictReader
+from cnn_flax.weights import StateDictReader, dense_kernel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +106,8 @@ class MobileNetV3(nn.Module):
       conv: convolution module.
       norm: normalisation module.
       activation: the "HS" activation (hard-swish); "RE" blocks use ReLU.
+      padding: convolution padding (:data:`cnn_flax.models.layers.PADDINGS`): ``"symmetric"`` as
+        torchvision, ``"tf_same"`` for weights trained in TensorFlow.
     """
 
     num_classes: int = 1000
@@ -116,11 +122,12 @@ class MobileNetV3(nn.Module):
     conv: layers.ModuleDef = nn.Conv
     norm: layers.ModuleDef = nn.BatchNorm
     activation: layers.Activation = layers.hard_swish
+    padding: str = "symmetric"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("dropout", self.dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype)
+        conv = layers.bind_conv(self.conv, dtype=self.dtype, padding=self.padding)
         norm = layers.bind_norm(
             self.norm,
             train=train,
@@ -191,11 +198,34 @@ def from_torchvision(name: str, sd: StateDictReader) -> dict:
     return {"params": params, "batch_stats": stats}
 
 
+def from_timm(name: str, sd: StateDictReader) -> dict:
+    """timm MobileNet v3 state dict (``mobilenetv3_*_100``, ``tf_mobilenetv3_*_100``).
+
+    timm ends the blocks with a 1x1 ``ConvBnAct`` (our ``head_conv``) and, after pooling, a 1x1
+    ``conv_head`` with a bias, the hidden classifier layer (our dense ``head_fc``). Its own
+    weights use PyTorch's BatchNorm epsilon 1e-5 and the TF ports ("tf_") TF's padding and 1e-3,
+    which :func:`cnn_flax.weights.load` reads off timm's file names.
+    """
+    del name
+    params, stats = {}, {}
+    params["stem"], stats["stem"] = sd.conv_bn("conv_stem", "bn1")
+    stages = timm_stages(sd)
+    blocks = [block for stage in stages for block in stage]
+    for k, (block_params, block_stats) in enumerate(blocks, start=1):
+        params[f"block{k}"], stats[f"block{k}"] = block_params, block_stats
+    last = f"blocks.{len(stages)}.0"
+    params["head_conv"], stats["head_conv"] = sd.conv_bn(f"{last}.conv", f"{last}.bn1")
+    fc = sd("conv_head.weight")
+    params["head_fc"] = {"kernel": dense_kernel(fc[:, :, 0, 0]), "bias": sd("conv_head.bias")}
+    params["head"] = sd.dense("classifier")
+    return {"params": params, "batch_stats": stats}
+
+
 _REF = "Howard et al. 2019, Searching for MobileNetV3; torchvision"
 FAMILY = Family(
     name="mobilenet_v3",
     reference=_REF,
-    mappings={"torchvision": from_torchvision},
+    mappings={"torchvision": from_torchvision, "timm": from_timm},
     # torchvision trained its V3 weights with AutoAugment, so v3 uses policy v0 on top of the
     # TF TPU recipe (the paper's Sec. 6.1 trains without it).
     recipe=Recipe(

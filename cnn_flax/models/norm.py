@@ -100,21 +100,63 @@ def per_device_batch_norm(model: nn.Module, num_groups: int) -> nn.Module:
     arguments. Models without BatchNorm (ViT, ConvNeXt) come back unchanged, as does any model
     when ``num_groups`` is 1.
     """
-    from cnn_flax.models.layers import is_batch_norm
-
     if num_groups <= 1:
         return model
+    return _swap_batch_norm(model, functools.partial(GroupBatchNorm, num_groups=num_groups))
+
+
+class FrozenBatchNorm(nn.BatchNorm):
+    """``nn.BatchNorm`` that always normalises with its running statistics and never updates them.
+
+    For fine-tuning on small batches (and the frozen backbone of a linear probe): the pretrained
+    statistics stay as they are in training too, so a train-mode forward normalises exactly as an
+    eval-mode ``nn.BatchNorm`` does, while dropout and stochastic depth still train. Same parameter
+    and statistic names and shapes as ``nn.BatchNorm``, so checkpoints move freely between them.
+    """
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        use_running_average: bool | None = None,
+        *,
+        mask: jax.Array | None = None,
+    ) -> jax.Array:
+        del use_running_average  # always the running statistics
+        if mask is not None:
+            raise NotImplementedError("FrozenBatchNorm does not support masks.")
+        if self.axis not in (-1, x.ndim - 1):
+            raise NotImplementedError(f"FrozenBatchNorm normalises the last axis, got {self.axis}.")
+        features = x.shape[-1]
+        mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32).value
+        var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32).value
+        y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + self.epsilon)
+        if self.use_scale:
+            y = y * self.param("scale", self.scale_init, (features,), self.param_dtype)
+        if self.use_bias:
+            y = y + self.param("bias", self.bias_init, (features,), self.param_dtype)
+        return y.astype(self.dtype if self.dtype is not None else x.dtype)
+
+
+def frozen_batch_norm(model: nn.Module) -> nn.Module:
+    """``model`` with every BatchNorm (found by type, as above) a :class:`FrozenBatchNorm`."""
+    return _swap_batch_norm(model, FrozenBatchNorm)
+
+
+def _swap_batch_norm(model: nn.Module, replacement) -> nn.Module:
+    from cnn_flax.models.layers import is_batch_norm
+
     swaps = {}
     for field in dataclasses.fields(model):
         value = getattr(model, field.name, None)
         if field.name not in ("parent", "name") and is_batch_norm(value):
-            swaps[field.name] = _as_group_norm(value, num_groups)
+            swaps[field.name] = _rebuilt(value, replacement)
     return model.clone(**swaps) if swaps else model
 
 
-def _as_group_norm(norm, num_groups: int):
-    """The same BatchNorm definition, built as a GroupBatchNorm with ``num_groups`` groups."""
+def _rebuilt(norm, replacement):
+    """The same BatchNorm definition (a class or partials of one) built as ``replacement``."""
     if isinstance(norm, functools.partial):
-        inner = _as_group_norm(norm.func, num_groups)
+        inner = _rebuilt(norm.func, replacement)
         return functools.partial(inner, *norm.args, **norm.keywords)
-    return functools.partial(GroupBatchNorm, num_groups=num_groups)
+    return replacement

@@ -23,6 +23,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnn_flax.models.layers import IMAGENET_MEAN, IMAGENET_STD
+
 # A weight mapping turns a state dict (read through ``cnn_flax.weights.StateDictReader``) into
 # ``{"params": ..., "batch_stats": ...}`` for the named variant.
 WeightMapping = Callable[[str, Any], dict]
@@ -93,6 +95,10 @@ class Weights:
         labels them "GFLOPS").
       overrides: model overrides these weights need (e.g. GoogLeNet's ``transform_input``).
       recipe: key of the variant's recipe that trained them (``""``: the default one).
+      mean: per-channel mean the inputs are normalised with, on the [0, 1] scale (the model
+        contract's ImageNet mean unless the weights were trained otherwise).
+      std: per-channel standard deviation, on the same scale.
+      sha256: SHA-256 of the published file, by which a file is recognised as these weights.
     """
 
     source: str
@@ -104,9 +110,14 @@ class Weights:
     gmacs: float | None = None
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     recipe: str = ""
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    sha256: str = ""
 
     def __post_init__(self):
         object.__setattr__(self, "overrides", _frozen(self.overrides))
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"{self.tag}: mean and std need 3 channels, std > 0.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +211,10 @@ class ModelInfo:
             if source is None or w.source == source:
                 return w
         return None
+
+    def weights_with_sha256(self, sha256: str) -> Weights | None:
+        """The published weight set whose file has this SHA-256, or ``None``."""
+        return next((w for w in self.weights if w.sha256 and w.sha256 == sha256), None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -328,7 +328,9 @@ _TV_V1 = "torchvision IMAGENET1K_V1 (trained with the older step recipe)"
 FAMILY = Family(
     name="resnet",
     reference=_PAPER,
-    mappings={"torchvision": from_torchvision},
+    # timm's ResNets (resnet18 ... resnet152, resnext50_32x4d, wide_resnet50_2) are torchvision's
+    # networks under torchvision's names.
+    mappings={"torchvision": from_torchvision, "timm": from_torchvision},
     recipe=Recipe(
         base="resnet_cosine",
         source="SGD Nesterov, lr 0.1 x B/256, 5 warm-up epochs + cosine, wd 1e-4 off BN/biases, "

@@ -54,9 +54,10 @@ class StateDictReader:
 
     def __call__(self, key: str) -> np.ndarray:
         if key not in self._sd:
+            near = [k for k in self._sd if k.split(".")[0] == key.split(".")[0]][:8]
             raise KeyError(
-                f"The state dict has no {key!r}; is it from the matching torchvision model? "
-                f"Keys near it: {[k for k in self._sd if k.split('.')[0] == key.split('.')[0]][:8]}"
+                f"The state dict has no {key!r}; is it from the matching model and format? "
+                f"Keys near it: {near or sorted(self._sd)[:8]}"
             )
         self._used.add(key)
         return self._sd[key]

@@ -65,6 +65,14 @@ def build_torchvision(
     kwargs = dict(TORCHVISION_KWARGS.get(name, {}))
     kwargs.update(AT_RESOLUTION.get(info.family, lambda res: {})(resolution))
     model = torchvision.models.get_model(info.torchvision, weights=None, **kwargs)
+    return realistic_random(model, seed=seed, resolution=resolution)
+
+
+def realistic_random(
+    model: torch.nn.Module, *, seed: int = 0, resolution: int | None = None
+) -> torch.nn.Module:
+    """Any torch classifier (torchvision's, timm's) randomised as :func:`build_torchvision` says,
+    in eval mode."""
     randomise_constants(model, seed=seed + 2)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     gen = torch.Generator().manual_seed(seed + 1)

@@ -63,3 +63,49 @@ def test_indivisible_batch_is_refused():
     v = mine.init(jax.random.key(1), X, use_running_average=False)
     with pytest.raises(ValueError, match="not divisible into 3 groups"):
         _apply(mine, v, X)
+
+
+def test_frozen_batch_norm_in_training_is_batch_norm_in_evaluation():
+    """FrozenBatchNorm normalises with the running statistics in train mode and never updates
+    them: the same outputs as an eval-mode nn.BatchNorm, and the same variables."""
+    from cnn_flax.models.norm import FrozenBatchNorm
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 3, 5)).astype(np.float32) * 2 + 1
+    variables = {
+        "params": {
+            "scale": rng.uniform(0.5, 1.5, 5).astype(np.float32),
+            "bias": rng.standard_normal(5).astype(np.float32),
+        },
+        "batch_stats": {
+            "mean": rng.standard_normal(5).astype(np.float32),
+            "var": rng.uniform(0.5, 2.0, 5).astype(np.float32),
+        },
+    }
+    reference = nn.BatchNorm(use_running_average=True, epsilon=1e-3).apply(variables, x)
+    frozen = FrozenBatchNorm(use_running_average=False, epsilon=1e-3)
+    out, updates = frozen.apply(variables, x, mutable=["batch_stats"])
+    np.testing.assert_allclose(out, reference, rtol=1e-6, atol=1e-6)
+    for key in ("mean", "var"):
+        np.testing.assert_array_equal(updates["batch_stats"][key], variables["batch_stats"][key])
+    shapes = lambda tree: jax.tree.map(np.shape, tree)  # noqa: E731
+    init = jax.eval_shape(lambda: frozen.init(jax.random.key(0), x))
+    assert shapes(init) == shapes(variables)
+
+
+def test_frozen_batch_norm_swaps_every_batch_norm_by_type():
+    from cnn_flax.models import create_model
+    from cnn_flax.models.norm import FrozenBatchNorm, frozen_batch_norm
+
+    model = frozen_batch_norm(create_model("mobilenet_v3_small", bn_epsilon=0.0123))
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    seen = []
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+            seen.append((type(context.module), context.module.epsilon))
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=True))
+    assert seen and all(t is FrozenBatchNorm and eps == 0.0123 for t, eps in seen)
