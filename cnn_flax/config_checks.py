@@ -226,7 +226,9 @@ def _check_optimizer(config: ml_collections.ConfigDict) -> None:
     from cnn_flax import optim
 
     _choice(config, "optimizer.name", optim.OPTIMIZERS)
-    _number(config, "optimizer.lr", low=0.0, low_open=True)
+    # 0 is allowed: the run keeps its initial (or loaded) weights and only BatchNorm statistics
+    # move, which recalibrates pretrained weights on new data.
+    _number(config, "optimizer.lr", low=0.0)
     _choice(config, "optimizer.lr_scaling", optim.LR_SCALINGS)
     for key in ("momentum", "b1", "b2", "rmsprop_decay"):
         _number(config, f"optimizer.{key}", low=0.0, high=1.0, high_open=True)
@@ -309,6 +311,12 @@ def _check_finetune(config: ml_collections.ConfigDict) -> None:
 
     _text(config, "init_from", none_means="random initialisation")
     _text(config, "finetune.weights_format", none_means="detected from the file's keys")
+    if config.finetune.weights_format:
+        from cnn_flax.models import list_models
+        from cnn_flax.weights import formats_for
+
+        if config.model in list_models():  # an unknown model is reported where it is built
+            _choice(config, "finetune.weights_format", formats_for(config.model))
     _boolean(config, "finetune.reset_head")
     _choice(config, "finetune.trainable", TRAINABLE)
     _boolean(config, "finetune.freeze_bn_stats")

@@ -54,8 +54,8 @@ def test_every_recipe_passes():
         ({"ema_warmup": True, "ema_copy_in_warmup": True}, r"two warm-ups of the EMA"),
         ({"finetune__trainable": "backbone"}, r"finetune.trainable='backbone'"),
         ({"finetune__backbone_lr_mult": -1.0}, r"finetune.backbone_lr_mult=-1.0"),
-        ({"finetune__reset_head": "yes"}, r"finetune.reset_head='yes'"),
-        ({"init_from": 3}, r"init_from=3"),
+        ({"finetune__weights_format": "keras"}, r"finetune.weights_format='keras' is not one"),
+        ({"optimizer__lr": -0.1}, r"optimizer.lr=-0.1"),
     ],
 )
 def test_bad_values_name_their_field(changes, message):

@@ -318,7 +318,8 @@ def test_loss_scale_shrinks_on_overflow_and_grows_after_interval():
 
 
 def _one_update(config, params, grads):
-    tx = optim.create_optimizer(config, steps_per_epoch=10, total_steps=100)
+    config.total_steps = 100
+    tx = optim.create_optimizer(config, make_run_plan(config, num_train=10 * config.batch_size))
     updates, _ = tx.update(grads, tx.init(params), params)
     return jax.tree.map(np.asarray, updates)
 
