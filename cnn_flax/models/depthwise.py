@@ -480,3 +480,24 @@ class Conv(nn.Conv):
         if self.dense == "taps" and groups == 1 and non_negative:
             return "dense", strides, pads
         return None
+
+
+# Named choices for a model's ``conv`` field. "cpu" is what measured fastest on XLA:CPU
+# (benchmarks/RESULTS.md); "shift" changes only the depthwise convolutions, the candidate for
+# GPUs, where cuDNN runs dense convolutions well; "xla" is nn.Conv's behaviour.
+PRESETS: dict[str, dict[str, object]] = {
+    "xla": dict(depthwise="xla", pointwise="xla", dense="xla"),
+    "shift": dict(depthwise="shift", pointwise="xla", dense="xla"),
+    "cpu": dict(depthwise="shift", depthwise_grad_chunk=1, pointwise="dot", dense="taps"),
+}
+
+
+def conv_preset(name: str) -> functools.partial:
+    """``Conv`` bound to the implementations of preset ``name`` (a key of :data:`PRESETS`).
+
+    Raises:
+      ValueError: for an unknown name.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"Unknown convolution preset {name!r}; choose one of {sorted(PRESETS)}.")
+    return functools.partial(Conv, **PRESETS[name])
