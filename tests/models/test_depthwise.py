@@ -183,8 +183,10 @@ CASES = {
     "depthwise_5x5_symmetric": (dict(kernel_size=(5, 5), padding=((2, 2), (2, 2))), 8, 0),
     "pointwise_stride2": (dict(kernel_size=(1, 1), strides=2, padding=((0, 0), (0, 0))), 6, 0),
     # taps: XLA's forward and input gradient, matrix products for the kernel gradient
-    "dense_3x3": (dict(kernel_size=(3, 3), padding=((1, 1), (1, 1))), 6, 2),
-    "dense_7x7_stride2": (dict(kernel_size=(7, 7), strides=2, padding=3), 3, 2),
+    "dense_3x3": (dict(kernel_size=(3, 3), padding=((1, 1), (1, 1))), 16, 2),
+    "dense_7x7_stride2": (dict(kernel_size=(7, 7), strides=2, padding=3), 16, 2),
+    # an RGB stem: too few input channels for per-tap products, nn.Conv
+    "rgb_stem_7x7_stride2": (dict(kernel_size=(7, 7), strides=2, padding=3), 3, 3),
     # grouped (not depthwise): nn.Conv, three XLA convolutions
     "grouped_3x3": (dict(kernel_size=(3, 3), padding=1, feature_group_count=2), 6, 3),
 }
