@@ -28,8 +28,13 @@ import ml_collections
 def resolve_config(
     *, config_name: str | None, workdir: str | None, overrides: Sequence[str]
 ) -> ml_collections.ConfigDict:
-    """The eval config: ``--config`` if given, else the workdir's ``config.json``; + overrides."""
+    """The eval config: ``--config`` if given, else the workdir's ``config.json``; + overrides.
+
+    Raises:
+      ValueError: an unknown config, a bad override or a bad field (:mod:`cnn_flax.config_checks`).
+    """
     from cnn_flax import configs
+    from cnn_flax.config_checks import check_config
 
     if config_name:
         config = configs.get_config(config_name)
@@ -39,7 +44,9 @@ def resolve_config(
         _merge(config, saved)
     else:
         raise ValueError("Pass --config=NAME_OR_PATH (the workdir holds no config.json).")
-    return configs.apply_overrides(config, list(overrides))
+    config = configs.apply_overrides(config, list(overrides))
+    check_config(config)
+    return config
 
 
 def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:
@@ -64,7 +71,9 @@ def evaluate(
       ``{"top1", "top5", "loss", "num_examples"}`` and, when the checkpoint has EMA weights, the
       same with an ``ema_`` prefix.
     """
-    from cnn_flax import checkpoint, parallel, trainer
+    from cnn_flax import checkpoint, parallel
+    from cnn_flax.eval_loop import Evaluator
+    from cnn_flax.model_builder import build_model
 
     if data_source is None:
         from cnn_flax import data as data_source
@@ -82,10 +91,14 @@ def evaluate(
             config.model_overrides[key] = tuple(value) if isinstance(value, list) else value
     config.bn_mode = "global"  # evaluation uses running statistics; BN mode does not matter
     mesh = parallel.create_mesh()
-    config.batch_size = _eval_batch_size(int(config.batch_size), mesh.size)
-    model = trainer.build_model(config, num_classes=num_classes, num_devices=mesh.size)
-    evaluator = trainer.Evaluator(
-        config, model, num_classes=num_classes, mesh=mesh, data_module=data_source
+    model = build_model(config, num_classes=num_classes, num_devices=mesh.size)
+    evaluator = Evaluator(
+        model,
+        config=config,
+        num_classes=num_classes,
+        mesh=mesh,
+        data_source=data_source,
+        batch_size=_eval_batch_size(int(config.batch_size), mesh.size),
     )
     results = {}
     for prefix, ema in (("", False), ("ema_", True)):

@@ -78,16 +78,21 @@ def topk_correct(
       mask: optional ``[B]``; masked examples count neither as correct nor in ``count``.
 
     Returns:
-      ``(correct, count)`` as float32 scalars. Ties with the k-th logit count as correct.
+      ``(correct, count)`` as float32 scalars. Ties are broken by class index, as ``argmax`` and
+      ``top_k`` break them (the lower index ranks first), so a classifier whose logits are all
+      equal is right only for class 0, not for every example; a row with a non-finite logit is
+      wrong (a NaN compares false with everything and would otherwise rank first).
     """
     if labels.ndim == 2:
         labels = jnp.argmax(labels, axis=-1)
     logits = logits.astype(jnp.float32)
     if not 1 <= k <= logits.shape[-1]:
         raise ValueError(f"k={k} must be between 1 and the number of classes {logits.shape[-1]}.")
-    label_logit = jnp.take_along_axis(logits, labels[:, None].astype(jnp.int32), axis=-1)
-    # The label is in the top k iff fewer than k classes score strictly higher.
-    higher = jnp.sum(logits > label_logit, axis=-1)
-    correct = (higher < k).astype(jnp.float32)
+    labels = labels.astype(jnp.int32)
+    label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+    # The label's rank: classes scoring strictly higher, plus equal ones with a lower index.
+    before = jnp.arange(logits.shape[-1])[None, :] < labels[:, None]
+    rank = jnp.sum(logits > label_logit, axis=-1) + jnp.sum((logits == label_logit) & before, -1)
+    correct = ((rank < k) & jnp.all(jnp.isfinite(logits), axis=-1)).astype(jnp.float32)
     weights = _mask_or_ones(mask, logits.shape[0])
     return jnp.sum(correct * weights), jnp.sum(weights)

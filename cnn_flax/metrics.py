@@ -9,6 +9,7 @@ caught at the next log and pinned to its exact step.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -136,17 +137,27 @@ def _jsonable(value: float) -> float | str:
 
 
 class ProgressBar:
-    """A tqdm bar over optimizer steps showing loss, images/s, step time and ETA (process 0)."""
+    """A tqdm bar over steps showing loss, images/s, step time and MFU (process 0).
+
+    The bar appears after the first step: that step carries the compilation, and a rate or ETA
+    that counted it would be wrong for minutes. Messages before then are printed as lines.
+    """
 
     def __init__(self, *, total: int, initial: int, enabled: bool = True):
+        self._total = total
+        self._n = initial
+        self._enabled = enabled
         self._bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
     def update(self, n: int = 1) -> None:
-        if self._bar is not None:
+        self._n += n
+        if not self._enabled:
+            return
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self._total, initial=self._n, unit="step", dynamic_ncols=True)
+        else:
             self._bar.update(n)
 
     def show(self, scalars: Mapping[str, float]) -> None:
@@ -178,32 +189,6 @@ class ProgressBar:
 
 # --- throughput and model FLOPs utilisation -------------------------------------------------------
 
-# Dense peak FLOP/s per chip for 16-bit matmuls (float32 runs lower; MFU is then a lower bound of
-# the achievable share). Vendor data sheets.
-_PEAK_FLOPS = (
-    ("H200", 989e12),
-    ("H100", 989e12),
-    ("A100", 312e12),
-    ("L4", 121e12),
-    ("A10", 125e12),
-    ("V100", 125e12),
-    ("TPU v6", 918e12),
-    ("TPU v5p", 459e12),
-    ("TPU v5 lite", 197e12),
-    ("TPU v5e", 197e12),
-    ("TPU v4", 275e12),
-    ("TPU v3", 123e12),
-)
-
-
-def peak_flops_per_device(device: jax.Device | None = None) -> float | None:
-    """The device's peak FLOP/s from a small table, or ``None`` (CPU, unknown accelerators)."""
-    kind = (device or jax.devices()[0]).device_kind
-    for name, flops in _PEAK_FLOPS:
-        if name.lower() in kind.lower():
-            return flops
-    return None
-
 
 def step_flops_per_device(lowered: Any, fn: Callable, *args: Any, num_devices: int) -> float | None:
     """FLOPs one device executes per step, for MFU: the lowered (global, not yet partitioned)
@@ -220,25 +205,62 @@ def step_flops_per_device(lowered: Any, fn: Callable, *args: Any, num_devices: i
     return flops / num_devices if flops > 0 else None
 
 
-def throughput(
-    *,
-    steps: int,
-    seconds: float,
-    global_batch: int,
-    flops_per_device_step: float | None,
-    peak_per_device: float | None,
-    num_devices: int,
-) -> dict[str, float]:
-    """Images/s, step time and MFU (or achieved GFLOP/s where the peak is unknown)."""
-    if steps <= 0 or seconds <= 0:
-        return {}
-    out = {
-        "img_per_s": steps * global_batch / seconds,
-        "step_time_ms": 1000.0 * seconds / steps,
-    }
-    if flops_per_device_step:
-        achieved_per_device = flops_per_device_step * steps / seconds
-        out["gflops_per_s"] = achieved_per_device * num_devices / 1e9
-        if peak_per_device:
-            out["mfu"] = achieved_per_device / peak_per_device
-    return out
+@dataclasses.dataclass(frozen=True)
+class Throughput:
+    """Images/s, step time and MFU of a run's logging intervals.
+
+    MFU uses the one peak table (:mod:`cnn_flax.perf.peaks`) in the run's compute dtype and the
+    benchmark's formula (:func:`cnn_flax.perf.rates.mfu`), so the trainer and the benchmark report
+    the same MFU for the same FLOPs, time, device and dtype.
+
+    Attributes:
+      global_batch: examples per step over all devices.
+      num_devices: devices of the mesh.
+      flops_per_device_step: FLOPs one device runs per step, or ``None`` when not counted.
+      peak_per_device: dense peak FLOP/s of one device in the run's dtype, or ``None``.
+    """
+
+    global_batch: int
+    num_devices: int
+    flops_per_device_step: float | None
+    peak_per_device: float | None
+
+    @classmethod
+    def for_run(
+        cls,
+        *,
+        device_kind: str,
+        dtype: str,
+        global_batch: int,
+        num_devices: int,
+        flops_per_device_step: float | None,
+    ) -> Throughput:
+        """The meter of a run on ``num_devices`` of ``device_kind``, computing in ``dtype``."""
+        from cnn_flax.perf import peaks
+
+        return cls(
+            global_batch=global_batch,
+            num_devices=num_devices,
+            flops_per_device_step=flops_per_device_step,
+            peak_per_device=peaks.peak_flops(device_kind, dtype),
+        )
+
+    def scalars(self, *, steps: int, seconds: float) -> dict[str, float]:
+        """``img_per_s``, ``step_time_ms`` and, when FLOPs are counted, ``gflops_per_s`` and
+        ``mfu`` (only where the peak is known) of ``steps`` steps that took ``seconds``."""
+        from cnn_flax.perf import rates
+
+        if steps <= 0 or seconds <= 0:
+            return {}
+        step_s = seconds / steps
+        out = {
+            "img_per_s": rates.images_per_second(self.global_batch, step_s),
+            "step_time_ms": 1000.0 * step_s,
+        }
+        if self.flops_per_device_step:
+            per_device = rates.achieved_flops_per_second(self.flops_per_device_step, step_s)
+            out["gflops_per_s"] = per_device * self.num_devices / 1e9
+            mfu = rates.mfu(self.flops_per_device_step, step_s, self.peak_per_device)
+            if mfu is not None:
+                out["mfu"] = mfu
+        return out

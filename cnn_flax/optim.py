@@ -5,9 +5,12 @@ Everything is built from ``config.optimizer`` and ``config.schedule`` (see
 
 * Peak learning rate = ``optimizer.lr * batch_size / 256`` (the linear scaling rule of Goyal et
   al. 2017, "Accurate, Large Minibatch SGD"), or ``optimizer.lr`` when ``lr_scaling == "none"``.
-* ``steps_per_epoch`` and ``total_steps`` count optimiser UPDATES, one per ``batch_size``
-  examples. With ``grad_accum_steps = k`` the trainer feeds ``k`` micro-batches of
-  ``batch_size // k`` per update and :class:`optax.MultiSteps` applies the update on the k-th.
+* Steps are counted in optimiser UPDATES, one per ``batch_size`` examples (the
+  :class:`cnn_flax.run_plan.RunPlan`). With ``grad_accum_steps = k`` the trainer feeds ``k``
+  micro-batches of ``batch_size // k`` per update and :class:`optax.MultiSteps` applies the
+  update on the k-th.
+* The names each field accepts are the keys of this module's tables (``OPTIMIZERS``,
+  ``SCHEDULES``, ...); :mod:`cnn_flax.config_checks` refuses any other before this code runs.
 * Weight decay is the coupled L2 term of the reference frameworks (added to the gradient before
   momentum, as PyTorch's SGD and TF's ``l2_loss``) for sgd and rmsprop, and decoupled for adamw,
   lars and lamb, as those optimisers are defined.
@@ -15,7 +18,6 @@ Everything is built from ``config.optimizer`` and ``config.schedule`` (see
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -26,38 +28,90 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from cnn_flax.run_plan import RunPlan
+
 PyTree = Any
 
 # ----------------------------------------------------------------------------- schedules
 
+LR_SCALINGS = ("linear", "none")
+WARMUP_SHAPES = ("linear", "constant")
 
-def peak_learning_rate(config: ml_collections.ConfigDict) -> float:
-    """``optimizer.lr`` scaled to ``batch_size`` (linear rule) unless ``lr_scaling == "none"``."""
-    scaling = config.optimizer.lr_scaling
-    if scaling == "linear":
-        return config.optimizer.lr * config.batch_size / 256
-    if scaling == "none":
+
+def peak_learning_rate(config: ml_collections.ConfigDict, plan: RunPlan) -> float:
+    """``optimizer.lr`` scaled to the global batch (linear rule) unless ``lr_scaling == "none"``."""
+    if config.optimizer.lr_scaling == "none":
         return config.optimizer.lr
-    raise ValueError(f"optimizer.lr_scaling={scaling!r} is unknown; use 'linear' or 'none'.")
+    return config.optimizer.lr * plan.global_batch / 256
 
 
-def _schedule_steps_per_epoch(
-    config: ml_collections.ConfigDict, *, steps_per_epoch: int, total_steps: int
-) -> float:
-    """Steps per schedule epoch: ``total_steps / num_epochs`` when ``total_steps`` is set.
+def _cosine(sched, *, peak: float, end: float, warmup: int, total: int, spe: float):
+    decay_len = max(total - warmup, 1)
 
-    Setting ``total_steps`` thereby compresses the whole schedule (warm-up, boundaries, decay
-    periods) instead of cutting it off, so a short run keeps the recipe's shape.
-    """
-    if config.get("total_steps") is not None and config.num_epochs and config.num_epochs > 0:
-        return total_steps / config.num_epochs
-    return float(steps_per_epoch)
+    def main(step):
+        t = jnp.clip((step - warmup) / decay_len, 0.0, 1.0)
+        return end + (peak - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
+
+    return main
+
+
+def _linear(sched, *, peak: float, end: float, warmup: int, total: int, spe: float):
+    decay_len = max(total - warmup, 1)
+
+    def main(step):
+        t = jnp.clip((step - warmup) / decay_len, 0.0, 1.0)
+        return peak + (end - peak) * t
+
+    return main
+
+
+def _step(sched, *, peak: float, end: float, warmup: int, total: int, spe: float):
+    boundaries = [int(round(b * spe)) for b in sched.boundaries_epochs]
+    factor = sched.decay_factor
+
+    def main(step):
+        passed = sum((step >= b).astype(jnp.float32) for b in boundaries)
+        return peak * jnp.power(factor, passed)
+
+    return main
+
+
+def _exponential(sched, *, peak: float, end: float, warmup: int, total: int, spe: float):
+    decay_steps = sched.decay_epochs * spe
+    rate = sched.decay_rate
+    staircase = sched.staircase
+
+    def main(step):
+        periods = step / decay_steps
+        if staircase:
+            periods = jnp.floor(periods)
+        return peak * jnp.power(rate, periods)
+
+    return main
+
+
+def _constant(sched, *, peak: float, end: float, warmup: int, total: int, spe: float):
+    def main(step):
+        return jnp.full_like(step, peak)
+
+    return main
+
+
+# schedule.name -> the decay after the warm-up.
+_SCHEDULES = {
+    "cosine": _cosine,
+    "step": _step,
+    "linear": _linear,
+    "exponential": _exponential,
+    "constant": _constant,
+}
+SCHEDULES = tuple(_SCHEDULES)
 
 
 def create_learning_rate_schedule(
-    config: ml_collections.ConfigDict, *, steps_per_epoch: int, total_steps: int
+    config: ml_collections.ConfigDict, plan: RunPlan
 ) -> optax.Schedule:
-    """The learning rate at each optimiser step: linear warm-up, then the named decay.
+    """The learning rate at each optimiser update: linear warm-up, then the named decay.
 
     Schedules (``config.schedule.name``), with ``w`` warm-up steps, ``T`` total steps and ``p`` the
     peak rate:
@@ -72,83 +126,35 @@ def create_learning_rate_schedule(
       (MnasNet, EfficientNet).
     * ``constant``: ``p``.
 
+    Epoch-valued fields are converted with ``plan.schedule_steps_per_epoch``.
+
     Args:
-      config: the full training config.
-      steps_per_epoch: optimiser updates per epoch.
-      total_steps: optimiser updates of the whole run.
+      config: the full training config, checked by :func:`cnn_flax.config_checks.check_config`.
+      plan: the run's step arithmetic (:func:`cnn_flax.run_plan.make_run_plan`).
 
     Returns:
-      An ``optax.Schedule`` (jit-compatible function of the step).
+      An ``optax.Schedule`` (jit-compatible function of the update count).
     """
     sched = config.schedule
-    peak = peak_learning_rate(config)
-    spe = _schedule_steps_per_epoch(
-        config, steps_per_epoch=steps_per_epoch, total_steps=total_steps
-    )
+    peak = peak_learning_rate(config, plan)
+    spe = plan.schedule_steps_per_epoch
     warmup = int(round(sched.warmup_epochs * spe))
-    if warmup > total_steps:
-        raise ValueError(
-            f"schedule.warmup_epochs={sched.warmup_epochs} is {warmup} steps, more than the "
-            f"{total_steps} total steps; shorten the warm-up or train longer."
-        )
     init = peak * sched.warmup_init_factor
-    end = peak * sched.end_lr_factor
-    name = sched.name
-
-    if name == "cosine":
-        decay_len = max(total_steps - warmup, 1)
-
-        def main(step):
-            t = jnp.clip((step - warmup) / decay_len, 0.0, 1.0)
-            return end + (peak - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
-
-    elif name == "linear":
-        decay_len = max(total_steps - warmup, 1)
-
-        def main(step):
-            t = jnp.clip((step - warmup) / decay_len, 0.0, 1.0)
-            return peak + (end - peak) * t
-
-    elif name == "step":
-        boundaries = [int(round(b * spe)) for b in sched.boundaries_epochs]
-        factor = sched.decay_factor
-
-        def main(step):
-            passed = sum((step >= b).astype(jnp.float32) for b in boundaries)
-            return peak * jnp.power(factor, passed)
-
-    elif name == "exponential":
-        decay_steps = sched.decay_epochs * spe
-        if decay_steps <= 0:
-            raise ValueError(f"schedule.decay_epochs={sched.decay_epochs} must be positive.")
-        rate = sched.decay_rate
-        staircase = sched.staircase
-
-        def main(step):
-            periods = step / decay_steps
-            if staircase:
-                periods = jnp.floor(periods)
-            return peak * jnp.power(rate, periods)
-
-    elif name == "constant":
-
-        def main(step):
-            return jnp.full_like(step, peak)
-
-    else:
-        raise ValueError(
-            f"schedule.name={name!r} is unknown; use cosine, step, linear, exponential or constant."
-        )
-
-    shape = sched.get("warmup_shape", "linear")
-    if shape not in ("linear", "constant"):
-        raise ValueError(f"schedule.warmup_shape={shape!r} is unknown; use linear or constant.")
+    main = _SCHEDULES[sched.name](
+        sched,
+        peak=peak,
+        end=peak * sched.end_lr_factor,
+        warmup=warmup,
+        total=plan.total_steps,
+        spe=spe,
+    )
+    linear_warmup = sched.warmup_shape == "linear"
 
     def schedule(step: chex.Numeric) -> jax.Array:
         step = jnp.asarray(step, jnp.float32)
         lr = main(step)
         if warmup > 0:
-            ramp = init + (peak - init) * step / warmup if shape == "linear" else init
+            ramp = init + (peak - init) * step / warmup if linear_warmup else init
             lr = jnp.where(step < warmup, ramp, lr)
         return lr
 
@@ -181,14 +187,28 @@ def no_bn_bias_mask(params: PyTree) -> PyTree:
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
+def kernels_mask(params: PyTree) -> PyTree:
+    """``True`` only for convolution and dense kernels (leaves named ``"kernel"``).
+
+    Everything else keeps its value under decay: biases, norm parameters, and the learned
+    embeddings, class tokens and layer scales of Transformers and ConvNeXt, as the ViT and
+    ConvNeXt recipes of big_vision and timm decay only weight matrices.
+    """
+    return jax.tree_util.tree_map_with_path(lambda path, _: _leaf_name(path) == "kernel", params)
+
+
+# optimizer.weight_decay_mask -> mask function (None: decay every parameter).
+_WEIGHT_DECAY_MASKS: dict[str, Callable[[PyTree], PyTree] | None] = {
+    "no_bn_bias": no_bn_bias_mask,
+    "kernels": kernels_mask,
+    "all": None,
+}
+WEIGHT_DECAY_MASKS = tuple(_WEIGHT_DECAY_MASKS)
+
+
 def weight_decay_mask(config: ml_collections.ConfigDict) -> Callable[[PyTree], PyTree] | None:
     """The mask function for ``optimizer.weight_decay_mask`` (``None`` means decay everything)."""
-    kind = config.optimizer.weight_decay_mask
-    if kind == "no_bn_bias":
-        return no_bn_bias_mask
-    if kind == "all":
-        return None
-    raise ValueError(f"optimizer.weight_decay_mask={kind!r} is unknown; use 'no_bn_bias' or 'all'.")
+    return _WEIGHT_DECAY_MASKS[config.optimizer.weight_decay_mask]
 
 
 # ----------------------------------------------------------------------------- optimisers
@@ -223,91 +243,88 @@ def tf_rmsprop(
     return optax.chain(*parts)
 
 
-def _base_optimizer(
-    config: ml_collections.ConfigDict, schedule: optax.Schedule
-) -> optax.GradientTransformation:
-    opt = config.optimizer
-    mask = weight_decay_mask(config)
-    wd = opt.weight_decay
-    momentum = opt.momentum or None
-    name = opt.name
-    if name == "sgd":
-        return optax.chain(
-            optax.add_decayed_weights(wd, mask),
-            optax.sgd(schedule, momentum=momentum, nesterov=opt.nesterov),
-        )
-    if name == "rmsprop":
-        return optax.chain(
-            optax.add_decayed_weights(wd, mask),
-            tf_rmsprop(
-                schedule,
-                decay=opt.rmsprop_decay,
-                eps=opt.eps,
-                momentum=opt.momentum,
-                initial_scale=opt.rmsprop_initial_scale,
-                eps_in_sqrt=opt.tf_style_eps,
-                centered=opt.rmsprop_centered,
-            ),
-        )
-    if name == "adamw":
-        return optax.adamw(
+def _sgd(opt, schedule, mask) -> optax.GradientTransformation:
+    return optax.chain(
+        optax.add_decayed_weights(opt.weight_decay, mask),
+        optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov),
+    )
+
+
+def _rmsprop(opt, schedule, mask) -> optax.GradientTransformation:
+    return optax.chain(
+        optax.add_decayed_weights(opt.weight_decay, mask),
+        tf_rmsprop(
             schedule,
-            b1=opt.b1,
-            b2=opt.b2,
+            decay=opt.rmsprop_decay,
             eps=opt.eps,
-            weight_decay=wd,
-            mask=mask,
-            nesterov=opt.nesterov,
-        )
-    if name == "lars":
-        mask_or_all = mask if mask is not None else True
-        return optax.lars(
-            schedule,
-            weight_decay=wd,
-            weight_decay_mask=mask_or_all,
-            trust_coefficient=opt.trust_coefficient,
-            eps=opt.eps,
-            trust_ratio_mask=mask_or_all,
             momentum=opt.momentum,
-            nesterov=opt.nesterov,
-        )
-    if name == "lamb":
-        return optax.lamb(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=wd, mask=mask)
-    raise ValueError(f"optimizer.name={name!r} is unknown; use sgd, adamw, rmsprop, lars or lamb.")
+            initial_scale=opt.rmsprop_initial_scale,
+            eps_in_sqrt=opt.tf_style_eps,
+            centered=opt.rmsprop_centered,
+        ),
+    )
+
+
+def _adamw(opt, schedule, mask) -> optax.GradientTransformation:
+    return optax.adamw(
+        schedule,
+        b1=opt.b1,
+        b2=opt.b2,
+        eps=opt.eps,
+        weight_decay=opt.weight_decay,
+        mask=mask,
+        nesterov=opt.nesterov,
+    )
+
+
+def _lars(opt, schedule, mask) -> optax.GradientTransformation:
+    mask_or_all = mask if mask is not None else True
+    return optax.lars(
+        schedule,
+        weight_decay=opt.weight_decay,
+        weight_decay_mask=mask_or_all,
+        trust_coefficient=opt.trust_coefficient,
+        eps=opt.eps,
+        trust_ratio_mask=mask_or_all,
+        momentum=opt.momentum,
+        nesterov=opt.nesterov,
+    )
+
+
+def _lamb(opt, schedule, mask) -> optax.GradientTransformation:
+    return optax.lamb(
+        schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay, mask=mask
+    )
+
+
+# optimizer.name -> update rule.
+_OPTIMIZERS = {"sgd": _sgd, "adamw": _adamw, "rmsprop": _rmsprop, "lars": _lars, "lamb": _lamb}
+OPTIMIZERS = tuple(_OPTIMIZERS)
 
 
 def create_optimizer(
-    config: ml_collections.ConfigDict, *, steps_per_epoch: int, total_steps: int
+    config: ml_collections.ConfigDict, plan: RunPlan
 ) -> optax.GradientTransformation:
     """The full optimiser: clipping, (masked) weight decay, update rule, schedule, accumulation.
 
     Args:
-      config: the full training config.
-      steps_per_epoch: optimiser updates per epoch (``num_train // batch_size``).
-      total_steps: optimiser updates of the whole run.
+      config: the full training config, checked by :func:`cnn_flax.config_checks.check_config`.
+      plan: the run's step arithmetic (:func:`cnn_flax.run_plan.make_run_plan`).
 
     Returns:
-      An ``optax.GradientTransformation``. With ``grad_accum_steps = k > 1`` it is an
+      An ``optax.GradientTransformation``. With ``plan.grad_accum_steps = k > 1`` it is an
       ``optax.MultiSteps`` that must be called once per micro-batch: it averages ``k`` gradients
       and returns zero updates in between.
     """
-    schedule = create_learning_rate_schedule(
-        config, steps_per_epoch=steps_per_epoch, total_steps=total_steps
-    )
+    schedule = create_learning_rate_schedule(config, plan)
     parts = []
-    if config.get("clip_grad_norm") is not None:
+    if config.clip_grad_norm is not None:
         parts.append(optax.clip_by_global_norm(config.clip_grad_norm))
-    parts.append(_base_optimizer(config, schedule))
+    opt = config.optimizer
+    parts.append(_OPTIMIZERS[opt.name](opt, schedule, weight_decay_mask(config)))
     tx = optax.chain(*parts) if len(parts) > 1 else parts[0]
-    k = config.get("grad_accum_steps", 1)
-    if k < 1:
-        raise ValueError(f"grad_accum_steps={k} must be >= 1.")
-    if k > 1:
-        if config.batch_size % k:
-            raise ValueError(
-                f"batch_size={config.batch_size} is not divisible by grad_accum_steps={k}."
-            )
-        tx = optax.MultiSteps(tx, every_k_schedule=k).gradient_transformation()
+    if plan.grad_accum_steps > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=plan.grad_accum_steps).gradient_transformation()
     return tx
 
 
@@ -402,15 +419,3 @@ def adjust_loss_scale(loss_scale: DynamicLossScale, finite: jax.Array) -> Dynami
 def select_tree(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
     """``on_true`` where the scalar ``pred`` holds, else ``on_false`` (e.g. skip a bad step)."""
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
-
-
-def steps_for_epochs(num_epochs: float, steps_per_epoch: int) -> int:
-    """``ceil(num_epochs * steps_per_epoch)``: optimiser updates in ``num_epochs`` epochs."""
-    return int(math.ceil(num_epochs * steps_per_epoch - 1e-9))
-
-
-def total_steps(config: ml_collections.ConfigDict, *, steps_per_epoch: int) -> int:
-    """``config.total_steps`` if set, else ``num_epochs`` worth of updates."""
-    if config.get("total_steps") is not None:
-        return int(config.total_steps)
-    return steps_for_epochs(config.num_epochs, steps_per_epoch)

@@ -33,10 +33,7 @@ import numpy as np
 
 from cnn_flax.checkpoint import CheckpointError, find_model_meta, load_variables
 from cnn_flax.models import create_model, model_info
-from cnn_flax.models.reference import torchvision_reference
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from cnn_flax.models.layers import IMAGENET_MEAN, IMAGENET_STD
 
 
 class UsageError(Exception):
@@ -49,10 +46,8 @@ class ImageError(Exception):
 
 def eval_transform(name: str) -> tuple[int, int, str]:
     """``(resize_size, crop_size, interpolation)`` of model ``name``'s evaluation transform."""
-    info = model_info(name)
-    reference = torchvision_reference(name)
-    interpolation = reference.interpolation if reference else "bilinear"
-    return round(info.resolution / info.eval_crop_ratio), info.resolution, interpolation
+    transform = model_info(name).transform
+    return transform.resize, transform.crop, transform.interpolation
 
 
 def load_image(

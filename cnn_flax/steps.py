@@ -19,6 +19,7 @@ import ml_collections
 import optax
 
 from cnn_flax import optim
+from cnn_flax.models import layers
 from cnn_flax.train_state import TrainState
 
 Metrics = dict[str, tuple[jax.Array, jax.Array]]
@@ -32,13 +33,6 @@ def compute_dtype(name: str) -> jnp.dtype:
     if name not in DTYPES:
         raise ValueError(f"dtype={name!r} is not supported; use one of {sorted(DTYPES)}.")
     return DTYPES[name]
-
-
-def _split_outputs(outputs: Any) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-    """Main logits and auxiliary logits (GoogLeNet in train mode returns a tuple, main first)."""
-    if isinstance(outputs, (tuple, list)):
-        return outputs[0], tuple(o for o in outputs[1:] if o is not None)
-    return outputs, ()
 
 
 def _pair(value: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -64,32 +58,35 @@ def make_train_step(
     config: ml_collections.ConfigDict,
     num_classes: int,
     learning_rate_fn: Callable[[jax.Array], jax.Array] | None = None,
+    grad_accum_steps: int = 1,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """Builds the pure train step ``(state, batch) -> (state, metrics)``.
 
-    Randomness (dropout, drop path, mixup/cutmix) comes from ``fold_in(key(seed), step)``, so a
-    resumed run draws exactly the numbers an uninterrupted one would.
+    Randomness (dropout, drop path, random erasing, mixup/cutmix) comes from
+    ``fold_in(key(seed), step)``, so a resumed run draws exactly the numbers an uninterrupted one
+    would.
 
     Args:
       model: the Flax module (BatchNorm mode already chosen through its ``norm`` field).
       tx: the optax optimizer (from ``cnn_flax.optim.create_optimizer``).
-      config: the training config (dtype, seed, label_smoothing, aux_loss_weight, ema_decay,
-        loss_scale, data.mean/std and data.augment.mixup_alpha/cutmix_alpha are read).
+      config: the training config, checked (dtype, seed, label_smoothing, aux_loss_weight,
+        ema_decay, ema_warmup, data.mean/std and the on-device augmentations of data.augment
+        are read).
       num_classes: classifier outputs, for one-hot labels.
       learning_rate_fn: schedule evaluated for the ``lr`` metric (optional).
+      grad_accum_steps: micro-steps per optimizer update (``RunPlan.grad_accum_steps``): the
+        EMA and the ``lr`` metric advance once per update.
     """
     from cnn_flax import losses
-    from cnn_flax.data.mixing import mixup_cutmix, normalize
+    from cnn_flax.data.mixing import augment_batch, normalize
 
     dtype = compute_dtype(config.dtype)
     mean, std = tuple(config.data.mean), tuple(config.data.std)
-    mixup_alpha = float(config.data.augment.get("mixup_alpha", 0.0) or 0.0)
-    cutmix_alpha = float(config.data.augment.get("cutmix_alpha", 0.0) or 0.0)
-    label_smoothing = float(config.label_smoothing or 0.0)
-    aux_weight = float(config.get("aux_loss_weight", 0.0) or 0.0)
-    ema_decay = config.get("ema_decay")
-    ema_warmup = bool(config.get("ema_warmup", False))
-    accum = int(config.get("grad_accum_steps", 1) or 1)
+    label_smoothing = float(config.label_smoothing)
+    aux_weight = float(config.aux_loss_weight)
+    ema_decay = config.ema_decay
+    ema_warmup = bool(config.ema_warmup)
+    accum = grad_accum_steps
     base_key = jax.random.key(int(config.seed))
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
@@ -98,20 +95,18 @@ def make_train_step(
         images = normalize(batch["image"], mean=mean, std=std, dtype=dtype)
         int_labels = batch["label"]
         targets = jax.nn.one_hot(int_labels, num_classes, dtype=jnp.float32)
-        if mixup_alpha > 0 or cutmix_alpha > 0:
-            images, targets = mixup_cutmix(
-                mix_rng, images, targets, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha
-            )
+        # Random erasing per image, then mixup / CutMix (each a no-op when off).
+        images, targets = augment_batch(mix_rng, images, targets, config.data.augment)
 
         def loss_fn(params):
-            outputs, updates = model.apply(
+            logits, updates = model.apply(
                 {"params": params, "batch_stats": state.batch_stats},
                 images,
                 train=True,
-                mutable=["batch_stats"],
+                mutable=["batch_stats", layers.AUX_COLLECTION],
                 rngs={"dropout": dropout_rng},
             )
-            logits, aux = _split_outputs(outputs)
+            aux = layers.aux_outputs(updates)
             if aux and not aux_weight:
                 # Raised while tracing, before the first step runs: auxiliary heads that the loss
                 # ignores would be trained for nothing (and an ablation of them would compare a
@@ -208,9 +203,7 @@ def make_eval_step(
 
     def eval_step(variables: dict, batch: Batch) -> Metrics:
         images = normalize(batch["image"], mean=mean, std=std, dtype=dtype)
-        logits = model.apply(variables, images, train=False)
-        logits, _ = _split_outputs(logits)
-        logits = logits.astype(jnp.float32)
+        logits = model.apply(variables, images, train=False).astype(jnp.float32)
         labels, mask = batch["label"], batch["mask"]
         targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
         return {

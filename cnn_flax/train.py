@@ -39,13 +39,14 @@ class UsageError(ValueError):
 
 def load_config(name_or_path: str | None, overrides: Sequence[str]):
     """The config with its overrides applied; every mistake is a ``ValueError`` (no compute)."""
-    from cnn_flax import configs, trainer
+    from cnn_flax import configs
+    from cnn_flax.config_checks import check_config
 
     if not name_or_path:
         raise UsageError("--config is required, e.g. --config=quickstart.")
     config = configs.get_config(name_or_path)
     config = configs.apply_overrides(config, list(overrides))
-    trainer.validate_config(config)
+    check_config(config)
     return config
 
 
@@ -93,6 +94,9 @@ def cli(argv: Sequence[str] | None = None) -> int:
     from cnn_flax.configs import split_config_args
 
     argv = list(sys.argv if argv is None else argv)
+    # absl keeps flag values between parses: without this, a second call in one process (a test,
+    # a notebook) would silently reuse the previous call's --workdir.
+    flags.FLAGS.unparse_flags()
     try:
         rest, overrides = split_config_args(argv)
     except ValueError as err:

@@ -8,41 +8,42 @@ the restored step and yields the batches an uninterrupted run would, and dropout
 ``fold_in(key(seed), step)``. The state is restored bit for bit. So stopping (SIGTERM, SIGINT, a
 crash after a checkpoint) and resuming ends with the parameters of an uninterrupted run.
 
-BatchNorm (``config.bn_mode``):
-
-* ``"global"`` (default): statistics over the whole global batch, all devices together. Under
-  ``jit`` with a sharded batch this is what ``nn.BatchNorm`` computes anyway (XLA adds a small
-  all-reduce per layer). The model then computes the same function whatever the number of
-  devices, so a recipe's result does not depend on the hardware it ran on, and results can be
-  checked against a one-device run. The all-reduce costs little next to convolutions.
-* ``"per_device"``: each device normalises its own examples (:class:`cnn_flax.models.norm.
-  GroupBatchNorm`), as the multi-GPU reference runs did (Goyal et al. 2017); the per-device batch
-  then acts as the BN batch and the result depends on the device count.
+The loop (:func:`_loop`) reads top to bottom; its pieces each keep their own state:
+:class:`cnn_flax.intervals.MetricIntervals` (metrics fetched one interval late, non-finite steps
+caught), :class:`cnn_flax.intervals.Stopwatch` (evaluation and saves left out of images/s),
+:class:`cnn_flax.run_plan.RunPlan` (the log / eval / checkpoint cadences), and here
+:class:`_TrainStep` (compiled once), :class:`_Checkpoints`, :class:`_Profile` and
+:class:`_StopSignal`. The model is built by :mod:`cnn_flax.model_builder` and evaluated by
+:mod:`cnn_flax.eval_loop`, which ``evaluate`` uses too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import pathlib
 import signal
-import time
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
-from cnn_flax import checkpoint, metrics, parallel, steps
+from cnn_flax import checkpoint, intervals, metrics, parallel, steps
+from cnn_flax.config_checks import check_config
+from cnn_flax.eval_loop import Evaluator
+from cnn_flax.model_builder import build_model
+from cnn_flax.run_plan import RunPlan, make_run_plan
 from cnn_flax.train_state import TrainState, create_train_state
 
 log = logging.getLogger(__name__)
-
-BN_MODES = ("global", "per_device")
 
 
 class TrainingError(RuntimeError):
@@ -67,39 +68,307 @@ class TrainResult:
     eval_metrics: dict[str, float]
 
 
-# --- set-up helpers -------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """Everything the loop uses that :func:`train` builds once."""
+
+    config: ml_collections.ConfigDict
+    plan: RunPlan
+    model: nn.Module
+    tx: optax.GradientTransformation
+    lr_fn: optax.Schedule
+    mesh: jax.sharding.Mesh
+    num_classes: int
+    data: Any
+    workdir: pathlib.Path
+    manager: checkpoint.CheckpointManager
+    writer: metrics.MetricWriter
+    is_main: bool
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Checks the fields the loop reads, before any data is touched or anything compiled."""
-    steps.compute_dtype(config.dtype)
-    if config.bn_mode not in BN_MODES:
-        raise ValueError(f"bn_mode={config.bn_mode!r} is not one of {BN_MODES}.")
-    for name in ("batch_size", "log_every_steps", "eval_every_steps", "keep_checkpoints"):
-        if int(config[name]) < 1:
-            raise ValueError(f"{name}={config[name]} must be at least 1.")
-    if int(config.checkpoint_every_steps) < 0:
-        raise ValueError(
-            f"checkpoint_every_steps={config.checkpoint_every_steps} must be >= 0 (0: only at the "
-            "end)."
+# --- train ----------------------------------------------------------------------------------------
+
+
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    *,
+    profile: bool = False,
+    stop_after: int | None = None,
+    devices: list[jax.Device] | None = None,
+    show_progress: bool = True,
+    data_source: Any = None,
+) -> TrainResult:
+    """Trains (or resumes training) ``config`` in ``workdir``.
+
+    Args:
+      config: the resolved training config.
+      workdir: output folder; an existing one with checkpoints is resumed from its latest.
+      profile: capture a ``jax.profiler`` trace of a few steps into ``workdir/profile``.
+      stop_after: stop (with a checkpoint, as on SIGTERM) once this many optimizer updates are
+        done in total; for tests and time-limited jobs.
+      devices: devices of the mesh (default: all devices of all processes).
+      show_progress: draw the tqdm progress bar (process 0).
+      data_source: an object with the data API's ``get_dataset_info``, ``create_train_iterator``
+        and ``create_eval_iterator`` (default: :mod:`cnn_flax.data`); tests pass small stand-ins.
+
+    Returns:
+      A :class:`TrainResult`.
+
+    Raises:
+      ValueError: bad config values, unknown data set or model (before any compile).
+      checkpoint.CheckpointError: the workdir's checkpoint cannot be restored (nothing written).
+      TrainingError: the loss became non-finite (the last good checkpoint is kept).
+    """
+    from cnn_flax import optim
+
+    if data_source is None:
+        from cnn_flax import data as data_source
+    check_config(config)
+    workdir = pathlib.Path(workdir).resolve()
+    mesh = parallel.create_mesh(devices)
+    if config.compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", config.compilation_cache_dir)
+
+    is_main = jax.process_index() == 0
+    # Each start-up phase that takes seconds says so first (imports and data set preparation,
+    # the model's initialisation, the compile), so a run is never silent for long.
+    _say(is_main, f"Reading data set {config.data.name} ...")
+    # Data errors (unknown name, ImageNet not prepared) surface here, before any compile.
+    num_classes, num_train, _ = data_source.get_dataset_info(config.data)
+    plan = make_run_plan(config, num_train=num_train)
+    # Each jitted step sees one micro-batch; the optimizer updates every grad_accum_steps.
+    parallel.check_batch_size(plan.micro_batch, mesh)
+    model = build_model(config, num_classes=num_classes, num_devices=mesh.size)
+    tx = optim.create_optimizer(config, plan)
+    init_state = _state_initializer(config, model, tx)
+    replicated = parallel.replicated_sharding(mesh)
+
+    manager = checkpoint.CheckpointManager(
+        workdir, keep=int(config.keep_checkpoints), keep_best=plan.keep_best
+    )
+    try:
+        start_step = manager.latest_step() or 0
+        finished = start_step >= plan.micro(plan.total_steps)
+        if finished:
+            _say(is_main, _finished_message(workdir, plan, start_step))
+        elif start_step:
+            _say(is_main, f"Resuming from step {plan.updates(start_step)} (workdir {workdir}).")
+        else:
+            _say(is_main, f"Initialising {config.model} ...")
+        if start_step:
+            abstract_state = _abstract(jax.eval_shape(init_state), replicated)
+            state = manager.restore(start_step, abstract_state)
+        else:
+            state = jax.jit(init_state, out_shardings=replicated)()
+        if finished:
+            return TrainResult(state, plan.updates(start_step), "finished", eval_metrics={})
+        if is_main:
+            _write_run_files(workdir, config, num_classes=num_classes)
+        writer = metrics.MetricWriter(workdir, enabled=is_main)
+        run = _Run(
+            config=config,
+            plan=plan,
+            model=model,
+            tx=tx,
+            lr_fn=optim.create_learning_rate_schedule(config, plan),
+            mesh=mesh,
+            num_classes=num_classes,
+            data=data_source,
+            workdir=workdir,
+            manager=manager,
+            writer=writer,
+            is_main=is_main,
+        )
+        try:
+            return _loop(
+                run,
+                state,
+                start_step=start_step,
+                stop_after=stop_after,
+                profile=profile,
+                show_progress=show_progress and is_main,
+            )
+        finally:
+            writer.close()
+    finally:
+        manager.close()
+
+
+def _state_initializer(
+    config: ml_collections.ConfigDict, model: nn.Module, tx: optax.GradientTransformation
+) -> Callable[[], TrainState]:
+    """The fresh state as a function of nothing, for ``jit`` (a new run) or ``eval_shape``."""
+    size = int(config.data.image_size)
+    dtype = steps.compute_dtype(config.dtype)
+
+    def init_state() -> TrainState:
+        dummy = jnp.zeros((1, size, size, 3), dtype)
+        variables = model.init(jax.random.key(int(config.seed)), dummy, train=False)
+        return create_train_state(
+            variables,
+            tx,
+            use_ema=config.ema_decay is not None,
+            loss_scale=steps.initial_loss_scale(config),
         )
 
-
-def build_model(config: ml_collections.ConfigDict, *, num_classes: int, num_devices: int) -> Any:
-    """The config's model, with per-device BatchNorm injected when ``bn_mode="per_device"``."""
-    from cnn_flax.models import create_model
-    from cnn_flax.models.norm import GroupBatchNorm
-
-    overrides = dict(config.model_overrides.to_dict()) if config.model_overrides else {}
-    dtype = steps.compute_dtype(config.dtype)
-    model = create_model(config.model, num_classes=num_classes, dtype=dtype, **overrides)
-    if config.bn_mode == "per_device" and num_devices > 1 and hasattr(model, "norm"):
-        model = model.clone(norm=functools.partial(GroupBatchNorm, num_groups=num_devices))
-    return model
+    return init_state
 
 
 def _abstract(tree: Any, sharding: jax.sharding.Sharding) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+def _say(enabled: bool, message: str) -> None:
+    if enabled:
+        print(message, flush=True)
+
+
+def _finished_message(workdir: pathlib.Path, plan: RunPlan, start_step: int) -> str:
+    return (
+        f"Workdir {workdir} already finished at step {plan.updates(start_step)} (total_steps "
+        f"{plan.total_steps}); nothing to train. Raise --config.total_steps or "
+        "--config.num_epochs to train longer, or pass a new --workdir."
+    )
+
+
+def _write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict, *, num_classes: int):
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(
+        config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
+    )
+    overrides = config.model_overrides.to_dict() if config.model_overrides else {}
+    meta = {"model": config.model, "num_classes": num_classes, "overrides": overrides}
+    (workdir / checkpoint.MODEL_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+# --- the loop's pieces ----------------------------------------------------------------------------
+
+
+class _TrainStep:
+    """The jitted train step over the mesh, state donated, compiled once on the first batch."""
+
+    def __init__(self, run: _Run):
+        replicated = parallel.replicated_sharding(run.mesh)
+        step = steps.make_train_step(
+            run.model,
+            run.tx,
+            config=run.config,
+            num_classes=run.num_classes,
+            learning_rate_fn=run.lr_fn,
+            grad_accum_steps=run.plan.grad_accum_steps,
+        )
+        self._jitted = jax.jit(
+            step,
+            in_shardings=(replicated, parallel.data_sharding(run.mesh)),
+            out_shardings=(replicated, replicated),
+            donate_argnums=0,
+        )
+        self._compiled: Any = None
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled is not None
+
+    def compile(self, state: TrainState, batch: dict) -> float | None:
+        """Compiles for these shapes; returns the FLOPs one device runs per step (or None)."""
+        lowered = self._jitted.lower(state, batch)
+        self._compiled = lowered.compile()
+        return metrics.step_flops_per_device(
+            lowered, self._jitted, state, batch, num_devices=jax.device_count()
+        )
+
+    def __call__(self, state: TrainState, batch: dict) -> tuple[TrainState, metrics.Pairs]:
+        return self._compiled(state, batch)
+
+
+def throughput_meter(
+    config: ml_collections.ConfigDict,
+    plan: RunPlan,
+    *,
+    device_kind: str,
+    num_devices: int,
+    flops_per_device_step: float | None,
+) -> metrics.Throughput:
+    """The run's images/s and MFU meter: the peak of ``device_kind`` in the run's compute dtype,
+    the examples of one micro-step (what one timed step processes)."""
+    return metrics.Throughput.for_run(
+        device_kind=device_kind,
+        dtype=config.dtype,
+        global_batch=plan.micro_batch,
+        num_devices=num_devices,
+        flops_per_device_step=flops_per_device_step,
+    )
+
+
+class _Reporter:
+    """Writes an interval's train scalars (metrics.jsonl, TensorBoard, the bar)."""
+
+    def __init__(self, run: _Run, bar: metrics.ProgressBar):
+        self._plan = run.plan
+        self._writer = run.writer
+        self._bar = bar
+        self.throughput: metrics.Throughput | None = None  # known once the step is compiled
+
+    def __call__(self, done: int, interval: metrics.PendingMetrics) -> None:
+        scalars = interval.result()
+        scalars.pop("nonfinite", None)
+        if self.throughput is not None:
+            seconds = interval.wall_time
+            scalars.update(self.throughput.scalars(steps=len(interval.steps), seconds=seconds))
+        scalars["epoch"] = self._plan.epoch(done)
+        self._writer.write(self._plan.updates(done), scalars, prefix="train")
+        self._bar.show(scalars)
+
+
+class _Checkpoints:
+    """Saves states once every step before them is known to be finite; remembers the last."""
+
+    def __init__(self, run: _Run, metric_intervals: intervals.MetricIntervals, *, start_step: int):
+        self._manager = run.manager
+        self._intervals = metric_intervals
+        self.last_saved: int | None = start_step or None
+
+    def save(self, done: int, state: TrainState, *, eval_metrics: dict | None) -> None:
+        self._intervals.settle()  # never write a state whose loss went non-finite
+        self._manager.save(done, state, metrics=eval_metrics)
+        self.last_saved = done
+
+    def save_if_new(self, done: int, state: TrainState) -> None:
+        if self.last_saved != done:
+            self.save(done, state, eval_metrics=None)
+
+    def nonfinite_error(self, err: intervals.NonFiniteError) -> TrainingError:
+        good = f"step {self.last_saved}" if self.last_saved else "none yet"
+        return TrainingError(
+            f"The loss or gradient became non-finite at step {err.step}; training stopped "
+            f"(last good checkpoint: {good}, kept). Lower optimizer.lr, add warm-up "
+            "(schedule.warmup_epochs), set clip_grad_norm, or use dtype=bfloat16/float32."
+        )
+
+
+class _Profile:
+    """A ``jax.profiler`` trace of a few steps shortly after the compile (the steady state)."""
+
+    def __init__(self, directory: pathlib.Path, *, start_step: int, enabled: bool):
+        self._directory = directory
+        self._window = (start_step + 3, start_step + 8) if enabled else None
+        self._tracing = False
+
+    def before_step(self, step: int) -> None:
+        if self._window and step == self._window[0]:
+            jax.profiler.start_trace(str(self._directory))
+            self._tracing = True
+
+    def after_step(self, done: int, state: TrainState) -> None:
+        if self._tracing and done == self._window[1]:
+            self.stop(state)
+
+    def stop(self, state: TrainState) -> None:
+        if self._tracing:
+            jax.block_until_ready(state)
+            jax.profiler.stop_trace()
+            self._tracing = False
 
 
 class _StopSignal:
@@ -126,369 +395,68 @@ class _StopSignal:
             signal.signal(sig, handler)
 
 
-def _any_process(flag: bool) -> bool:
+def _signal_agreed(stop: _StopSignal, *, at_log: bool) -> bool:
+    """Whether to stop for a signal. With several processes all must stop at the same step, so
+    they agree (one small all-gather) at log steps only, never in between."""
+    received = stop.received is not None
     if jax.process_count() == 1:
-        return flag
+        return received
+    if not at_log:
+        return False
     from jax.experimental import multihost_utils
 
-    return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
+    return bool(np.max(multihost_utils.process_allgather(np.int32(received))))
 
 
-# --- evaluation -----------------------------------------------------------------------------------
+def _compile(
+    run: _Run, train_step: _TrainStep, state: TrainState, batch: dict
+) -> metrics.Throughput:
+    """Compiles the train step (said first: it takes a while) and returns the run's meter."""
+    _say(run.is_main, f"Compiling the train step ({run.config.model}) ...")
+    flops = train_step.compile(state, batch)
+    return throughput_meter(
+        run.config,
+        run.plan,
+        device_kind=run.mesh.devices.flat[0].device_kind,
+        num_devices=run.mesh.size,
+        flops_per_device_step=flops,
+    )
 
 
-class Evaluator:
-    """Compiles the eval step once and runs it over the complete eval split.
-
-    Every example of the split is counted exactly once: the eval iterator pads the last batch and
-    marks the padding with ``mask=False``, and the step weights each example by its mask.
-    """
-
-    def __init__(self, config, model, *, num_classes: int, mesh, data_module) -> None:
-        self._config = config
-        self._data = data_module
-        self._sharding = parallel.data_sharding(mesh)
-        replicated = parallel.replicated_sharding(mesh)
-        self._jitted = jax.jit(
-            steps.make_eval_step(model, config=config, num_classes=num_classes),
-            in_shardings=(replicated, self._sharding),
-            out_shardings=replicated,
-        )
-        self._compiled = None
-
-    def run(self, variables: dict) -> dict[str, float]:
-        """``{"top1", "top5", "loss", "num_examples"}`` of ``variables`` on the eval split."""
-        pairs = []
-        batches = self._data.create_eval_iterator(
-            self._config.data,
-            global_batch_size=int(self._config.batch_size),
-            sharding=self._sharding,
-        )
-        for batch in batches:
-            if self._compiled is None:
-                self._compiled = self._jitted.lower(variables, batch).compile()
-            pairs.append(self._compiled(variables, batch))
-        result = metrics.reduce_pairs(pairs)
-        result["num_examples"] = sum(float(np.asarray(p["top1"][1])) for p in pairs)
-        return result
-
-    def __call__(self, state: TrainState) -> dict[str, float]:
-        """Raw weights, then (``ema_`` prefix) the EMA weights when the state has them."""
-        out = self.run(state.variables())
-        if state.ema_params is not None:
-            ema = self.run(state.variables(ema=True))
-            out.update({"ema_" + k: v for k, v in ema.items()})
-        return out
-
-
-# --- the loop -------------------------------------------------------------------------------------
-
-
-def train(
-    config: ml_collections.ConfigDict,
-    workdir: str | pathlib.Path,
+def _evaluate_and_save(
+    run: _Run,
+    state: TrainState,
     *,
-    profile: bool = False,
-    stop_after: int | None = None,
-    devices: list[jax.Device] | None = None,
-    show_progress: bool = True,
-    data_source: Any = None,
-) -> TrainResult:
-    """Trains (or resumes training) ``config`` in ``workdir``.
-
-    Args:
-      config: the resolved training config.
-      workdir: output folder; an existing one with checkpoints is resumed from its latest.
-      profile: capture a ``jax.profiler`` trace of a few steps into ``workdir/profile``.
-      stop_after: stop (with a checkpoint, as on SIGTERM) once this many optimizer updates are
-        done in total;
-        for tests and time-limited jobs.
-      devices: devices of the mesh (default: all devices of all processes).
-      show_progress: draw the tqdm progress bar (process 0).
-      data_source: an object with the data API's ``get_dataset_info``, ``create_train_iterator``
-        and ``create_eval_iterator`` (default: :mod:`cnn_flax.data`); tests pass small stand-ins.
-
-    Returns:
-      A :class:`TrainResult`.
-
-    Raises:
-      ValueError: bad config values, unknown data set or model (before any compile).
-      checkpoint.CheckpointError: the workdir's checkpoint cannot be restored (nothing written).
-      TrainingError: the loss became non-finite (the last good checkpoint is kept).
-    """
-    from cnn_flax import optim
-
-    if data_source is None:
-        from cnn_flax import data as data_source
-    data = data_source
-    validate_config(config)
-    workdir = pathlib.Path(workdir).resolve()
-    mesh = parallel.create_mesh(devices)
-    accum = int(config.get("grad_accum_steps", 1) or 1)
-    if accum < 1 or int(config.batch_size) % accum:
-        raise ValueError(
-            f"grad_accum_steps={accum} must be >= 1 and divide batch_size={config.batch_size}."
-        )
-    # Each jitted step sees one micro-batch; the optimizer updates every `accum` micro-batches.
-    parallel.check_batch_size(int(config.batch_size) // accum, mesh)
-    if config.get("compilation_cache_dir"):
-        jax.config.update("jax_compilation_cache_dir", config.compilation_cache_dir)
-
-    # Data errors (unknown name, ImageNet not prepared) surface here, before any compile.
-    num_classes, num_train, num_eval = data.get_dataset_info(config.data)
-    batch_size = int(config.batch_size)
-    steps_per_epoch = max(1, num_train // batch_size)
-    total_steps = optim.total_steps(config, steps_per_epoch=steps_per_epoch)
-    model = build_model(config, num_classes=num_classes, num_devices=mesh.size)
-    tx = optim.create_optimizer(config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-    lr_fn = optim.create_learning_rate_schedule(
-        config, steps_per_epoch=steps_per_epoch, total_steps=total_steps
-    )
-
-    replicated = parallel.replicated_sharding(mesh)
-    batch_sharding = parallel.data_sharding(mesh)
-    size = int(config.data.image_size)
-
-    def init_state() -> TrainState:
-        dummy = jnp.zeros((1, size, size, 3), steps.compute_dtype(config.dtype))
-        variables = model.init(jax.random.key(int(config.seed)), dummy, train=False)
-        return create_train_state(
-            variables,
-            tx,
-            use_ema=config.get("ema_decay") is not None,
-            loss_scale=steps.initial_loss_scale(config),
-        )
-
-    abstract_state = _abstract(jax.eval_shape(init_state), replicated)
-    manager = checkpoint.CheckpointManager(
-        workdir, keep=int(config.keep_checkpoints), keep_best=bool(config.keep_best)
-    )
-    try:
-        start_step = manager.latest_step() or 0
-        if start_step:
-            state = manager.restore(start_step, abstract_state)
-        else:
-            state = jax.jit(init_state, out_shardings=replicated)()
-        is_main = jax.process_index() == 0
-        if is_main:
-            _write_run_files(workdir, config, num_classes=num_classes)
-        writer = metrics.MetricWriter(workdir, enabled=is_main)
-        try:
-            return _loop(
-                config,
-                state=state,
-                start_step=start_step,
-                total_steps=total_steps,
-                steps_per_epoch=steps_per_epoch,
-                model=model,
-                tx=tx,
-                lr_fn=lr_fn,
-                mesh=mesh,
-                batch_sharding=batch_sharding,
-                num_classes=num_classes,
-                manager=manager,
-                writer=writer,
-                workdir=workdir,
-                profile=profile,
-                stop_after=stop_after,
-                show_progress=show_progress and is_main,
-                data_module=data,
-            )
-        finally:
-            writer.close()
-    finally:
-        manager.close()
+    done: int,
+    evaluator: Evaluator,
+    metric_intervals: intervals.MetricIntervals,
+    checkpoints: _Checkpoints,
+    bar: metrics.ProgressBar,
+) -> dict[str, float] | None:
+    """The evaluation and checkpoint due after ``done`` micro-steps; returns the evaluation
+    (``{"eval_top1": ...}``) if one ran."""
+    evaluated = None
+    if run.plan.is_eval_step(done):
+        metric_intervals.settle()
+        evaluated = {"eval_" + k: v for k, v in evaluator(state).items()}
+        step = run.plan.updates(done)
+        run.writer.write(step, {k[len("eval_") :]: v for k, v in evaluated.items()}, prefix="eval")
+        bar.write(_format_eval(step, evaluated))
+    # keep_best: every evaluated state is a candidate for the best checkpoint.
+    if run.plan.is_checkpoint_step(done) or (evaluated is not None and run.plan.keep_best):
+        checkpoints.save(done, state, eval_metrics=evaluated)
+    return evaluated
 
 
-def _write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict, *, num_classes: int):
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(
-        config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
-    )
-    overrides = config.model_overrides.to_dict() if config.model_overrides else {}
-    meta = {"model": config.model, "num_classes": num_classes, "overrides": overrides}
-    (workdir / checkpoint.MODEL_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-
-
-def _loop(
-    config,
-    *,
-    state,
-    start_step,
-    total_steps,
-    steps_per_epoch,
-    model,
-    tx,
-    lr_fn,
-    mesh,
-    batch_sharding,
-    num_classes,
-    manager,
-    writer,
-    workdir,
-    profile,
-    stop_after,
-    show_progress,
-    data_module,
-) -> TrainResult:
-    # The loop counts micro-steps (= state.step, what the data order and the checkpoints are
-    # keyed by); cadences and logs are in optimizer updates of `accum` micro-steps each.
-    accum = int(config.get("grad_accum_steps", 1) or 1)
-    batch_size = int(config.batch_size) // accum
-    log_every = int(config.log_every_steps) * accum
-    eval_every = int(config.eval_every_steps) * accum
-    ckpt_every = int(config.checkpoint_every_steps) * accum
-    total_steps *= accum
-    stop_after = None if stop_after is None else stop_after * accum
-    replicated = parallel.replicated_sharding(mesh)
-
-    train_step = steps.make_train_step(
-        model, tx, config=config, num_classes=num_classes, learning_rate_fn=lr_fn
-    )
-    jitted = jax.jit(
-        train_step,
-        in_shardings=(replicated, batch_sharding),
-        out_shardings=(replicated, replicated),
-        donate_argnums=0,
-    )
-    evaluator = Evaluator(
-        config, model, num_classes=num_classes, mesh=mesh, data_module=data_module
-    )
-    batches = data_module.create_train_iterator(
-        config.data,
-        global_batch_size=batch_size,
-        seed=int(config.seed),
-        start_step=start_step,
-        sharding=batch_sharding,
-    )
-    end_step = total_steps if stop_after is None else min(total_steps, stop_after)
-    bar = metrics.ProgressBar(total=total_steps, initial=start_step, enabled=show_progress)
-    peak = metrics.peak_flops_per_device()
-    compiled = None
-    flops = None
-    pending: metrics.PendingMetrics | None = None
-    interval: list[dict] = []
-    interval_start, interval_t0 = start_step, time.perf_counter()
-    last_saved = start_step if start_step else None
-    eval_metrics: dict[str, float] = {}
-    # A few steps after the compile, so the trace shows the steady state.
-    profile_window = (start_step + 3, start_step + 8) if profile else None
-    tracing = False
-    stopped = "finished"
-
-    def report(p: metrics.PendingMetrics, at_step: int) -> None:
-        bad = p.first_nonfinite_step()
-        if bad is not None:
-            good = f"step {last_saved}" if last_saved else "none yet"
-            raise TrainingError(
-                f"The loss or gradient became non-finite at step {bad + 1}; training stopped "
-                f"(last good checkpoint: {good}, kept). Lower optimizer.lr, add warm-up "
-                "(schedule.warmup_epochs), set clip_grad_norm, or use dtype=bfloat16/float32."
-            )
-        scalars = p.result()
-        scalars.pop("nonfinite", None)
-        scalars.update(
-            metrics.throughput(
-                steps=len(p.steps),
-                seconds=p.wall_time,
-                global_batch=batch_size,
-                flops_per_device_step=flops,
-                peak_per_device=peak,
-                num_devices=mesh.size,
-            )
-        )
-        scalars["epoch"] = at_step / (steps_per_epoch * accum)
-        writer.write(at_step // accum, scalars, prefix="train")
-        bar.show(scalars)
-
-    def flush(done: int) -> None:
-        """Hands the current interval to the host copy and reports the previous one."""
-        nonlocal pending, interval, interval_start, interval_t0
-        now = time.perf_counter()
-        if interval:
-            new = metrics.PendingMetrics(interval_start, interval, now - interval_t0)
-        else:
-            new = None
-        if pending is not None:
-            report(pending, pending.first_step + len(pending.steps))
-        pending, interval, interval_start, interval_t0 = new, [], done, now
-
-    def settle() -> None:
-        """Reports everything outstanding (blocks): the state is then known to be finite."""
-        nonlocal pending
-        flush(interval_start + len(interval))
-        if pending is not None:
-            report(pending, pending.first_step + len(pending.steps))
-            pending = None
-
-    def save(done: int, state: TrainState, *, with_metrics: dict | None) -> None:
-        nonlocal last_saved
-        settle()  # never write a state whose loss went non-finite
-        manager.save(done, state, metrics=with_metrics)
-        last_saved = done
-
-    with _StopSignal() as stop:
-        step = start_step
-        for step in range(start_step, end_step):
-            batch = next(batches)
-            if compiled is None:
-                lowered = jitted.lower(state, batch)
-                compiled = lowered.compile()
-                flops = metrics.step_flops_per_device(
-                    lowered, jitted, state, batch, num_devices=jax.device_count()
-                )
-                interval_t0 = time.perf_counter()
-            if profile_window and step == profile_window[0]:
-                jax.profiler.start_trace(str(workdir / "profile"))
-                tracing = True
-            state, step_metrics = compiled(state, batch)
-            interval.append(step_metrics)
-            done = step + 1
-            bar.update()
-            if tracing and done == profile_window[1]:
-                jax.block_until_ready(state)
-                jax.profiler.stop_trace()
-                tracing = False
-            at_log = done % log_every == 0
-            if at_log:
-                flush(done)
-            evaluated = None
-            paused_at = time.perf_counter()  # eval and saves do not count towards img/s
-            if done % eval_every == 0 or done == total_steps:
-                settle()
-                evaluated = {"eval_" + k: v for k, v in evaluator(state).items()}
-                eval_metrics = evaluated
-                writer.write(done // accum, {k[5:]: v for k, v in evaluated.items()}, prefix="eval")
-                bar.write(_format_eval(done // accum, evaluated))
-            at_checkpoint = done == total_steps or (ckpt_every and done % ckpt_every == 0)
-            # keep_best: every evaluated state is a candidate for the best checkpoint.
-            if at_checkpoint or (evaluated is not None and config.keep_best):
-                save(done, state, with_metrics=evaluated)
-            resumed_at = time.perf_counter()
-            if interval_t0 <= paused_at:
-                interval_t0 += resumed_at - paused_at
-            else:  # the interval was restarted during the pause
-                interval_t0 = resumed_at
-            interrupted = stop.received is not None
-            if jax.process_count() > 1:
-                interrupted = _any_process(interrupted) if at_log else False
-            if interrupted or (stop_after is not None and done == end_step < total_steps):
-                stopped = "interrupted"
-                if last_saved != done:
-                    save(done, state, with_metrics=None)
-                why = "a stop signal" if interrupted else f"stop_after={stop_after}"
-                bar.write(f"Stopped at step {done} on {why}; checkpoint saved, rerun to resume.")
-                step = done
-                break
-            step = done
-        if tracing:
-            jax.block_until_ready(state)
-            jax.profiler.stop_trace()
-        settle()
-        manager.wait()
-        bar.close()
-    final_step = max(step, start_step) // accum
-    return TrainResult(state=state, step=final_step, stopped=stopped, eval_metrics=eval_metrics)
+def _stop_reason(
+    stop: _StopSignal, *, at_log: bool, done: int, end: int, total: int, stop_after: int | None
+) -> str | None:
+    """Why the loop stops early after ``done`` micro-steps, or ``None`` to go on."""
+    if _signal_agreed(stop, at_log=at_log):
+        return "a stop signal"
+    if stop_after is not None and done == end < total:
+        return f"stop_after={stop_after}"
+    return None
 
 
 def _format_eval(step: int, evaluated: dict[str, float]) -> str:
@@ -500,12 +468,114 @@ def _format_eval(step: int, evaluated: dict[str, float]) -> str:
     return ", ".join(parts)
 
 
-__all__ = [
-    "BN_MODES",
-    "Evaluator",
-    "TrainResult",
-    "TrainingError",
-    "build_model",
-    "train",
-    "validate_config",
-]
+def _release_in_background(last_reference: list) -> None:
+    """Drops the train iterator (the list's only item, its last reference) on a daemon thread.
+
+    Destroying a tf.data iterator joins its autotune thread (``Model::OptimizeLoop``), which with
+    TensorFlow 2.21 sometimes sleeps out its whole optimisation period instead of waking on
+    cancellation: 13-48 s at the end of the quickstart in about half the runs (native stacks taken
+    with gdb during the wait). The run is complete by then, so nothing needs to wait for it.
+    """
+    threading.Thread(
+        target=last_reference.clear, name="release_train_iterator", daemon=True
+    ).start()
+
+
+# --- the loop -------------------------------------------------------------------------------------
+
+
+def _loop(
+    run: _Run,
+    state: TrainState,
+    *,
+    start_step: int,
+    stop_after: int | None,
+    profile: bool,
+    show_progress: bool,
+) -> TrainResult:
+    # The loop counts micro-steps (= state.step, what the data order and the checkpoints are
+    # keyed by); the plan's cadences and the logs are in optimizer updates.
+    plan = run.plan
+    total = plan.micro(plan.total_steps)
+    end = total if stop_after is None else min(total, plan.micro(stop_after))
+    train_step = _TrainStep(run)
+    evaluator = Evaluator(
+        run.model,
+        config=run.config,
+        num_classes=run.num_classes,
+        mesh=run.mesh,
+        data_source=run.data,
+        batch_size=plan.global_batch,
+    )
+    batches: Iterator[dict] = run.data.create_train_iterator(
+        run.config.data,
+        global_batch_size=plan.micro_batch,
+        seed=int(run.config.seed),
+        start_step=start_step,
+        sharding=parallel.data_sharding(run.mesh),
+    )
+    bar = metrics.ProgressBar(total=total, initial=start_step, enabled=show_progress)
+    clock = intervals.Stopwatch()
+    reporter = _Reporter(run, bar)
+    metric_intervals = intervals.MetricIntervals(
+        first_step=start_step, stopwatch=clock, report=reporter
+    )
+    checkpoints = _Checkpoints(run, metric_intervals, start_step=start_step)
+    profiler = _Profile(run.workdir / "profile", start_step=start_step, enabled=profile)
+    eval_metrics: dict[str, float] = {}
+    stopped = "finished"
+    done = start_step
+    try:
+        with _StopSignal() as stop:
+            for step in range(start_step, end):
+                batch = next(batches)
+                if not train_step.compiled:
+                    reporter.throughput = _compile(run, train_step, state, batch)
+                    clock.restart()
+                profiler.before_step(step)
+                state, step_metrics = train_step(state, batch)
+                done = step + 1
+                metric_intervals.add(step_metrics)
+                bar.update()
+                profiler.after_step(done, state)
+
+                at_log = plan.is_log_step(done)
+                if at_log:
+                    metric_intervals.close(done)
+                with clock.paused():  # evaluation and saves do not count towards img/s
+                    evaluated = _evaluate_and_save(
+                        run,
+                        state,
+                        done=done,
+                        evaluator=evaluator,
+                        metric_intervals=metric_intervals,
+                        checkpoints=checkpoints,
+                        bar=bar,
+                    )
+                eval_metrics = evaluated or eval_metrics
+                why = _stop_reason(
+                    stop, at_log=at_log, done=done, end=end, total=total, stop_after=stop_after
+                )
+                if why is not None:
+                    stopped = "interrupted"
+                    checkpoints.save_if_new(done, state)
+                    bar.write(
+                        f"Stopped at step {plan.updates(done)} on {why}; checkpoint saved, "
+                        "rerun to resume."
+                    )
+                    break
+            profiler.stop(state)
+            metric_intervals.settle()
+            run.manager.wait()
+            bar.close()
+    except intervals.NonFiniteError as err:
+        raise checkpoints.nonfinite_error(err) from None
+    last_reference = [batches]
+    del batches
+    _release_in_background(last_reference)
+    return TrainResult(
+        state=state, step=plan.updates(done), stopped=stopped, eval_metrics=eval_metrics
+    )
+
+
+__all__ = ["TrainResult", "TrainingError", "throughput_meter", "train"]

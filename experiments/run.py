@@ -31,7 +31,9 @@ from tqdm import tqdm
 
 from experiments.study import Study, Variant, match_stored_size, set_path
 
-STUDIES = ("degradation", "separable", "inception", "vgg_kernels", "compound_scaling")
+STUDIES = (
+    "degradation", "separable", "inception", "vgg_kernels", "compound_scaling", "vit_vs_resnet",
+)  # fmt: skip
 HERE = pathlib.Path(__file__).resolve().parent
 
 
@@ -68,7 +70,7 @@ def build_config(study: Study, variant: Variant, *, seed: int, args: argparse.Na
 def count_params_and_macs(config) -> tuple[int, int]:
     """Parameters and multiply-accumulates per image (papers' convention) of the arm's model."""
     from cnn_flax.models import create_model
-    from cnn_flax.perf.macs import count_macs
+    from cnn_flax.models.counting import count_macs
 
     overrides = config.model_overrides.to_dict() if config.model_overrides else {}
     model = create_model(config.model, num_classes=10, **overrides)

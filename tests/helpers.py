@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from cnn_flax.models import create_model, model_info
 
-REFERENCE_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+FACTS_DIR = pathlib.Path(__file__).resolve().parent / "facts"
 
 # Smallest resolution each family's architecture accepts comfortably; tests use these to stay fast.
 # Anything not listed runs at 32 pixels.
@@ -21,6 +21,12 @@ TEST_RESOLUTION = {
     "mobilenet": 32,
     "mobilenet_v3": 32,
     "efficientnet": 32,
+    "vit_h_14": 28,  # two 14-pixel patches a side
+    # Swin pads each map to whole windows (7; V2: 8), so 36 px costs what 56 px would: stage 1
+    # is 9x9, padded to 14x14 (V2 16x16), the smallest that shifts and masks windows in both
+    # versions (V2 does not shift at 32 px, whose 8x8 stage 1 is one window). Later stages are
+    # one window each; tests/models/test_swin.py covers the shift in every stage.
+    "swin": 36,
 }
 
 # Classifier size the paper's parameter counts assume, where it is not ImageNet's 1000 (keys: a
@@ -50,10 +56,8 @@ def param_count(name: str, **overrides) -> int:
 
 
 def reference_rows() -> dict[str, dict[str, str]]:
-    """``shared/reference/torchvision_models.csv`` keyed by model name (empty if absent)."""
-    path = REFERENCE_DIR / "torchvision_models.csv"
-    if not path.exists():
-        return {}
+    """``tests/facts/torchvision_models.csv`` (torchvision 0.29.1's figures) keyed by model name."""
+    path = FACTS_DIR / "torchvision_models.csv"
     with path.open() as f:
         return {row["model"]: row for row in csv.DictReader(f)}
 

@@ -42,23 +42,32 @@ def test_every_model_resolves_to_its_family_recipe(name):
     config = configs.get_config(name)
     info = model_info(name)
     assert config.model == name
-    assert config.data.image_size == info.resolution
-    if info.family.startswith(("mobilenet", "efficientnet")):
-        assert config.data.eval_crop_ratio == pytest.approx(info.eval_crop_ratio)
+    # Recipes change values, never the schema the trainer and data pipeline read.
+    assert _flat(config) == _flat(base.get_base_config())
+    if "data.image_size" not in info.recipe.overrides and info.recipe.base != "torchvision_step":
+        assert config.data.image_size == info.resolution
     # The overrides the recipe passes are fields the model accepts.
     create_model(name, num_classes=10, **config.model_overrides)
-    module = importlib.import_module(f"cnn_flax.configs.{configs.recipe_for_model(name)}")
-    assert name in module.EXPECTED_TOP1, f"{module.__name__} names no target top-1 for {name}"
+    # Every recipe names its source; models with published weights have a target top-1.
+    assert info.recipe.source and config.recipe.startswith(name)
+    # Models with published weights have a target top-1, or say why there is none.
+    if info.weights:
+        assert info.recipe.target_source, name
+        assert config.target_top1 is not None or "none" in info.recipe.target_source, name
 
 
-def test_named_recipes_match_their_family():
-    assert configs.recipe_for_model("resnet20") == "resnet_cifar"
-    assert configs.recipe_for_model("resnet50") == "resnet"
-    assert configs.get_config("resnet50").to_dict() == configs.get_config("resnet").to_dict()
+def test_family_recipes_reach_the_config():
+    assert configs.get_config("resnet20").data.name == "cifar10"
+    assert configs.get_config("resnet110").schedule.warmup_shape == "constant"
+    assert configs.get_config("resnet56").schedule.warmup_shape == "linear"
+    assert configs.get_config("resnet50").optimizer.nesterov is True
     effnet = configs.get_config("efficientnet_b3")
-    assert effnet.model_overrides.drop_path_rate == 0.2
+    assert effnet.model_overrides.drop_path == 0.2
     assert effnet.optimizer.name == "rmsprop"
+    assert (effnet.data.image_size, effnet.target_top1) == (300, 81.6)
     assert configs.get_config("googlenet").aux_loss_weight == 0.3
+    assert configs.get_config("vgg16").optimizer.lr == 0.01
+    assert configs.get_config("vgg16_bn").optimizer.lr == 0.1
     assert configs.get_config("quickstart").data.name.startswith("digits")
 
 
@@ -67,10 +76,10 @@ def test_load_from_file(tmp_path):
     path.write_text(
         textwrap.dedent(
             """
-            from cnn_flax.configs import resnet
+            from cnn_flax import configs
 
             def get_config():
-                config = resnet.get_config("resnet18")
+                config = configs.get_config("resnet18")
                 config.batch_size = 64
                 return config
             """
@@ -78,7 +87,8 @@ def test_load_from_file(tmp_path):
     )
     config = configs.get_config(str(path))
     assert (config.model, config.batch_size) == ("resnet18", 64)
-    assert configs.get_config(configs.__file__.replace("__init__", "vgg")).model == "vgg16"
+    quickstart = configs.__file__.replace("__init__", "quickstart")
+    assert configs.get_config(quickstart).model == "resnet20"
 
 
 def test_unknown_names_list_close_ones(tmp_path):

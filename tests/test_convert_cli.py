@@ -9,7 +9,8 @@ import pytest
 
 from cnn_flax.checkpoint import load_variables
 from cnn_flax.convert import from_torchvision
-from cnn_flax.convert.__main__ import main, parse_override, weights_overrides
+from cnn_flax.convert.__main__ import main, parse_override
+from cnn_flax.weights import model_overrides
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -171,15 +172,34 @@ def test_bad_override_syntax(small_alexnet_file, capsys):
 
 
 def test_googlenet_weights_overrides():
-    # torchvision's googlenet(weights=...) drops its aux heads; its weights want transform_input.
-    without_aux = ["conv1.conv.weight", "fc.weight"]
-    with_aux = without_aux + ["aux1.fc2.weight", "aux2.fc2.weight"]
-    assert weights_overrides("googlenet", without_aux) == {
-        "aux_logits": False,
+    # torchvision's googlenet(weights=...) drops its aux heads: read off the weights.
+    without_aux = {"params": {"conv1": {}, "head": {}}}
+    with_aux = {"params": {"conv1": {}, "aux1": {}, "aux2": {}, "head": {}}}
+    assert model_overrides("googlenet", without_aux) == {"aux_logits": False}
+    assert model_overrides("googlenet", with_aux) == {"aux_logits": True}
+    explicit = {"transform_input": True}
+    assert model_overrides("googlenet", with_aux, explicit) == {
+        "aux_logits": True,
         "transform_input": True,
     }
-    assert weights_overrides("googlenet", with_aux) == {"transform_input": True}
-    assert weights_overrides("alexnet", without_aux) == {}
+    assert model_overrides("alexnet", without_aux) == {}
+
+
+@pytest.mark.parametrize("aux_logits", [False, True])
+def test_googlenet_file_records_the_published_overrides(aux_logits, tmp_path, capsys):
+    """A converted GoogLeNet file gets the published weights' transform_input=True and the
+    aux_logits its tensors show (torchvision's published layout has no auxiliary heads)."""
+    torch.manual_seed(0)
+    tv = torchvision.models.googlenet(aux_logits=aux_logits, init_weights=True)
+    path = tmp_path / "googlenet.pth"
+    torch.save(tv.state_dict(), path)
+    out = tmp_path / "ckpt"
+    code, captured = _convert(
+        capsys, "--model=googlenet", f"--torchvision-checkpoint={path}", f"--out={out}"
+    )
+    assert code == 0, captured.err
+    overrides = json.loads((out / "model.json").read_text())["overrides"]
+    assert overrides == {"transform_input": True, "aux_logits": aux_logits}
 
 
 def test_module_entry_point_error_has_no_traceback(tmp_path):

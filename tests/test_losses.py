@@ -44,6 +44,17 @@ def test_cross_entropy_mask_is_exact_over_padding():
         losses.cross_entropy(jnp.asarray(LOGITS), jnp.ones((3, 5)))
 
 
+def test_topk_correct_breaks_ties_by_index_and_refuses_nan():
+    # A constant classifier (ViT's zero-initialised head) is right only for class 0.
+    labels = jnp.array([0, 1, 2, 3, 0])
+    constant = jnp.zeros((5, 4))
+    assert [float(v) for v in losses.topk_correct(constant, labels, k=1)] == [2, 5]
+    assert [float(v) for v in losses.topk_correct(constant, labels, k=2)] == [3, 5]
+    assert int(jnp.sum(jnp.argmax(constant, -1) == labels)) == 2  # what argmax would say
+    nan = constant.at[:, 1].set(jnp.nan)
+    assert [float(v) for v in losses.topk_correct(nan, labels, k=4)] == [0, 5]
+
+
 def test_topk_correct_with_mask():
     # Ranks of the labels: example 0 -> 1st, example 1 -> 2nd (its tie counts), 2 -> 4th.
     logits, labels = jnp.asarray(LOGITS), jnp.asarray(LABELS)

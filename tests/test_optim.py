@@ -12,6 +12,7 @@ import pytest
 
 from cnn_flax import optim
 from cnn_flax.configs import base
+from cnn_flax.run_plan import make_run_plan
 
 
 def _config(**fields):
@@ -28,8 +29,13 @@ def _config(**fields):
     return config
 
 
-def _lr(config, steps, *, spe=100, total=1000):
-    schedule = optim.create_learning_rate_schedule(config, steps_per_epoch=spe, total_steps=total)
+def _plan(config, *, spe=100):
+    """The run plan of ``config`` on a data set of ``spe`` batches (10 epochs: 1000 steps)."""
+    return make_run_plan(config, num_train=spe * config.batch_size)
+
+
+def _lr(config, steps, *, spe=100):
+    schedule = optim.create_learning_rate_schedule(config, _plan(config, spe=spe))
     return np.asarray(jax.jit(jax.vmap(schedule))(jnp.asarray(steps)))
 
 
@@ -82,20 +88,8 @@ def test_constant_warmup_shape():
 
 def test_total_steps_compresses_the_schedule():
     config = _config(schedule__name="step", schedule__boundaries_epochs=(5.0,), total_steps=100)
-    total = optim.total_steps(config, steps_per_epoch=100)
-    assert total == 100
-    np.testing.assert_allclose(_lr(config, [49, 50], total=total), [0.2, 0.02], rtol=1e-5)
-    config.total_steps = None
-    assert optim.total_steps(config, steps_per_epoch=100) == 1000
-
-
-def test_schedule_errors():
-    with pytest.raises(ValueError, match="warmup_epochs"):
-        _lr(_config(schedule__warmup_epochs=20.0), [0])
-    with pytest.raises(ValueError, match="schedule.name='cosin'"):
-        _lr(_config(schedule__name="cosin"), [0])
-    with pytest.raises(ValueError, match="optimizer.name='sgdd'"):
-        optim.create_optimizer(_config(optimizer__name="sgdd"), steps_per_epoch=1, total_steps=1)
+    assert _plan(config).total_steps == 100
+    np.testing.assert_allclose(_lr(config, [49, 50]), [0.2, 0.02], rtol=1e-5)
 
 
 class _Tiny(nn.Module):
@@ -128,7 +122,7 @@ def test_weight_decay_mask_excludes_norm_and_bias():
     )
     config.schedule.name = "constant"
     params = _tiny_params()
-    tx = optim.create_optimizer(config, steps_per_epoch=1, total_steps=1)
+    tx = optim.create_optimizer(config, _plan(config, spe=1))
     grads = jax.tree.map(jnp.zeros_like, params)
     new, _ = _run(tx, params, [grads])
     chex.assert_trees_all_close(new, jax.tree.map(lambda p, m: p - 0.05 * p * m, params, mask))
@@ -161,7 +155,7 @@ def test_sgd_nesterov_matches_hand_computation():
     )
     w0 = jnp.array([1.0, -2.0])
     g1, g2 = jnp.array([0.5, 0.5]), jnp.array([-1.0, 2.0])
-    tx = optim.create_optimizer(config, steps_per_epoch=1, total_steps=10)
+    tx = optim.create_optimizer(config, _plan(config, spe=1))
     w, _ = _run(tx, w0, [g1, g2])
     # PyTorch SGD: d = g + wd*w; buf = m*buf + d; w -= lr * (d + m*buf).
     lr, m, wd = 0.1, 0.9, 0.01
@@ -183,10 +177,11 @@ def test_rmsprop_tf_style_matches_hand_computation():
         optimizer__weight_decay=0.0,
         schedule__name="linear",  # a changing lr: TF keeps lr inside the momentum buffer
         schedule__end_lr_factor=0.5,
+        num_epochs=4.0,  # 4 steps of 1 per epoch
     )
     w0 = jnp.array([1.0, -2.0])
     grads = [jnp.array([0.5, 0.5]), jnp.array([-1.0, 2.0]), jnp.array([0.1, -0.3])]
-    tx = optim.create_optimizer(config, steps_per_epoch=1, total_steps=4)
+    tx = optim.create_optimizer(config, _plan(config, spe=1))
     w, _ = _run(tx, w0, grads)
     ms, mom, wh = np.ones(2), np.zeros(2), np.asarray(w0, np.float64)
     for t, g in enumerate(grads):
@@ -212,10 +207,11 @@ def test_accumulating_k_micro_batches_equals_one_big_batch(name):
     def grad(p, xb, yb):
         return jax.grad(lambda p: jnp.mean(((xb @ p["kernel"] + p["bias"]).sum(-1) - yb) ** 2))(p)
 
-    big = optim.create_optimizer(config, steps_per_epoch=1, total_steps=10)
+    big = optim.create_optimizer(config, _plan(config, spe=1))
     expected, _ = _run(big, params, [grad(params, x, y)])
     config.grad_accum_steps = 4
-    acc = optim.create_optimizer(config, steps_per_epoch=1, total_steps=10)
+    acc = optim.create_optimizer(config, _plan(config, spe=1))
+    assert _plan(config, spe=1).grad_accum_steps == 4
     micro = [grad(params, x[i : i + 2], y[i : i + 2]) for i in range(0, 8, 2)]
     result, history = _run(acc, params, micro)
     # Nothing moves until the k-th micro-batch; then the update equals the big batch's.
@@ -231,7 +227,7 @@ def test_gradient_clipping_by_global_norm():
         schedule__name="constant",
         clip_grad_norm=1.0,
     )
-    tx = optim.create_optimizer(config, steps_per_epoch=1, total_steps=1)
+    tx = optim.create_optimizer(config, _plan(config, spe=1))
     new, _ = _run(tx, jnp.zeros(2), [jnp.array([30.0, 40.0])])
     chex.assert_trees_all_close(new, jnp.array([-0.06, -0.08]), rtol=1e-6)
 

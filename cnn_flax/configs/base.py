@@ -19,8 +19,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+from cnn_flax.data.mixing import IMAGENET_MEAN, IMAGENET_STD  # 0-255, from the models' contract
 
 
 def get_optimizer_config() -> ml_collections.ConfigDict:
@@ -33,7 +32,8 @@ def get_optimizer_config() -> ml_collections.ConfigDict:
     opt.nesterov = False  # sgd, adamw (NAdamW), lars
     opt.weight_decay = 1e-4
     # no_bn_bias: no decay on biases and BatchNorm scale/bias (leaf named "bias"/"scale" or
-    # ndim <= 1); all: decay every parameter.
+    # ndim <= 1); kernels: decay only conv/dense kernels (not embeddings, tokens, layer scales);
+    # all: decay every parameter.
     opt.weight_decay_mask = "no_bn_bias"
     opt.b1 = 0.9  # adamw, lamb
     opt.b2 = 0.999  # adamw, lamb
@@ -71,25 +71,52 @@ def get_schedule_config() -> ml_collections.ConfigDict:
 
 
 def get_data_config() -> ml_collections.ConfigDict:
-    """Input-pipeline fields (read by :mod:`cnn_flax.data`)."""
+    """Input-pipeline fields (read by :mod:`cnn_flax.data`), the only home of their defaults.
+
+    The data code reads these fields directly; code that builds a data config of its own starts
+    from this one and changes fields.
+    """
     data = ml_collections.ConfigDict()
     data.name = "imagenet2012"
     data.data_dir = config_dict.placeholder(str)  # None -> $TFDS_DATA_DIR -> tfds default
-    data.train_split = "train"
-    data.eval_split = "validation"
-    data.image_size = 224
-    data.eval_crop_ratio = 0.875
+    # None: the data set's own splits (imagenet2012: train/validation; cifar, digits: train/test).
+    data.train_split = config_dict.placeholder(str)
+    data.eval_split = config_dict.placeholder(str)
+    # FixRes (Touvron et al. 2019): train and evaluate at different sizes, e.g. torchvision's V2
+    # recipe trains on 176 px crops and evaluates 224 px centre crops of images resized to 232.
+    data.image_size = 224  # train crop side (torchvision --train-crop-size)
+    data.eval_crop_size = config_dict.placeholder(int)  # eval centre crop; None: image_size
+    # Shorter side the eval image is resized to before the centre crop (--val-resize-size);
+    # None: round(eval crop size / eval_crop_ratio), e.g. 224 / 0.875 = 256.
+    data.eval_resize_size = config_dict.placeholder(int)
+    data.eval_crop_ratio = 0.875  # read only while eval_resize_size is None
     data.mean = IMAGENET_MEAN
     data.std = IMAGENET_STD
+    # folder:<path> data sets skip (and report) larger images: one 12000x12000 JPEG would take
+    # several GB through decoding and resizing. PIL's own decompression-bomb threshold.
+    data.max_image_pixels = 89_478_485
     aug = ml_collections.ConfigDict()
     aug.inception_crop = True
     aug.flip = True
     aug.pad_crop = False  # small images: pad 4 pixels and take a random crop
     aug.randaugment = ml_collections.ConfigDict({"num_layers": 0, "magnitude": 9})  # 0 = off
     aug.autoaugment = config_dict.placeholder(str)  # e.g. "v0"
+    # TrivialAugment Wide (Mueller & Hutter 2021) as torchvision's TrivialAugmentWide in its
+    # recipe: 14 ops, 31 magnitude bins, bilinear, black fill; exclusive with the two above.
+    aug.trivial_augment_wide = False
+    # Per batch, mixup or CutMix with probability 1/2 each when both alphas are > 0 (torchvision's
+    # RandomChoice); each example is mixed with its predecessor in the batch.
     aug.mixup_alpha = 0.0
     aug.cutmix_alpha = 0.0
+    # Random erasing (Zhong et al. 2020): probability per image, on device after normalisation as
+    # in torchvision (scale 0.02-0.33, ratio 0.3-3.3, value 0 = the mean colour).
+    aug.random_erasing = 0.0
+    aug.random_erasing_noise = False  # erase with N(0, 1) noise (torchvision value="random")
     data.augment = aug
+    # Repeated augmentation (Hoffer et al. 2020; torchvision's RASampler): each drawn image
+    # appears this many times in its global batch, differently augmented; an epoch stays
+    # num_train examples long, so it holds num_train / repeats distinct images. 1 = off.
+    data.repeated_augmentation = 1
     data.shuffle_buffer = 16 * 1024
     data.cache = False
     data.num_parallel_calls = -1  # tf.data.AUTOTUNE
@@ -124,6 +151,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.clip_grad_norm = config_dict.placeholder(float)
     config.loss_scale = ml_collections.ConfigDict({"initial": 2.0**15, "growth_interval": 2000})
     config.compilation_cache_dir = config_dict.placeholder(str)
+    # What the recipe is and what it should reach; set by configs.recipes.model_config.
+    config.recipe = ""
+    config.target_top1 = config_dict.placeholder(float)
     config.optimizer = get_optimizer_config()
     config.schedule = get_schedule_config()
     config.data = get_data_config()

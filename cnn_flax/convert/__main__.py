@@ -29,6 +29,7 @@ from typing import Any
 from cnn_flax.checkpoint import CheckpointError, save_variables
 from cnn_flax.convert import from_torchvision
 from cnn_flax.models import list_models, model_info
+from cnn_flax.weights import model_overrides
 
 
 class UsageError(Exception):
@@ -48,24 +49,6 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
-
-
-def weights_overrides(name: str, keys: Sequence[str]) -> dict[str, Any]:
-    """Model overrides that torchvision weights with these state-dict ``keys`` need.
-
-    GoogLeNet: torchvision drops the auxiliary heads after loading its published weights, so a
-    ``state_dict()`` of that model lacks ``aux1.*``/``aux2.*`` and needs ``aux_logits=False``.
-    The published weights were ported from TensorFlow and expect ``transform_input=True``, which
-    torchvision sets whenever it loads them; the state dict cannot show it, so it is the default
-    here (pass ``--override transform_input=false`` for a randomly initialised torchvision model).
-    """
-    if model_info(name).torchvision != "googlenet":
-        return {}
-    has_aux = any(k.startswith("aux1.") for k in keys)
-    overrides: dict[str, Any] = {"transform_input": True}
-    if not has_aux:
-        overrides["aux_logits"] = False
-    return overrides
 
 
 def load_state_dict(path: pathlib.Path) -> dict[str, Any]:
@@ -121,7 +104,7 @@ def convert_checkpoint(
       name: cnn_flax model name (its registry entry must name a torchvision model).
       checkpoint: the torch state-dict file.
       out: the new checkpoint folder; it must not exist yet (or be empty).
-      overrides: model overrides on top of :func:`weights_overrides`'s.
+      overrides: model overrides on top of those the family reads off the weights.
       log: receives one progress line per step.
 
     Returns:
@@ -150,16 +133,22 @@ def convert_checkpoint(
     start = time.perf_counter()
     log(f"Loading {checkpoint} ...")
     state_dict = load_state_dict(checkpoint)
-    overrides = {**weights_overrides(name, list(state_dict)), **(overrides or {})}
-    if overrides:
-        log(f"Model overrides for these weights: {overrides}")
     log(f"Converting {len(state_dict)} tensors to cnn_flax {name!r} ...")
     try:
-        variables = from_torchvision(name, state_dict, **overrides)
+        variables = from_torchvision(name, state_dict, **(overrides or {}))
     except KeyError as err:
         raise UsageError(_one_line(err.args[0] if err.args else err)) from None
     except (ValueError, TypeError) as err:
         raise UsageError(_one_line(err)) from None
+    # The file is taken to hold the default published weights: their overrides (GoogLeNet's
+    # transform_input), then what the weights show, then the user's --override.
+    published = info.default_weights("torchvision")
+    overrides = {
+        **(published.overrides if published else {}),
+        **model_overrides(name, variables, overrides),
+    }
+    if overrides:
+        log(f"Model overrides for these weights: {overrides}")
     num_classes = int(variables["params"]["head"]["kernel"].shape[-1])
     meta = {
         "model": name,

@@ -17,7 +17,6 @@ from typing import Any
 import tensorflow as tf
 
 from cnn_flax.data import augment_ops as ops
-from cnn_flax.data import config_access
 
 MAX_LEVEL = 10.0
 
@@ -142,13 +141,25 @@ def autoaugment(image: tf.Tensor, seed: tf.Tensor, *, policy: str = "v0") -> tf.
 
 def from_config(data_config: Any):
     """(image uint8, seed) -> image for the configured policy, or None when none is on."""
-    num_layers, magnitude = config_access.randaugment(data_config)
-    policy = config_access.augment(data_config, "autoaugment")
-    if num_layers and policy:
+    randaugment_config = data_config.augment.randaugment
+    num_layers, magnitude = int(randaugment_config.num_layers), int(randaugment_config.magnitude)
+    policy = data_config.augment.autoaugment
+    trivial = bool(data_config.augment.trivial_augment_wide)
+    chosen = {
+        f"augment.randaugment.num_layers={num_layers}": bool(num_layers),
+        f"augment.autoaugment={policy!r}": bool(policy),
+        "augment.trivial_augment_wide=True": trivial,
+    }
+    if sum(chosen.values()) > 1:
         raise ValueError(
-            f"choose one of RandAugment (num_layers={num_layers}) and AutoAugment "
-            f"({policy!r}); set the other off"
+            "choose one augmentation policy, got "
+            + " and ".join(name for name, on in chosen.items() if on)
+            + "; set the others off"
         )
+    if trivial:
+        from cnn_flax.data.trivial_augment import trivial_augment_wide
+
+        return trivial_augment_wide
     if not 0 <= magnitude <= MAX_LEVEL:
         raise ValueError(f"RandAugment magnitude must be in [0, 10], got {magnitude}")
     if num_layers:

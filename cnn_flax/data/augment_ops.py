@@ -1,8 +1,9 @@
 """Image operations of AutoAugment / RandAugment in TensorFlow, on uint8 [H, W, 3] images.
 
 Semantics follow PIL's ImageOps / ImageEnhance, which the AutoAugment paper (Cubuk et al., 2019)
-used; tests/data/test_augment_ops.py checks them against PIL. Geometric ops fill uncovered pixels
-with grey (128), like the TPU reference implementation.
+used; tests/data/test_augment_ops.py checks them against PIL. The RandAugment/AutoAugment
+geometric ops sample the nearest pixel and fill uncovered pixels with grey (128), like the TPU
+reference implementation; `affine` is PIL's bilinear transform, for TrivialAugment.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ def _float(image: tf.Tensor) -> tf.Tensor:
 
 
 def _uint8(image: tf.Tensor) -> tf.Tensor:
-    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+    """Clip, then truncate toward zero: PIL's blend and resampling cast floats to UINT8 in C."""
+    return tf.cast(tf.clip_by_value(image, 0.0, 255.0), tf.uint8)
 
 
 def blend(degenerate: tf.Tensor, image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
@@ -30,9 +32,10 @@ def blend(degenerate: tf.Tensor, image: tf.Tensor, factor: tf.Tensor) -> tf.Tens
 
 
 def _grey(image: tf.Tensor) -> tf.Tensor:
-    """PIL's "L" conversion: (299 R + 587 G + 114 B) / 1000, rounded."""
-    weights = tf.constant([0.299, 0.587, 0.114], tf.float32)
-    return tf.round(tf.reduce_sum(_float(image) * weights, axis=-1, keepdims=True))
+    """PIL's "L" conversion in its fixed point: (19595 R + 38470 G + 7471 B + 2^15) >> 16."""
+    weights = tf.constant([19595, 38470, 7471], tf.int32)
+    grey = tf.reduce_sum(tf.cast(image, tf.int32) * weights, axis=-1, keepdims=True) + 0x8000
+    return _float(tf.bitwise.right_shift(grey, 16))
 
 
 def color(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
@@ -64,10 +67,9 @@ def sharpness(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
 
 
 def solarize(image: tf.Tensor, threshold: tf.Tensor) -> tf.Tensor:
-    """Invert the pixels at or above `threshold` (0..256; 256 = unchanged)."""
-    threshold = tf.cast(threshold, tf.int32)
-    pixels = tf.cast(image, tf.int32)
-    return tf.cast(tf.where(pixels < threshold, pixels, 255 - pixels), tf.uint8)
+    """Invert the pixels at or above `threshold` (0..256, may be fractional; 256 = unchanged)."""
+    below = _float(image) < tf.cast(threshold, tf.float32)
+    return tf.where(below, image, 255 - image)
 
 
 def solarize_add(image: tf.Tensor, addition: tf.Tensor, threshold: int = 128) -> tf.Tensor:
@@ -166,3 +168,32 @@ def translate_x(image: tf.Tensor, pixels: tf.Tensor) -> tf.Tensor:
 def translate_y(image: tf.Tensor, pixels: tf.Tensor) -> tf.Tensor:
     t = tf.cast(pixels, tf.float32)
     return _transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, t, 0.0, 0.0])
+
+
+def affine(image: tf.Tensor, matrix, *, fill: float) -> tf.Tensor:
+    """PIL's `Image.transform(size, AFFINE, matrix, BILINEAR, fillcolor=fill)` of a uint8 image.
+
+    `matrix` = (a, b, c, d, e, f) maps an output point to the input point (a x + b y + c,
+    d x + e y + f) in PIL's continuous coordinates, where pixel (i, j) covers [i, i + 1) and is
+    sampled at its centre. As in PIL, an output pixel whose centre maps outside the input takes
+    `fill`, and the neighbours of a point inside are clamped at the border: TF's CONSTANT mode
+    would instead blend the fill into the edge pixels.
+    """
+    a, b, c, d, e, f = (tf.cast(v, tf.float32) for v in matrix)
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    # TF samples index coordinates (pixel centres on the integers): shift by half a pixel.
+    transform = tf.stack([a, b, c + 0.5 * (a + b) - 0.5, d, e, f + 0.5 * (d + e) - 0.5, 0.0, 0.0])
+    sampled = tf.raw_ops.ImageProjectiveTransformV3(
+        images=_float(image)[None],
+        transforms=transform[None],
+        output_shape=tf.shape(image)[:2],
+        fill_value=tf.constant(0.0),
+        interpolation="BILINEAR",
+        fill_mode="NEAREST",
+    )[0]
+    xs = tf.range(tf.cast(width, tf.float32))[None, :] + 0.5
+    ys = tf.range(tf.cast(height, tf.float32))[:, None] + 0.5
+    u, v = a * xs + b * ys + c, d * xs + e * ys + f
+    inside = (u >= 0) & (u < tf.cast(width, tf.float32)) & (v >= 0)
+    inside &= v < tf.cast(height, tf.float32)
+    return _uint8(tf.where(inside[:, :, None], sampled, float(fill)))

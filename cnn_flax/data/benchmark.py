@@ -20,8 +20,6 @@ import os
 import time
 from collections.abc import Iterator
 
-import ml_collections
-
 
 def best_of(
     iterator: Iterator, *, repeats: int, steps: int, warmup: int, batch_size: int, desc: str
@@ -56,24 +54,26 @@ def _files(dataset: str, data_dir: str | None) -> tuple[list[str], list[int]]:
         raise ValueError(
             f"--compare and the bare pipeline need a folder:<path> dataset, got {dataset!r}"
         )
+    from cnn_flax.configs.base import get_data_config
     from cnn_flax.data.builders.folder import index_folder
 
-    paths, labels = index_folder(dataset[len("folder:") :], data_dir=data_dir).split("train")
+    max_pixels = int(get_data_config().max_image_pixels)
+    index = index_folder(dataset[len("folder:") :], max_pixels=max_pixels, data_dir=data_dir)
+    paths, labels = index.split("train")
     return list(paths), list(labels)
 
 
 def cnn_flax_batches(dataset: str, *, batch_size: int, image_size: int, data_dir: str | None):
+    from cnn_flax.configs.base import get_data_config
     from cnn_flax.data import pipeline
 
-    config = ml_collections.ConfigDict(
-        {
-            "name": dataset,
-            "data_dir": data_dir,
-            "train_split": "train",
-            "image_size": image_size,
-            "augment": {"inception_crop": True, "flip": True},
-        }
-    )
+    config = get_data_config()
+    config.name = dataset
+    config.data_dir = data_dir
+    config.train_split = "train"
+    config.image_size = image_size
+    config.augment.inception_crop = True
+    config.augment.flip = True
     return pipeline.TrainStream(config, global_batch_size=batch_size, seed=0)
 
 

@@ -17,8 +17,6 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from cnn_flax.data import config_access
-
 SUPPORTED = (
     "imagenet2012",
     "imagenette[/<config>] (e.g. imagenette/320px-v2)",
@@ -222,18 +220,20 @@ def _digits_builder(name: str, data_dir: str | None):
 
 def get_source(data_config: Any, *, auto_prepare: bool = True):
     """The source named by `data_config.name`. Raises ValueError listing supported names."""
-    name = str(config_access.get(data_config, "name"))
-    data_dir = resolve_data_dir(config_access.get(data_config, "data_dir"))
-    return _get_source_cached(name, data_dir, auto_prepare)
+    name = str(data_config.name)
+    data_dir = resolve_data_dir(data_config.data_dir)
+    max_pixels = int(data_config.max_image_pixels) if name.startswith("folder:") else 0
+    return _get_source_cached(name, data_dir, auto_prepare, max_pixels)
 
 
 @functools.lru_cache(maxsize=8)
-def _get_source_cached(name: str, data_dir: str | None, auto_prepare: bool):
+def _get_source_cached(name: str, data_dir: str | None, auto_prepare: bool, max_pixels: int):
     base = name.partition("/")[0]
     if name.startswith("folder:"):
         from cnn_flax.data.builders.folder import index_folder
 
-        return FileSource(index_folder(name[len("folder:") :], data_dir=data_dir))
+        path = name[len("folder:") :]
+        return FileSource(index_folder(path, max_pixels=max_pixels, data_dir=data_dir))
     if base == "digits":
         return ArraySource(_digits_builder(name, data_dir), _DEFAULT_SPLITS["digits"])
     if base in ("cifar10", "cifar100"):
@@ -249,8 +249,8 @@ def _get_source_cached(name: str, data_dir: str | None, auto_prepare: bool):
 
 def splits(data_config: Any, source) -> tuple[str, str]:
     """(train_split, eval_split): the config's, or the dataset's defaults when unset."""
-    train = config_access.get(data_config, "train_split") or source.default_splits[0]
-    evals = config_access.get(data_config, "eval_split") or source.default_splits[1]
+    train = data_config.train_split or source.default_splits[0]
+    evals = data_config.eval_split or source.default_splits[1]
     return str(train), str(evals)
 
 

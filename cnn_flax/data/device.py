@@ -25,6 +25,17 @@ def to_global(
     return out
 
 
+def process_rows(sharding: jax.sharding.Sharding, global_batch: int) -> np.ndarray:
+    """The rows of a [global_batch, ...] array that this process holds under `sharding`, in the
+    order `make_array_from_process_local_data` takes them from the process's batch (its devices'
+    slices, sorted). The input pipeline fills exactly these rows, so a global batch is the same
+    whatever the number of processes or the order of their devices in the mesh."""
+    rows: set[int] = set()
+    for index in sharding.addressable_devices_indices_map((global_batch,)).values():
+        rows.update(range(global_batch)[index[0]])
+    return np.array(sorted(rows), np.int64)
+
+
 def prefetch_to_device(
     batches: Iterable[dict[str, np.ndarray]], sharding: jax.sharding.Sharding, *, size: int = 2
 ) -> Iterator[dict[str, jax.Array]]:

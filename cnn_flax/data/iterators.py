@@ -10,8 +10,6 @@ from typing import Any
 
 import jax
 
-from cnn_flax.data import config_access
-
 
 def get_dataset_info(data_config: Any):
     """DatasetInfo(num_classes, num_train, num_eval) of the configured dataset and splits."""
@@ -30,7 +28,9 @@ def create_train_iterator(
 ) -> Iterator[dict[str, jax.Array]]:
     """Infinite train batches {"image": uint8 [B, H, W, 3], "label": int32 [B]} sharded over
     `sharding`; batch i is a pure function of (seed, start_step + i), so a resumed run sees
-    exactly the batches of an uninterrupted one. Each process reads a disjoint shard."""
+    exactly the batches of an uninterrupted one. Each process computes only the rows it holds;
+    for in-memory and file-list data sets the global batches do not depend on the number of
+    processes (see pipeline.py)."""
     from cnn_flax.data import device, pipeline
 
     stream = pipeline.TrainStream(
@@ -40,8 +40,9 @@ def create_train_iterator(
         start_step=start_step,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        rows=device.process_rows(sharding, global_batch_size),
     )
-    size = max(2, int(config_access.get(data_config, "prefetch")))
+    size = max(2, int(data_config.prefetch))
     return device.prefetch_to_device(stream, sharding, size=size)
 
 

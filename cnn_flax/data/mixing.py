@@ -1,4 +1,4 @@
-"""On-device batch operations of the train step: normalisation and mixup / CutMix.
+"""On-device batch operations of the train step: normalisation, random erasing, mixup / CutMix.
 
 These are pure JAX functions, used inside the jitted step. Images travel to the device as uint8
 (4x less host->device traffic than float32) and are normalised there. This module imports no
@@ -8,12 +8,18 @@ TensorFlow.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+from cnn_flax.models import layers
+
+# torchvision's RandomChoice([MixUp, CutMix]) with its default p: CutMix half the time.
+SWITCH_PROBABILITY = 0.5
+# The models' input contract (0-1 scale, cnn_flax.models.layers) on the 0-255 scale of uint8 images.
+IMAGENET_MEAN = tuple(255.0 * m for m in layers.IMAGENET_MEAN)
+IMAGENET_STD = tuple(255.0 * s for s in layers.IMAGENET_STD)
 
 
 def normalize(
@@ -69,20 +75,31 @@ def sample_beta(key: jax.Array, alpha: float) -> jax.Array:
     return jax.nn.sigmoid(_log_gamma_sample(k1, alpha) - _log_gamma_sample(k2, alpha))
 
 
-def _cutmix_mask(rng: jax.Array, lam: jax.Array, height: int, width: int) -> tuple:
-    """A box covering about 1 - lam of the image, clipped at the border (Yun et al., 2019)."""
-    ry, rx = jax.random.split(rng)
-    cut = jnp.sqrt(1.0 - lam)
-    cut_h, cut_w = jnp.floor(height * cut), jnp.floor(width * cut)
-    cy = jax.random.randint(ry, (), 0, height).astype(jnp.float32)
-    cx = jax.random.randint(rx, (), 0, width).astype(jnp.float32)
-    y0, y1 = jnp.clip(cy - cut_h // 2, 0, height), jnp.clip(cy + cut_h // 2, 0, height)
-    x0, x1 = jnp.clip(cx - cut_w // 2, 0, width), jnp.clip(cx + cut_w // 2, 0, width)
+def cutmix_box(lam: jax.Array, cy: jax.Array, cx: jax.Array, *, height: int, width: int):
+    """torchvision's CutMix box (Yun et al., 2019) around centre (cy, cx): half-sides
+    floor(0.5 sqrt(1 - lam) * side), clipped at the border. Returns (y0, y1, x0, x1)."""
+    r = 0.5 * jnp.sqrt(1.0 - lam)
+    half_h, half_w = jnp.floor(r * height), jnp.floor(r * width)
+    y0, y1 = jnp.maximum(cy - half_h, 0), jnp.minimum(cy + half_h, height)
+    x0, x1 = jnp.maximum(cx - half_w, 0), jnp.minimum(cx + half_w, width)
+    return y0, y1, x0, x1
+
+
+def mix_pair(images: jax.Array, labels: jax.Array, lam: jax.Array, box=None):
+    """Each example mixed with its predecessor (the batch rolled by one, as torchvision pairs
+    them): mixup with weight `lam`, or, given `box` (y0, y1, x0, x1), CutMix pasting the
+    predecessor's box and weighting the labels by the area kept."""
+    x_other, y_other = jnp.roll(images, 1, axis=0), jnp.roll(labels, 1, axis=0)
+    if box is None:
+        return lam * images + (1 - lam) * x_other, lam * labels + (1 - lam) * y_other
+    y0, y1, x0, x1 = box
+    _, height, width, _ = images.shape
     ys = jnp.arange(height, dtype=jnp.float32)[:, None]
     xs = jnp.arange(width, dtype=jnp.float32)[None, :]
     inside = (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
     kept = 1.0 - (y1 - y0) * (x1 - x0) / (height * width)
-    return inside, kept
+    mixed = jnp.where(inside[None, :, :, None], x_other, images)
+    return mixed, kept * labels + (1 - kept) * y_other
 
 
 def mixup_cutmix(
@@ -93,12 +110,13 @@ def mixup_cutmix(
     mixup_alpha: float,
     cutmix_alpha: float,
 ) -> tuple[jax.Array, jax.Array]:
-    """Mixes each example with the batch reversed: mixup (Zhang et al., 2018) or CutMix.
+    """Mixup (Zhang et al., 2018) or CutMix (Yun et al., 2019) of each example with its
+    predecessor in the batch, as torchvision's recipe does it.
 
-    One mixing coefficient lam ~ Beta(alpha, alpha) per batch, as in timm and the DeiT recipe.
-    When both alphas are positive, each batch picks mixup or CutMix with probability 1/2. CutMix
-    sets lam to the area actually kept after clipping the box, so the soft labels match the
-    pixels. With both alphas 0 the inputs are returned unchanged.
+    One lam ~ Beta(alpha, alpha) per batch. With both alphas positive, each batch picks one of
+    the two with probability 1/2 (torchvision's RandomChoice([MixUp, CutMix])). CutMix weights
+    the labels by the area actually kept after clipping the box, so they match the pixels. With
+    both alphas 0 the inputs are returned unchanged.
 
     Args:
       rng: a key, e.g. `jax.random.fold_in(jax.random.key(seed), step)`.
@@ -117,24 +135,56 @@ def mixup_cutmix(
     out_dtype = images.dtype if jnp.issubdtype(images.dtype, jnp.floating) else jnp.float32
     x = images.astype(jnp.float32)
     y = labels_onehot.astype(jnp.float32)
-    x_other, y_other = x[::-1], y[::-1]
     r_choice, r_mix, r_cut, r_box = jax.random.split(rng, 4)
     _, height, width, _ = x.shape
 
     def mixup():
-        lam = sample_beta(r_mix, mixup_alpha)
-        return lam * x + (1 - lam) * x_other, lam
+        return mix_pair(x, y, sample_beta(r_mix, mixup_alpha))
 
     def cutmix():
+        ry, rx = jax.random.split(r_box)
+        cy = jax.random.randint(ry, (), 0, height).astype(jnp.float32)
+        cx = jax.random.randint(rx, (), 0, width).astype(jnp.float32)
         lam = sample_beta(r_cut, cutmix_alpha)
-        inside, kept = _cutmix_mask(r_box, lam, height, width)
-        return jnp.where(inside[None, :, :, None], x_other, x), kept
+        return mix_pair(x, y, lam, cutmix_box(lam, cy, cx, height=height, width=width))
 
     if mixup_alpha > 0 and cutmix_alpha > 0:
-        use_cutmix = jax.random.bernoulli(r_choice)
-        (xm, lm), (xc, lc) = mixup(), cutmix()
-        mixed = jnp.where(use_cutmix, xc, xm)
-        lam = jnp.where(use_cutmix, lc, lm)
+        use_cutmix = jax.random.bernoulli(r_choice, SWITCH_PROBABILITY)
+        (xm, ym), (xc, yc) = mixup(), cutmix()
+        mixed, soft = jnp.where(use_cutmix, xc, xm), jnp.where(use_cutmix, yc, ym)
     else:
-        mixed, lam = cutmix() if cutmix_alpha > 0 else mixup()
-    return mixed.astype(out_dtype), lam * y + (1 - lam) * y_other
+        mixed, soft = cutmix() if cutmix_alpha > 0 else mixup()
+    return mixed.astype(out_dtype), soft
+
+
+def augment_batch(
+    rng: jax.Array, images: jax.Array, labels_onehot: jax.Array, augment_config: Any
+) -> tuple[jax.Array, jax.Array]:
+    """The on-device augmentations of `config.data.augment`, in torchvision's order: random
+    erasing per image (on the normalised images), then mixup / CutMix of the batch.
+
+    Args:
+      rng: the step's key for these augmentations.
+      images: [B, H, W, C] normalised images.
+      labels_onehot: [B, K] one-hot labels.
+      augment_config: `config.data.augment` (random_erasing, random_erasing_noise,
+        mixup_alpha, cutmix_alpha are read, once, while tracing).
+
+    Returns:
+      (images, soft labels).
+    """
+    from cnn_flax.data.erasing import random_erasing
+
+    images = random_erasing(
+        jax.random.fold_in(rng, 1),  # mixup keeps `rng` itself: its draws do not depend on this
+        images,
+        probability=float(augment_config.random_erasing),
+        noise=bool(augment_config.random_erasing_noise),
+    )
+    return mixup_cutmix(
+        rng,
+        images,
+        labels_onehot,
+        mixup_alpha=float(augment_config.mixup_alpha),
+        cutmix_alpha=float(augment_config.cutmix_alpha),
+    )

@@ -1,15 +1,23 @@
 """Host-side tf.data pipelines for one process: per-process batches of uint8 images.
 
-Exact resumption. The train stream is a pure function of (seed, position). Position k of a
-process's stream belongs to epoch k // n (n = the process's shard size) and draws its
-augmentation from a stateless seed (seed, global example index), so starting at `start_step`
-reproduces, bit for bit, what an uninterrupted run sees from that step:
-  * random-access sources (in-memory arrays, file lists): the example at position k is
-    shard[perm_{seed,epoch}(k mod n)], a per-epoch permutation computed with
-    tf.random.experimental.index_shuffle, so a resume skips nothing;
-  * record-streaming tfds sources (ImageNet): each epoch shuffles the record files and a
-    buffer with seeds from (seed, epoch); a resume skips the raw records already consumed in
-    its epoch (at most one epoch of reading, no decoding).
+Exact resumption. The train stream is a pure function of (seed, position), and every example
+draws its augmentation from a stateless seed (seed, its global index), so starting at
+`start_step` reproduces, bit for bit, what an uninterrupted run sees from that step.
+  * Random-access sources (in-memory arrays, file lists) follow ONE global stream: global
+    position g (step * global_batch + slot) holds example perm_{seed,epoch}(g mod N) of the whole
+    split (N examples, epoch = g // N; a permutation by tf.random.experimental.index_shuffle), and
+    each process computes only the rows of the global batch it holds. So the global batches do
+    not depend on the number of processes (2 processes x 2 devices train exactly like 1 x 4), and
+    a resume skips nothing.
+  * Record-streaming tfds sources (ImageNet) cannot seek: each process reads its contiguous,
+    near-equal shard of the records; each epoch shuffles the shard's record files and a buffer
+    with seeds from (seed, epoch), and a resume skips the records already consumed in its epoch
+    (at most one epoch of reading, no decoding). Exact for a given process count only.
+Repeated augmentation (Hoffer et al., 2020; torchvision's RASampler): with r repeats, r
+consecutive stream positions hold the same example, so an epoch of N positions holds N / r
+distinct examples, each r times with different augmentations; the r copies are spread over the
+batch (rows m, m + B/r, m + 2B/r, ...: different devices when there are >= r) as RASampler puts
+them on different GPUs. For streaming sources that happens within each process's batch.
 Eval: every process reads its contiguous, near-equal slice in order and pads it with
 mask-False examples to exactly ceil(num_eval / global_batch) batches.
 """
@@ -17,13 +25,13 @@ mask-False examples to exactly ceil(num_eval / global_batch) batches.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from cnn_flax.data import augment, config_access, datasets, preprocess
+from cnn_flax.data import augment, datasets, preprocess, sizes
 
 Element = dict[str, tf.Tensor]
 
@@ -51,11 +59,11 @@ def per_process_batch(global_batch_size: int, process_count: int) -> int:
 
 def _train_example_fn(data_config: Any, jpeg_only: bool) -> Callable[[Element, tf.Tensor], Element]:
     """(element, per-example seed [2]) -> {"image": uint8 [S, S, 3], "label": int32}."""
-    size = int(config_access.get(data_config, "image_size"))
-    pad_crop = bool(config_access.augment(data_config, "pad_crop"))
-    inception = bool(config_access.augment(data_config, "inception_crop"))
-    flip = bool(config_access.augment(data_config, "flip"))
-    crop_ratio = float(config_access.get(data_config, "eval_crop_ratio"))
+    size = sizes.train_size(data_config)
+    pad_crop = bool(data_config.augment.pad_crop)
+    inception = bool(data_config.augment.inception_crop)
+    flip = bool(data_config.augment.flip)
+    crop_ratio = sizes.eval_sizes(data_config).crop_ratio
     augmenter = augment.from_config(data_config)
 
     def fn(element: Element, seed: tf.Tensor) -> Element:
@@ -92,8 +100,9 @@ def _train_example_fn(data_config: Any, jpeg_only: bool) -> Callable[[Element, t
 
 
 def _eval_example_fn(data_config: Any, jpeg_only: bool) -> Callable[[Element], Element]:
-    size = int(config_access.get(data_config, "image_size"))
-    crop_ratio = float(config_access.get(data_config, "eval_crop_ratio"))
+    """Centre crop of eval_sizes' crop / resize of the shorter side, resized to the crop size."""
+    eval_sizes = sizes.eval_sizes(data_config)
+    size = eval_sizes.crop
 
     def fn(element: Element) -> Element:
         if "image" in element:  # small datasets are evaluated on the whole image
@@ -102,7 +111,10 @@ def _eval_example_fn(data_config: Any, jpeg_only: bool) -> Callable[[Element], E
             )
         else:
             image = preprocess.preprocess_for_eval(
-                element["image_bytes"], image_size=size, crop_ratio=crop_ratio, jpeg_only=jpeg_only
+                element["image_bytes"],
+                image_size=size,
+                crop_ratio=eval_sizes.crop_ratio,
+                jpeg_only=jpeg_only,
             )
         image = tf.ensure_shape(image, [size, size, 3])
         return {
@@ -126,8 +138,20 @@ def _options() -> tf.data.Options:
 
 
 def _num_calls(data_config: Any) -> int:
-    n = int(config_access.get(data_config, "num_parallel_calls"))
+    n = int(data_config.num_parallel_calls)
     return tf.data.AUTOTUNE if n < 0 else n
+
+
+def _repeats(data_config: Any, batch: int, what: str) -> int:
+    repeats = int(data_config.repeated_augmentation)
+    if repeats < 1:
+        raise ValueError(f"data.repeated_augmentation must be >= 1 (1 = off), got {repeats}")
+    if batch % repeats:
+        raise ValueError(
+            f"the {what} batch size {batch} is not divisible by data.repeated_augmentation="
+            f"{repeats}; choose a multiple, so each batch holds whole sets of copies"
+        )
+    return repeats
 
 
 class TrainStream:
@@ -142,9 +166,12 @@ class TrainStream:
         start_step: int = 0,
         process_index: int = 0,
         process_count: int = 1,
+        rows: Sequence[int] | None = None,
         source: Any = None,
     ):
-        """`source` overrides the dataset named by the config (tests)."""
+        """`rows`: the rows of the global batch this process fills, in the order of its local
+        batch (default: the `process_index`-th contiguous block; see device.process_rows).
+        `source` overrides the dataset named by the config (tests)."""
         if start_step < 0:
             raise ValueError(f"start_step must be >= 0, got {start_step}")
         self.config = data_config
@@ -154,43 +181,67 @@ class TrainStream:
         self.batch = per_process_batch(global_batch_size, process_count)
         self.seed = int(seed)
         self.start_step = int(start_step)
-        self.process_index = process_index
-        total = self.source.split_size(self.split)
-        self.lo, self.hi = shard_bounds(total, process_index, process_count)
+        if rows is None:
+            rows = range(process_index * self.batch, (process_index + 1) * self.batch)
+        self.rows = np.asarray(rows, np.int64)
+        if len(set(self.rows)) != self.batch or not all(0 <= r < global_batch_size for r in rows):
+            raise ValueError(
+                f"rows must be {self.batch} distinct rows of the global batch of "
+                f"{global_batch_size}, got {list(rows)}"
+            )
+        self.num_examples = self.source.split_size(self.split)
+        self.streaming = self.source.kind == "tfds"
+        if self.streaming:  # the copies stay in their process's batch
+            self.repeats = _repeats(data_config, self.batch, "per-process")
+        else:
+            self.repeats = _repeats(data_config, global_batch_size, "global")
+        self.lo, self.hi = (0, self.num_examples)
+        if self.streaming:
+            self.lo, self.hi = shard_bounds(self.num_examples, process_index, process_count)
         self.shard_size = self.hi - self.lo
         if self.shard_size == 0:
             raise ValueError(
-                f"split {self.split!r} has {total} examples: too few for {process_count} processes"
+                f"split {self.split!r} has {self.num_examples} examples: too few for "
+                f"{process_count} processes"
             )
         self.example_fn = _train_example_fn(data_config, self.source.jpeg_only)
 
-    def _augment_seed(self, k: tf.Tensor) -> tf.Tensor:
-        """Stateless seed (seed, global example index) of local stream position k."""
-        b, big_b = self.batch, self.global_batch
-        global_index = (k // b) * big_b + self.process_index * b + k % b
-        return tf.stack([tf.constant(self.seed, tf.int64), global_index])
+    def _seed_index(self, k: tf.Tensor) -> tf.Tensor:
+        """Global index (step * global batch + row) of local stream position k."""
+        rows = tf.constant(self.rows)
+        return (k // self.batch) * self.global_batch + tf.gather(rows, k % self.batch)
+
+    def _global_position(self, k: tf.Tensor) -> tf.Tensor:
+        """Position in the global stream of local position k: the row's slot in its step, with
+        the copies of repeated augmentation spread over the batch (slot m * r + j <- row
+        j * B / r + m)."""
+        r, stride = self.repeats, self.global_batch // self.repeats
+        row = tf.gather(tf.constant(self.rows), k % self.batch)
+        return (k // self.batch) * self.global_batch + (row % stride) * r + row // stride
 
     def _finish(self, ds: tf.data.Dataset) -> tf.data.Dataset:
-        """(element, k) -> preprocessed uint8 batches of the per-process batch size (the last
-        batch of a finite stream may be smaller)."""
+        """(element, global index) -> preprocessed uint8 batches of the per-process batch size
+        (the last batch of a finite stream may be smaller)."""
+        seed = tf.constant(self.seed, tf.int64)
         ds = ds.map(
-            lambda element, k: self.example_fn(element, self._augment_seed(k)),
+            lambda element, index: self.example_fn(element, tf.stack([seed, index])),
             num_parallel_calls=_num_calls(self.config),
         )
         ds = ds.batch(self.batch)
         return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
     def _random_access(self) -> tf.data.Dataset:
-        n = self.shard_size
-        gather = self.source.gather_fn(self.split, self.lo, self.hi)
+        n, r = self.num_examples, self.repeats
+        gather = self.source.gather_fn(self.split, 0, n)
         seed = self.seed
 
         def element(k):
-            epoch = k // n
+            g = self._global_position(k)
+            epoch = g // n
             index = tf.random.experimental.index_shuffle(
-                k % n, seed=tf.stack([tf.constant(seed, tf.int64), epoch]), max_index=n - 1
+                (g % n) // r, seed=tf.stack([tf.constant(seed, tf.int64), epoch]), max_index=n - 1
             )
-            return gather(index), k
+            return gather(index), g
 
         start = self.start_step * self.batch
         ds = tf.data.Dataset.range(start, np.iinfo(np.int64).max)
@@ -199,7 +250,7 @@ class TrainStream:
     def _epoch(self, epoch: int, first: int, last: int) -> tf.data.Dataset:
         """Stream positions [first, last) of `epoch` (a record-streaming source)."""
         n = self.shard_size
-        buffer = int(config_access.get(self.config, "shuffle_buffer"))
+        buffer = int(self.config.shuffle_buffer)
         ds = self.source.read(
             self.source.subsplit(self.split, self.lo, self.hi),
             shuffle_seed=_derived_seed(self.seed, epoch, 1),
@@ -208,9 +259,21 @@ class TrainStream:
             ds = ds.shuffle(
                 buffer, seed=_derived_seed(self.seed, epoch, 2), reshuffle_each_iteration=False
             )
+        if self.repeats > 1:
+            repeats = self.repeats
+            ds = ds.flat_map(lambda x: tf.data.Dataset.from_tensors(x).repeat(repeats))
         ds = ds.skip(first - epoch * n).take(last - first)
-        positions = tf.data.Dataset.range(first, last)
-        return tf.data.Dataset.zip(ds, positions)
+        indices = tf.data.Dataset.range(first, last).map(self._seed_index)
+        return tf.data.Dataset.zip(ds, indices)
+
+    def _spread_copies(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Streaming + repeated augmentation: row j * b / r + m <- position m * r + j."""
+        if self.repeats == 1:
+            return batch
+        stride = self.batch // self.repeats
+        rows = np.arange(self.batch)
+        order = (rows % stride) * self.repeats + rows // stride
+        return {key: value[order] for key, value in batch.items()}
 
     def _streamed_batches(self) -> Iterator[dict[str, np.ndarray]]:
         """Epoch by epoch. A batch straddling two epochs is assembled from the end of one and a
@@ -228,16 +291,17 @@ class TrainStream:
             for first, last in pieces:
                 for batch in self._finish(self._epoch(epoch, first, last)).as_numpy_iterator():
                     if not carry and len(batch["label"]) == b:
-                        yield batch
+                        yield self._spread_copies(batch)
                         continue
                     carry.append(batch)
                     if sum(len(c["label"]) for c in carry) == b:
-                        yield {key: np.concatenate([c[key] for c in carry]) for key in batch}
+                        whole = {key: np.concatenate([c[key] for c in carry]) for key in batch}
+                        yield self._spread_copies(whole)
                         carry = []
             position = end
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        if self.source.kind == "tfds":
+        if self.streaming:
             return self._streamed_batches()
         return self._random_access().as_numpy_iterator()
 
@@ -258,7 +322,7 @@ def eval_dataset(
     batch = per_process_batch(global_batch_size, process_count)
     steps = math.ceil(total / global_batch_size)
     lo, hi = shard_bounds(total, process_index, process_count)
-    size = int(config_access.get(data_config, "image_size"))
+    size = sizes.eval_sizes(data_config).crop
     ds = source.take_range(split, lo, hi).map(
         _eval_example_fn(data_config, source.jpeg_only), num_parallel_calls=_num_calls(data_config)
     )

@@ -16,12 +16,14 @@ def torch_batches(paths: list[str], labels: list[int], *, batch_size: int, image
     from PIL import Image
     from torchvision import transforms
 
+    from cnn_flax.models.layers import IMAGENET_MEAN, IMAGENET_STD
+
     transform = transforms.Compose(
         [
             transforms.RandomResizedCrop(image_size),
             transforms.RandomHorizontalFlip(),
             transforms.ToTensor(),
-            transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+            transforms.Normalize(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD)),
         ]
     )
 

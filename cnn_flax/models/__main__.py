@@ -1,8 +1,9 @@
 """The model zoo as a table: ``python -m cnn_flax.models [--markdown] [--family=NAME]``.
 
 For every registered model it prints the family, the parameter count, the multiply-accumulates
-of one forward pass at the default resolution, the resolution, and torchvision's published
-top-1 accuracy where torchvision has the model (:mod:`cnn_flax.models.reference`).
+of one forward pass at the default resolution, the resolution, and the published top-1 accuracy
+of its default weights where it has some (the family's facts, see
+:mod:`cnn_flax.models.registry`).
 
 Both counts come from shapes alone, with no arrays allocated and nothing compiled: parameters
 from ``jax.eval_shape`` of ``init``, multiply-accumulates from the jaxpr of ``apply``. The
@@ -24,9 +25,14 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from cnn_flax.models.reference import TORCHVISION_VERSION, torchvision_reference
-from cnn_flax.models.registry import create_model, list_models, model_info
-from cnn_flax.perf.macs import count_macs
+from cnn_flax.models.counting import count_macs
+from cnn_flax.models.registry import (
+    TORCHVISION_VERSION,
+    create_model,
+    list_families,
+    list_models,
+    model_info,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +46,8 @@ class ModelRow:
       params: trainable parameters of the default constructor (GoogLeNet: with its aux heads).
       gmacs: billions of multiply-accumulates of one image at ``resolution``.
       resolution: default input resolution in pixels.
-      top1: torchvision's published ImageNet top-1 (%), or ``None``.
-      weights: the torchvision weights entry ``top1`` belongs to, e.g. ``"IMAGENET1K_V2"``.
+      top1: the default weights' published ImageNet top-1 (%), or ``None``.
+      weights: the weights entry ``top1`` belongs to, e.g. ``"IMAGENET1K_V2"``.
     """
 
     name: str
@@ -81,7 +87,7 @@ def describe(
     variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
     params = sum(math.prod(x.shape) for x in jax.tree.leaves(variables["params"]))
     macs = count_macs(lambda v, x: model.apply(v, x, train=False), variables, images)
-    ref = torchvision_reference(name)
+    ref = info.default_weights()
     return ModelRow(
         name=name,
         family=info.family,
@@ -90,7 +96,7 @@ def describe(
         gmacs=macs / 1e9,
         resolution=res,
         top1=ref.top1 if ref else None,
-        weights=ref.weights if ref else None,
+        weights=ref.tag if ref else None,
     )
 
 
@@ -101,7 +107,7 @@ _HEADER = (
     "params (M)",
     "GMACs",
     "resolution",
-    "torchvision top-1 (%)",
+    "published top-1 (%)",
 )
 
 
@@ -130,23 +136,19 @@ def _markdown_line(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _families() -> list[str]:
-    return sorted({model_info(n).family for n in list_models()})
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cnn_flax.models",
         description="List the registered models: parameters, GMACs at the default resolution and "
-        "torchvision's published top-1.",
+        "the published top-1 of their default weights.",
     )
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--family", help="only this family, e.g. resnet")
     args = parser.parse_args(argv)
 
-    if args.family is not None and args.family not in _families():
+    if args.family is not None and args.family not in list_families():
         print(
-            f"error: unknown family {args.family!r}; choose one of {', '.join(_families())}.",
+            f"error: unknown family {args.family!r}; choose one of {', '.join(list_families())}.",
             file=sys.stderr,
         )
         return 2
@@ -166,8 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"\nGMACs: multiply-accumulates of convolutions and matrix products for one image at "
             f"the listed resolution, counted by cnn_flax. Top-1: ImageNet-1k validation accuracy "
-            f"of torchvision {TORCHVISION_VERSION}'s weights (entry V1 or V2), which these models "
-            f"load with `python -m cnn_flax.convert`."
+            f"of the default published weights (torchvision {TORCHVISION_VERSION}'s entry V1 or "
+            f"V2), which these models load with `python -m cnn_flax.convert`."
         )
     return 0
 

@@ -5,6 +5,9 @@ This is torchvision's single-tower AlexNet (after Krizhevsky 2014, "One weird tr
 parallelizing convolutional neural networks"), not the paper's two-GPU split: 64-192-384-256-256
 filters, no local response normalisation, and an adaptive 6x6 average pool in front of the
 classifier so any input of at least 63 pixels works. 61,100,840 parameters.
+
+Everything about the family lives here: the module, its one variant, torchvision's published
+figures for its weights, the torchvision weight mapping and the training recipe.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
-from cnn_flax.models.registry import register
+from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.weights import StateDictReader, dense_kernel_from_nchw_flatten
 
 # (features, kernel, stride, padding, max-pool after)
 _FEATURES = (
@@ -31,24 +35,28 @@ _FEATURES = (
 class AlexNet(nn.Module):
     """AlexNet: five convolutions, three max pools and a three-layer classifier.
 
+    Features (``num_classes=0``): the ``hidden_features`` outputs of ``fc2``, the input of the
+    classifier, as torchvision users take ``classifier[:-1]``.
+
     Attributes:
-      num_classes: classifier outputs.
-      dropout_rate: dropout in front of the two hidden fully connected layers.
+      num_classes: classifier outputs; 0 returns the features.
+      dropout: dropout in front of the two hidden fully connected layers.
       hidden_features: width of the hidden fully connected layers.
       dtype: computation dtype; parameters stay float32.
       conv: convolution module to use.
-      act: activation.
+      activation: activation.
     """
 
     num_classes: int = 1000
-    dropout_rate: float = 0.5
+    dropout: float = 0.5
     hidden_features: int = 4096
     dtype: jnp.dtype = jnp.float32
     conv: layers.ModuleDef = nn.Conv
-    act: layers.Activation = nn.relu
+    activation: layers.Activation = nn.relu
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        layers.check_rate("dropout", self.dropout)
         conv = layers.bind_conv(self.conv, dtype=self.dtype, use_bias=True)
         dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=jnp.float32)
         x = x.astype(self.dtype)
@@ -60,23 +68,63 @@ class AlexNet(nn.Module):
                 padding=((pad, pad), (pad, pad)),
                 name=f"conv{i}",
             )(x)
-            x = self.act(x)
+            x = self.activation(x)
             if pool:
                 x = nn.max_pool(x, (3, 3), strides=(2, 2))
         x = layers.adaptive_avg_pool(x, (6, 6))
         # NHWC flatten (H, W, C order); the converter permutes torchvision's C, H, W order to it.
         x = x.reshape(x.shape[0], -1)
         for i in (1, 2):
-            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-            x = self.act(dense(self.hidden_features, name=f"fc{i}")(x))
-        x = dense(self.num_classes, name="head")(x)
-        return layers.to_float32_logits(x)
+            x = nn.Dropout(self.dropout, deterministic=not train)(x)
+            x = self.activation(dense(self.hidden_features, name=f"fc{i}")(x))
+        return layers.classifier(x, self.num_classes, dtype=self.dtype)
 
 
-register(
+def from_torchvision(name: str, sd: StateDictReader) -> dict:
+    """torchvision ``alexnet`` state dict -> cnn_flax variables."""
+    del name
+    # torchvision's ``features`` indices of the five convolutions.
+    params = {
+        f"conv{i}": sd.conv(f"features.{j}", bias=True)
+        for i, j in enumerate((0, 3, 6, 8, 10), start=1)
+    }
+    params["fc1"] = {
+        "kernel": dense_kernel_from_nchw_flatten(sd("classifier.1.weight"), 256, 6, 6),
+        "bias": sd("classifier.1.bias"),
+    }
+    params["fc2"] = sd.dense("classifier.4")
+    params["head"] = sd.dense("classifier.6")
+    return {"params": params}
+
+
+FAMILY = Family(
+    name="alexnet",
+    reference="Krizhevsky et al. 2012; torchvision single-tower variant (Krizhevsky 2014)",
+    mappings={"torchvision": from_torchvision},
+    # torchvision references/classification README ("AlexNet and VGG"): the train.py defaults
+    # with ``--lr 1e-2``; bfloat16 compute here (torchvision trained in float32).
+    recipe=Recipe(
+        base="torchvision_step",
+        overrides={"optimizer.lr": 0.01},
+        source="torchvision references/classification (AlexNet and VGG): train.py --lr 1e-2",
+        target_top1=56.522,
+        target_source="torchvision IMAGENET1K_V1",
+    ),
+)
+
+FAMILY.register(
     "alexnet",
     AlexNet,
-    family="alexnet",
-    reference="Krizhevsky et al. 2012; torchvision single-tower variant (Krizhevsky 2014)",
     torchvision="alexnet",
+    weights=(
+        Weights(
+            "torchvision",
+            "IMAGENET1K_V1",
+            EvalTransform(224, 256),
+            top1=56.522,
+            top5=79.066,
+            params=61_100_840,
+            gmacs=0.714,
+        ),
+    ),
 )

@@ -5,7 +5,7 @@
 with ``make_divisible``), a depth coefficient (blocks per stage, rounded up) and the input
 resolution. B0-B7 are torchvision's ``efficientnet_b0`` ... ``efficientnet_b7``, number for number:
 MBConv blocks with SiLU and squeeze-and-excitation (a quarter of the block's input width),
-stochastic depth whose rate grows linearly with the block index up to ``drop_path_rate``,
+stochastic depth whose rate grows linearly with the block index up to ``drop_path``,
 per-variant dropout, and BatchNorm as torchvision sets it (B0-B4: epsilon 1e-5, torch momentum
 0.1; B5-B7: epsilon 1e-3, torch momentum 0.01).
 
@@ -31,8 +31,13 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
-from cnn_flax.models.inverted_residual import InvertedResidual, MBConvSpec
-from cnn_flax.models.registry import register
+from cnn_flax.models.inverted_residual import (
+    InvertedResidual,
+    MBConvSpec,
+    torchvision_sequential_block,
+)
+from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.weights import StateDictReader
 
 # Table 1 of the paper: the B0 baseline.
 B0_STAGES: tuple[MBConvSpec, ...] = (
@@ -84,10 +89,11 @@ class EfficientNet(nn.Module):
 
     Parameter names: ``stem``, ``stage{s}_block{j}`` (torchvision's ``features.{s}.{j}``, stages
     1-7, blocks from 0; each with optional ``expand``, ``depthwise``, ``se`` (``fc1``, ``fc2``) and
-    ``project``), ``head_conv`` and ``head``.
+    ``project``), ``head_conv`` and ``head``. Features (``num_classes=0``): the pooled output of
+    ``head_conv``.
 
     Attributes:
-      num_classes: classifier outputs.
+      num_classes: classifier outputs; 0 returns the features.
       stages: the unscaled stage table (B0's by default).
       width_mult: width coefficient (override for width-only scaling).
       depth_mult: depth coefficient (override for depth-only scaling).
@@ -99,8 +105,8 @@ class EfficientNet(nn.Module):
       fix_stem_head: keep the stem width and the first and last stages' repeats unscaled
         (EfficientNet-Lite's ``fix_head_stem``; its head is fixed through ``head_features``).
       se_ratio: squeeze-and-excitation width as a fraction of the block's input width; 0 for none.
-      dropout_rate: dropout in front of the classifier.
-      drop_path_rate: stochastic depth rate of the last block; block b of B uses rate * b / B.
+      dropout: dropout in front of the classifier.
+      drop_path: stochastic depth rate of the last block; block b of B uses rate * b / B.
       bn_momentum: Flax BatchNorm momentum (1 - torch momentum).
       bn_epsilon: BatchNorm epsilon.
       dtype: computation dtype; parameters stay float32.
@@ -117,8 +123,8 @@ class EfficientNet(nn.Module):
     head_features: int | None = None
     fix_stem_head: bool = False
     se_ratio: float = 0.25
-    dropout_rate: float = 0.2
-    drop_path_rate: float = 0.2
+    dropout: float = 0.2
+    drop_path: float = 0.2
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
     dtype: jnp.dtype = jnp.float32
@@ -128,8 +134,8 @@ class EfficientNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}.")
+        layers.check_rate("dropout", self.dropout)
+        layers.check_rate("drop_path", self.drop_path)
         conv = layers.bind_conv(self.conv, dtype=self.dtype)
         norm = layers.bind_norm(
             self.norm,
@@ -153,7 +159,7 @@ class EfficientNet(nn.Module):
 
         x = x.astype(self.dtype)
         stem = layers.ConvBN(
-            stem_features, 3, conv=conv, norm=norm, strides=2, act=act, name="stem"
+            stem_features, 3, conv=conv, norm=norm, strides=2, activation=act, name="stem"
         )
         x = stem(x)
         total = sum(spec.repeats for spec in stages)
@@ -168,78 +174,133 @@ class EfficientNet(nn.Module):
                     strides=spec.strides if j == 0 else 1,
                     conv=conv,
                     norm=norm,
-                    act=act,
+                    activation=act,
                     se_features=max(1, int(in_features * self.se_ratio)) if self.se_ratio else None,
-                    se_act=act,
+                    se_activation=act,
                     se_gate=nn.sigmoid,
-                    drop_path_rate=self.drop_path_rate * b / total,
+                    drop_path=self.drop_path * b / total,
                     name=f"stage{s}_block{j}",
                 )(x, train=train)
                 b += 1
-        x = layers.ConvBN(head_features, 1, conv=conv, norm=norm, act=act, name="head_conv")(x)
+        x = layers.ConvBN(head_features, 1, conv=conv, norm=norm, activation=act, name="head_conv")(
+            x
+        )
         x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = nn.Dense(
-            self.num_classes,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            kernel_init=_head_init,
-            name="head",
-        )(x)
-        return layers.to_float32_logits(x)
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_head_init)
 
+
+def from_torchvision(name: str, sd: StateDictReader) -> dict:
+    """torchvision EfficientNet-B0..B7 state dict -> cnn_flax variables."""
+    if not name.startswith("efficientnet_b"):
+        raise ValueError(f"No torchvision mapping for {name!r}; only efficientnet_b0..b7 have one.")
+    params, stats = {}, {}
+    params["stem"], stats["stem"] = sd.conv_bn("features.0.0", "features.0.1")
+    s = 1
+    # features.1 .. features.7 are the stages; the entry after them is the head convolution.
+    while sd.has(f"features.{s}.0.block.0.0.weight"):
+        j = 0
+        while sd.has(f"features.{s}.{j}.block.0.0.weight"):
+            key = f"stage{s}_block{j}"
+            params[key], stats[key] = torchvision_sequential_block(sd, f"features.{s}.{j}.block")
+            j += 1
+        s += 1
+    params["head_conv"], stats["head_conv"] = sd.conv_bn(f"features.{s}.0", f"features.{s}.1")
+    params["head"] = sd.dense("classifier.1")
+    return {"params": params, "batch_stats": stats}
+
+
+FAMILY = Family(
+    name="efficientnet",
+    reference="Tan & Le 2019, EfficientNet",
+    mappings={"torchvision": from_torchvision},
+    # Tan and Le 2019, sec. 5.2, and its code: the TF TPU recipe, AutoAugment v0, stochastic
+    # depth 0.2 (the last block's rate); dropout is each variant's own (0.2 ... 0.5).
+    recipe=Recipe(
+        base="tf_tpu",
+        overrides={"model_overrides.drop_path": 0.2, "data.augment.autoaugment": "v0"},
+        source="Tan and Le 2019 sec. 5.2 / tensorflow/tpu efficientnet: TF TPU recipe, "
+        "AutoAugment v0, stochastic depth 0.2",
+        target_source="Tan and Le 2019, Table 2",
+    ),
+)
 
 _B_REF = "Tan & Le 2019, EfficientNet; torchvision efficientnet_b"
-# (width, depth, dropout, resolution, eval crop ratio) per variant. Width, depth and dropout are
-# the paper's / torchvision's; resolution and crop ratio come from the transforms of torchvision's
-# default weights (B2's are 288 px, not the paper's 260; B1's V2 weights use 240 / 255).
+# (width, depth, dropout, resolution, the paper's Table 2 top-1) per variant. Width, depth and
+# dropout are the paper's and torchvision's; the resolution is that of torchvision's default
+# weights (B2's are 288 px, not the paper's 260).
 _B_VARIANTS = (
-    (1.0, 1.0, 0.2, 224, 224 / 256),
-    (1.0, 1.1, 0.2, 240, 240 / 255),
-    (1.1, 1.2, 0.3, 288, 1.0),
-    (1.2, 1.4, 0.3, 300, 300 / 320),
-    (1.4, 1.8, 0.4, 380, 380 / 384),
-    (1.6, 2.2, 0.4, 456, 1.0),
-    (1.8, 2.6, 0.5, 528, 1.0),
-    (2.0, 3.1, 0.5, 600, 1.0),
+    (1.0, 1.0, 0.2, 224, 77.1),
+    (1.0, 1.1, 0.2, 240, 79.1),
+    (1.1, 1.2, 0.3, 288, 80.1),
+    (1.2, 1.4, 0.3, 300, 81.6),
+    (1.4, 1.8, 0.4, 380, 82.9),
+    (1.6, 2.2, 0.4, 456, 83.6),
+    (1.8, 2.6, 0.5, 528, 84.0),
+    (2.0, 3.1, 0.5, 600, 84.3),
 )
-for _i, (_w, _d, _drop, _res, _crop) in enumerate(_B_VARIANTS):
-    register(
+# torchvision's default weights per variant: (tag, resize, interpolation, top1, top5, GMACs,
+# params); B1's V2 weights resize to 255 with bilinear interpolation, the V1 ports bicubic.
+# fmt: off
+_B_TORCHVISION = (
+    ("IMAGENET1K_V1", 256, "bicubic", 77.692, 93.532, 0.386, 5_288_548),
+    ("IMAGENET1K_V2", 255, "bilinear", 79.838, 94.934, 0.687, 7_794_184),
+    ("IMAGENET1K_V1", 288, "bicubic", 80.608, 95.31, 1.088, 9_109_994),
+    ("IMAGENET1K_V1", 320, "bicubic", 82.008, 96.054, 1.827, 12_233_232),
+    ("IMAGENET1K_V1", 384, "bicubic", 83.384, 96.594, 4.394, 19_341_616),
+    ("IMAGENET1K_V1", 456, "bicubic", 83.444, 96.628, 10.266, 30_389_784),
+    ("IMAGENET1K_V1", 528, "bicubic", 84.008, 96.916, 19.068, 43_040_704),
+    ("IMAGENET1K_V1", 600, "bicubic", 84.122, 96.908, 37.746, 66_347_960),
+)
+# fmt: on
+for _i, ((_w, _d, _drop, _res, _target), _tv) in enumerate(zip(_B_VARIANTS, _B_TORCHVISION)):
+    _tag, _resize, _interp, _top1, _top5, _gmacs, _params = _tv
+    FAMILY.register(
         f"efficientnet_b{_i}",
         functools.partial(
             EfficientNet,
             width_mult=_w,
             depth_mult=_d,
-            dropout_rate=_drop,
+            dropout=_drop,
             # torchvision builds B5-B7 with BatchNorm2d(eps=1e-3, momentum=0.01).
             bn_momentum=0.99 if _i >= 5 else 0.9,
             bn_epsilon=1e-3 if _i >= 5 else 1e-5,
         ),
-        family="efficientnet",
         reference=f"{_B_REF}{_i}",
         resolution=_res,
         torchvision=f"efficientnet_b{_i}",
-        eval_crop_ratio=_crop,
+        weights=(
+            Weights(
+                "torchvision",
+                _tag,
+                EvalTransform(_res, _resize, _interp),
+                top1=_top1,
+                top5=_top5,
+                params=_params,
+                gmacs=_gmacs,
+            ),
+        ),
+        recipe=FAMILY.recipe.but(target_top1=_target),
     )
 
 _LITE_REF = "Tan & Le 2019; EfficientNet-Lite (tensorflow/tpu models/official/efficientnet/lite)"
-# (width, depth, dropout, resolution, published parameter count) from the Lite release. Its
-# evaluation crops image_size / (image_size + 32).
+# (width, depth, dropout, resolution, published parameter count, published top-1) from the Lite
+# release README. Its evaluation crops image_size / (image_size + 32).
 _LITE_VARIANTS = (
-    (1.0, 1.0, 0.2, 224, "4.7M"),
-    (1.0, 1.1, 0.2, 240, "5.4M"),
-    (1.1, 1.2, 0.3, 260, "6.1M"),
-    (1.2, 1.4, 0.3, 280, "8.2M"),
-    (1.4, 1.8, 0.3, 300, "13.0M"),
+    (1.0, 1.0, 0.2, 224, "4.7M", 75.1),
+    (1.0, 1.1, 0.2, 240, "5.4M", 76.7),
+    (1.1, 1.2, 0.3, 260, "6.1M", 77.6),
+    (1.2, 1.4, 0.3, 280, "8.2M", 79.8),
+    (1.4, 1.8, 0.3, 300, "13.0M", 81.5),
 )
-for _i, (_w, _d, _drop, _res, _params) in enumerate(_LITE_VARIANTS):
-    register(
+for _i, (_w, _d, _drop, _res, _params, _top1) in enumerate(_LITE_VARIANTS):
+    FAMILY.register(
         f"efficientnet_lite{_i}",
         functools.partial(
             EfficientNet,
             width_mult=_w,
             depth_mult=_d,
-            dropout_rate=_drop,
+            dropout=_drop,
             fix_stem_head=True,
             head_features=1280,
             se_ratio=0.0,
@@ -247,9 +308,11 @@ for _i, (_w, _d, _drop, _res, _params) in enumerate(_LITE_VARIANTS):
             bn_momentum=0.99,
             bn_epsilon=1e-3,
         ),
-        family="efficientnet",
         reference=_LITE_REF,
         resolution=_res,
-        eval_crop_ratio=_res / (_res + 32),
+        transform=EvalTransform(_res, _res + 32),
         paper_params=_params,
+        recipe=FAMILY.recipe.but(
+            target_top1=_top1, target_source="EfficientNet-Lite release README"
+        ),
     )

@@ -12,8 +12,10 @@ This is torchvision's GoogLeNet, layer for layer, so its weights import exactly:
 - dropout 0.2 before the classifier (the paper uses 0.4) and 0.7 in the auxiliary heads.
 
 Two auxiliary classifiers (Sec. 5), after inception4a and inception4d, feed the training loss
-with weight :data:`AUX_LOSS_WEIGHT`. In train mode with ``aux_logits=True`` the model returns
-:class:`GoogLeNetOutputs`; otherwise (eval mode, or ``aux_logits=False``) just the logits.
+with weight :data:`AUX_LOSS_WEIGHT`. Like every cnn_flax model, GoogLeNet returns the logits in
+every mode; in train mode with ``aux_logits=True`` the auxiliary classifiers sow their logits
+into the ``"aux_logits"`` collection (``aux1_logits``, ``aux2_logits``), which a train step reads
+by making that collection mutable (:func:`cnn_flax.models.layers.aux_outputs`).
 
 ``googlenet`` is torchvision's default constructor: auxiliary heads on, ``transform_input`` off,
 13,004,888 parameters. torchvision's published IMAGENET1K_V1 weights need the overrides
@@ -27,33 +29,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
-from cnn_flax.models.registry import register
+from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.weights import StateDictReader, dense_kernel_from_nchw_flatten
 
 AUX_LOSS_WEIGHT = 0.3
 """Weight of each auxiliary classifier's loss in the training loss (paper, Sec. 5)."""
-
-
-class GoogLeNetOutputs(NamedTuple):
-    """What GoogLeNet returns in train mode with ``aux_logits=True`` (torchvision's order).
-
-    The training loss of the paper is ``ce(logits) + AUX_LOSS_WEIGHT * (ce(aux1) + ce(aux2))``.
-
-    Attributes:
-      logits: main classifier, float32 ``[batch, num_classes]``.
-      aux2: auxiliary classifier after inception4d, float32 ``[batch, num_classes]``.
-      aux1: auxiliary classifier after inception4a, float32 ``[batch, num_classes]``.
-    """
-
-    logits: jax.Array
-    aux2: jax.Array
-    aux1: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,9 +107,9 @@ def max_pool_ceil(x: jax.Array, window: int, *, stride: int, padding: int = 0) -
     )
 
 
-def _conv_bn(*, conv: layers.ModuleDef, norm: layers.ModuleDef, act: layers.Activation):
+def _conv_bn(*, conv: layers.ModuleDef, norm: layers.ModuleDef, activation: layers.Activation):
     """torchvision's ``BasicConv2d`` as a :class:`~cnn_flax.models.layers.ConvBN` factory."""
-    return functools.partial(layers.ConvBN, conv=conv, norm=norm, act=act)
+    return functools.partial(layers.ConvBN, conv=conv, norm=norm, activation=activation)
 
 
 class Inception(nn.Module):
@@ -134,19 +120,19 @@ class Inception(nn.Module):
     Attributes:
       spec: branch widths.
       branch3_kernel_size: kernel of the third branch (3 as torchvision, 5 as the paper).
-      conv: bound convolution; norm: bound BatchNorm; act: activation.
+      conv: bound convolution; norm: bound BatchNorm; activation: activation.
     """
 
     spec: InceptionSpec
     branch3_kernel_size: int
     conv: layers.ModuleDef
     norm: layers.ModuleDef
-    act: layers.Activation
+    activation: layers.Activation
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         s = self.spec
-        conv_bn = _conv_bn(conv=self.conv, norm=self.norm, act=self.act)
+        conv_bn = _conv_bn(conv=self.conv, norm=self.norm, activation=self.activation)
         b1 = conv_bn(s.conv1x1, 1, name="branch1")(x)
         b2 = conv_bn(s.reduce3x3, 1, name="branch2_reduce")(x)
         b2 = conv_bn(s.conv3x3, 3, name="branch2")(b2)
@@ -169,19 +155,19 @@ class NaiveInception(nn.Module):
     Attributes:
       spec: branch widths.
       branch3_kernel_size: kernel of the third branch (3 as torchvision, 5 as the paper).
-      conv: bound convolution; norm: bound BatchNorm; act: activation.
+      conv: bound convolution; norm: bound BatchNorm; activation: activation.
     """
 
     spec: InceptionSpec
     branch3_kernel_size: int
     conv: layers.ModuleDef
     norm: layers.ModuleDef
-    act: layers.Activation
+    activation: layers.Activation
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         s = self.spec
-        conv_bn = _conv_bn(conv=self.conv, norm=self.norm, act=self.act)
+        conv_bn = _conv_bn(conv=self.conv, norm=self.norm, activation=self.activation)
         b1 = conv_bn(s.conv1x1, 1, name="branch1")(x)
         b2 = conv_bn(s.conv3x3, 3, name="branch2")(x)
         b3 = conv_bn(s.conv5x5, self.branch3_kernel_size, name="branch3")(x)
@@ -197,26 +183,27 @@ class InceptionAux(nn.Module):
 
     Attributes:
       num_classes: outputs.
-      dropout_rate: dropout after ``fc1``.
-      conv: bound convolution; norm: bound BatchNorm; act: activation; dense: bound Dense.
+      dropout: dropout after ``fc1``.
+      conv: bound convolution; norm: bound BatchNorm; activation: activation; dense: bound Dense.
     """
 
     num_classes: int
-    dropout_rate: float
+    dropout: float
     conv: layers.ModuleDef
     norm: layers.ModuleDef
-    act: layers.Activation
+    activation: layers.Activation
     dense: layers.ModuleDef
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         x = layers.adaptive_avg_pool(x, (4, 4))
-        x = _conv_bn(conv=self.conv, norm=self.norm, act=self.act)(128, 1, name="conv")(x)
+        conv_bn = _conv_bn(conv=self.conv, norm=self.norm, activation=self.activation)
+        x = conv_bn(128, 1, name="conv")(x)
         # NHWC flatten; the converter permutes torchvision's C, H, W order to it.
         x = x.reshape(x.shape[0], -1)
-        x = self.act(self.dense(1024, name="fc1")(x))
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return layers.to_float32_logits(self.dense(self.num_classes, name="fc2")(x))
+        x = self.activation(self.dense(1024, name="fc1")(x))
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return self.dense(self.num_classes, name="fc2")(x).astype(jnp.float32)
 
 
 class GoogLeNet(nn.Module):
@@ -227,23 +214,25 @@ class GoogLeNet(nn.Module):
     ``branch3``, ``branch4_proj``), ``aux1``, ``aux2`` and ``head``, following torchvision's names.
 
     Returns:
-      In train mode with ``aux_logits``: :class:`GoogLeNetOutputs` ``(logits, aux2, aux1)``.
-      Otherwise: the logits, float32 ``[batch, num_classes]``.
+      The logits, float32 ``[batch, num_classes]`` (features ``[batch, 1024]`` when
+      ``num_classes=0``). In train mode the auxiliary logits go to ``layers.AUX_COLLECTION``.
 
     Attributes:
-      num_classes: classifier outputs.
-      aux_logits: build the two auxiliary classifiers (returned in train mode only).
+      num_classes: classifier outputs; 0 returns the features (and builds no auxiliary heads).
+      aux_logits: build the two auxiliary classifiers (run in train mode only).
       transform_input: re-normalise ImageNet-normalised input to the [-1, 1] scaling the ported
         weights expect, as torchvision's option; set it for the published weights.
       inception_module: ``"reduced"`` (paper Fig. 2b, torchvision) or ``"naive"`` (Fig. 2a).
       branch3_kernel_size: kernel of each module's third branch: 3 as torchvision, 5 as the paper.
       stages: the Inception spec, three stages (numbered 3 to 5 as in the paper).
-      dropout_rate: dropout in front of the classifier.
-      aux_dropout_rate: dropout inside the auxiliary classifiers.
+      dropout: dropout in front of the classifier.
+      aux_dropout: dropout inside the auxiliary classifiers.
+      bn_momentum: Flax BatchNorm momentum (1 - torch momentum).
+      bn_epsilon: BatchNorm epsilon (0.001, torchvision's ``BasicConv2d``).
       dtype: computation dtype; parameters and BatchNorm statistics stay float32.
       conv: convolution module to use.
       norm: normalisation module to use.
-      act: activation.
+      activation: activation.
     """
 
     num_classes: int = 1000
@@ -252,15 +241,17 @@ class GoogLeNet(nn.Module):
     inception_module: str = "reduced"
     branch3_kernel_size: int = 3
     stages: tuple[tuple[InceptionSpec, ...], ...] = GOOGLENET
-    dropout_rate: float = 0.2
-    aux_dropout_rate: float = 0.7
+    dropout: float = 0.2
+    aux_dropout: float = 0.7
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-3
     dtype: jnp.dtype = jnp.float32
     conv: layers.ModuleDef = nn.Conv
     norm: layers.ModuleDef = nn.BatchNorm
-    act: layers.Activation = nn.relu
+    activation: layers.Activation = nn.relu
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array | GoogLeNetOutputs:
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         modules = {"reduced": Inception, "naive": NaiveInception}
         if self.inception_module not in modules:
             raise ValueError(
@@ -268,15 +259,24 @@ class GoogLeNet(nn.Module):
                 f"use 'reduced' (torchvision, paper Fig. 2b) or 'naive' (paper Fig. 2a)."
             )
         block = modules[self.inception_module]
+        layers.check_rate("dropout", self.dropout)
+        layers.check_rate("aux_dropout", self.aux_dropout)
         conv = layers.bind_conv(self.conv, dtype=self.dtype, kernel_init=_weight_init)
-        norm = layers.bind_norm(self.norm, train=train, dtype=self.dtype, epsilon=1e-3)
+        norm = layers.bind_norm(
+            self.norm,
+            train=train,
+            dtype=self.dtype,
+            momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
+        )
         dense = functools.partial(
             nn.Dense, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_weight_init
         )
-        conv_bn = _conv_bn(conv=conv, norm=norm, act=self.act)
+        conv_bn = _conv_bn(conv=conv, norm=norm, activation=self.activation)
         # The auxiliary heads only run in training, but their parameters must exist whatever
-        # mode ``init`` is called in.
-        run_aux = self.aux_logits and (train or self.is_initializing())
+        # mode ``init`` is called in. A feature extractor (num_classes=0) has none.
+        with_aux = self.aux_logits and self.num_classes > 0
+        run_aux = with_aux and (train or self.is_initializing())
 
         x = x.astype(self.dtype)
         if self.transform_input:
@@ -295,16 +295,21 @@ class GoogLeNet(nn.Module):
             for j, spec in enumerate(stage):
                 name = f"inception{_FIRST_STAGE + i}{chr(ord('a') + j)}"
                 x = block(
-                    spec, self.branch3_kernel_size, conv=conv, norm=norm, act=self.act, name=name
+                    spec,
+                    self.branch3_kernel_size,
+                    conv=conv,
+                    norm=norm,
+                    activation=self.activation,
+                    name=name,
                 )(x)
                 for aux_name, after in (("aux1", _AUX1_AFTER), ("aux2", _AUX2_AFTER)):
                     if run_aux and name == after:
                         aux[aux_name] = InceptionAux(
                             self.num_classes,
-                            self.aux_dropout_rate,
+                            self.aux_dropout,
                             conv=conv,
                             norm=norm,
-                            act=self.act,
+                            activation=self.activation,
                             dense=dense,
                             name=aux_name,
                         )(x, train=train)
@@ -314,32 +319,128 @@ class GoogLeNet(nn.Module):
                 f"these stages do not have; set aux_logits=False or keep stage 4 at 4+ modules."
             )
 
+        if train:
+            for aux_name, aux_out in aux.items():
+                self.sow(layers.AUX_COLLECTION, f"{aux_name}_logits", aux_out)
         x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        logits = layers.to_float32_logits(dense(self.num_classes, name="head")(x))
-        if self.aux_logits and train:
-            return GoogLeNetOutputs(logits, aux["aux2"], aux["aux1"])
-        return logits
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_weight_init)
 
 
 def _transform_input(x: jax.Array) -> jax.Array:
     """ImageNet mean/std normalisation -> ``(x - 0.5) / 0.5`` normalisation, per channel."""
-    mean = jnp.asarray([0.485, 0.456, 0.406], x.dtype)
-    std = jnp.asarray([0.229, 0.224, 0.225], x.dtype)
+    mean = jnp.asarray(layers.IMAGENET_MEAN, x.dtype)
+    std = jnp.asarray(layers.IMAGENET_STD, x.dtype)
     return x * (std / 0.5) + (mean - 0.5) / 0.5
 
 
+# Our branch name -> torchvision's BasicConv2d prefix inside an Inception module.
+_TV_BRANCHES = {
+    "branch1": "branch1",
+    "branch2_reduce": "branch2.0",
+    "branch2": "branch2.1",
+    "branch3_reduce": "branch3.0",
+    "branch3": "branch3.1",
+    "branch4_proj": "branch4.1",
+}
+
+
+def from_torchvision(name: str, sd: StateDictReader) -> dict:
+    """torchvision GoogLeNet state dict -> cnn_flax variables.
+
+    Accepts both layouts torchvision produces: the default constructor's, with the auxiliary
+    classifiers (``aux1.*``, ``aux2.*``), and that of ``googlenet(weights=...)``, whose auxiliary
+    heads are removed after loading (then the model needs ``aux_logits=False``).
+    """
+    from cnn_flax.models.registry import create_model
+
+    model = create_model(name)
+    params: dict = {}
+    stats: dict = {}
+
+    def conv_bn(ours: tuple[str, ...], theirs: str) -> None:
+        p, s = sd.conv_bn(f"{theirs}.conv", f"{theirs}.bn")
+        _nest(params, ours, p)
+        _nest(stats, ours, s)
+
+    for stem in ("conv1", "conv2", "conv3"):
+        conv_bn((stem,), stem)
+    for i, stage in enumerate(model.stages):
+        for j in range(len(stage)):
+            block = f"inception{_FIRST_STAGE + i}{chr(ord('a') + j)}"
+            for ours, theirs in _TV_BRANCHES.items():
+                conv_bn((block, ours), f"{block}.{theirs}")
+    for aux in ("aux1", "aux2"):
+        if not sd.has(f"{aux}.fc2.weight"):
+            continue  # torchvision's published layout has no auxiliary heads
+        conv_bn((aux, "conv"), f"{aux}.conv")
+        params[aux]["fc1"] = {
+            "kernel": dense_kernel_from_nchw_flatten(sd(f"{aux}.fc1.weight"), 128, 4, 4),
+            "bias": sd(f"{aux}.fc1.bias"),
+        }
+        params[aux]["fc2"] = sd.dense(f"{aux}.fc2")
+    params["head"] = sd.dense("fc")
+    return {"params": params, "batch_stats": stats}
+
+
+def weight_overrides(name: str, variables: dict) -> dict:
+    """What converted weights show of the model they need: ``aux_logits`` is whether they have
+    auxiliary heads (torchvision drops them after loading its published weights).
+
+    ``transform_input`` cannot be read off the weights; the published entry's overrides say it.
+    """
+    del name
+    return {"aux_logits": "aux1" in variables["params"]}
+
+
+def _nest(tree: dict, path: tuple[str, ...], value: dict) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
 _REFERENCE = "Szegedy et al. 2015 (Inception v1); torchvision's BatchNorm variant"
-register(
+FAMILY = Family(
+    name="googlenet",
+    reference=_REFERENCE,
+    mappings={"torchvision": from_torchvision},
+    weight_overrides=weight_overrides,
+    # torchvision's GoogLeNet weights are ported, not trained with its scripts, so the
+    # optimisation follows train.py's defaults for BatchNorm networks; the auxiliary losses are
+    # weighted 0.3 (paper, Sec. 5). The paper's own schedule (lr x0.96 every 8 epochs) is
+    # schedule.name=exponential, decay_rate=0.96, decay_epochs=8.
+    recipe=Recipe(
+        base="torchvision_step",
+        overrides={"aux_loss_weight": AUX_LOSS_WEIGHT},
+        source="torchvision train.py defaults (lr 0.1, wd 1e-4, StepLR 30) + auxiliary losses "
+        "x0.3 (Szegedy et al. 2015, sec. 5)",
+    ),
+)
+FAMILY.register(
     "googlenet",
     GoogLeNet,
-    family="googlenet",
-    reference=_REFERENCE,
     torchvision="googlenet",
+    weights=(
+        Weights(
+            "torchvision",
+            "IMAGENET1K_V1",
+            EvalTransform(224, 256),
+            top1=69.778,
+            top5=89.53,
+            params=6_624_904,
+            gmacs=1.498,
+            # Ported from TensorFlow: they expect [-1, 1] inputs, and torchvision drops the
+            # auxiliary heads after loading them.
+            overrides={"transform_input": True, "aux_logits": False},
+        ),
+    ),
+    recipe=FAMILY.recipe.but(
+        target_top1=69.778,
+        target_source="torchvision's ported IMAGENET1K_V1 weights (the paper gives top-5 only)",
+    ),
 )
-register(
+FAMILY.register(
     "googlenet_naive",
     functools.partial(GoogLeNet, inception_module="naive"),
-    family="googlenet",
     reference=_REFERENCE + "; naive Inception modules (paper Fig. 2a), an ablation",
 )

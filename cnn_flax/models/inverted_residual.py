@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 
 from cnn_flax.models import layers
+from cnn_flax.weights import StateDictReader
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,11 +55,11 @@ class InvertedResidual(nn.Module):
       strides: depthwise stride.
       conv: bound convolution.
       norm: bound normalisation.
-      act: activation after the expansion and depthwise convolutions.
+      activation: activation after the expansion and depthwise convolutions.
       se_features: squeeze-and-excitation bottleneck channels, or ``None`` for no SE.
-      se_act: activation inside the SE bottleneck.
+      se_activation: activation inside the SE bottleneck.
       se_gate: SE gating function.
-      drop_path_rate: stochastic depth rate of the residual branch (0 disables it).
+      drop_path: stochastic depth rate of the residual branch (0 disables it).
     """
 
     features: int
@@ -67,11 +68,11 @@ class InvertedResidual(nn.Module):
     strides: int
     conv: layers.ModuleDef
     norm: layers.ModuleDef
-    act: layers.Activation
+    activation: layers.Activation
     se_features: int | None = None
-    se_act: layers.Activation = nn.relu
+    se_activation: layers.Activation = nn.relu
     se_gate: layers.Activation = nn.sigmoid
-    drop_path_rate: float = 0.0
+    drop_path: float = 0.0
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -81,7 +82,12 @@ class InvertedResidual(nn.Module):
         y = x
         if self.expand_features != in_features:
             y = layers.ConvBN(
-                self.expand_features, 1, conv=self.conv, norm=self.norm, act=self.act, name="expand"
+                self.expand_features,
+                1,
+                conv=self.conv,
+                norm=self.norm,
+                activation=self.activation,
+                name="expand",
             )(y)
         y = layers.ConvBN(
             self.expand_features,
@@ -90,16 +96,65 @@ class InvertedResidual(nn.Module):
             norm=self.norm,
             strides=self.strides,
             groups=self.expand_features,
-            act=self.act,
+            activation=self.activation,
             name="depthwise",
         )(y)
         if self.se_features is not None:
             y = layers.SqueezeExcite(
-                self.se_features, act=self.se_act, gate=self.se_gate, dtype=y.dtype, name="se"
+                self.se_features,
+                activation=self.se_activation,
+                gate=self.se_gate,
+                dtype=y.dtype,
+                name="se",
             )(y)
         # Linear bottleneck: no activation after the projection (Sandler et al. 2018, Sec. 3.2).
         y = layers.ConvBN(self.features, 1, conv=self.conv, norm=self.norm, name="project")(y)
         if self.strides == 1 and in_features == self.features:
-            y = layers.DropPath(self.drop_path_rate, name="drop_path")(y, deterministic=not train)
+            y = layers.DropPath(self.drop_path, name="drop_path")(y, deterministic=not train)
             y = x + y
         return y
+
+
+def torchvision_v2_block(sd: StateDictReader, prefix: str) -> tuple[dict, dict]:
+    """torchvision ``mobilenetv2.InvertedResidual`` at ``prefix`` (its ``conv`` Sequential).
+
+    The Sequential holds ``[expand], depthwise`` (each Conv2dNormActivation) and then the
+    projection as a bare Conv2d and BatchNorm2d: four children with expansion, three without.
+    """
+    names = ["expand", "depthwise"] if sd.has(f"{prefix}.3.weight") else ["depthwise"]
+    params, stats = {}, {}
+    for i, name in enumerate(names):
+        params[name], stats[name] = sd.conv_bn(f"{prefix}.{i}.0", f"{prefix}.{i}.1")
+    n = len(names)
+    params["project"], stats["project"] = sd.conv_bn(f"{prefix}.{n}", f"{prefix}.{n + 1}")
+    return params, stats
+
+
+def torchvision_sequential_block(sd: StateDictReader, prefix: str) -> tuple[dict, dict]:
+    """torchvision MobileNet v3 / EfficientNet ``block`` Sequential at ``prefix``.
+
+    Children: ``[expand], depthwise, [se], project``; convolutions are Conv2dNormActivation
+    (``.0`` conv, ``.1`` BN), squeeze-and-excitation has ``fc1``/``fc2`` with biases. Whether a
+    block has an expansion or SE is read from the state dict, so no widths are needed.
+    """
+    params, stats = {}, {}
+    convs = []
+    i = 0
+    while sd.has(f"{prefix}.{i}.0.weight") or sd.has(f"{prefix}.{i}.fc1.weight"):
+        if sd.has(f"{prefix}.{i}.fc1.weight"):
+            params["se"] = {
+                "fc1": sd.conv(f"{prefix}.{i}.fc1", bias=True),
+                "fc2": sd.conv(f"{prefix}.{i}.fc2", bias=True),
+            }
+        else:
+            convs.append(i)
+        i += 1
+    if len(convs) not in (2, 3):
+        raise ValueError(
+            f"{prefix}: expected 2 or 3 convolutions in an inverted residual block, found "
+            f"{len(convs)}; the state dict is not a torchvision MobileNet v3 / EfficientNet."
+        )
+    names = ["expand", "depthwise", "project"][-len(convs) :]
+    for name, j in zip(names, convs, strict=True):
+        params[name], stats[name] = sd.conv_bn(f"{prefix}.{j}.0", f"{prefix}.{j}.1")
+    return params, stats

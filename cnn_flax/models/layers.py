@@ -1,8 +1,10 @@
 """Building blocks shared by the model families.
 
-Family modules bind their conv, norm and activation once at the top of ``__call__`` (with
-``use_running_average=not train`` and the computation ``dtype``) and pass the bound callables down,
-so blocks never build their own BatchNorm and a user can swap any of the three in one place.
+Family modules bind their conv, norm and activation once at the top of ``__call__`` (with the
+train/eval mode and the computation ``dtype``) and pass the bound callables down, so blocks
+never build their own normalisation and a user can swap any of the three in one place.
+:func:`bind_norm` recognises BatchNorm by type and binds anything else (LayerNorm) as a
+per-example norm, so the same code path serves ConvNets and Transformers.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ import jax.numpy as jnp
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# Auxiliary classifiers (GoogLeNet's, Inception v3's) sow their logits into this collection in
+# train mode; the model's return value is the main logits in every mode.
+AUX_COLLECTION = "aux_logits"
+
 ModuleDef = Any
 """A callable that builds a Flax module (a class or a ``functools.partial`` of one)."""
 
@@ -29,6 +35,21 @@ Activation = Callable[[jax.Array], jax.Array]
 # torchvision initialises convolutions with Kaiming-normal on fan_out (He et al. 2015, "Delving
 # deep into rectifiers"); matching it keeps training from scratch comparable to the reference.
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# torch.nn.Linear's default weight init: uniform in +-1/sqrt(fan_in).
+torch_linear_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def module_class(module: ModuleDef) -> type | None:
+    """The class a module definition builds, looking through ``functools.partial``."""
+    while isinstance(module, functools.partial):
+        module = module.func
+    return module if isinstance(module, type) else None
+
+
+def is_batch_norm(norm: ModuleDef) -> bool:
+    """Whether ``norm`` builds a BatchNorm (``nn.BatchNorm`` or a subclass), by type."""
+    cls = module_class(norm)
+    return cls is not None and issubclass(cls, nn.BatchNorm)
 
 
 def bind_norm(
@@ -39,26 +60,29 @@ def bind_norm(
     momentum: float = 0.9,
     epsilon: float = 1e-5,
 ) -> ModuleDef:
-    """Binds a BatchNorm-like module to the train/eval mode and compute dtype.
+    """Binds a normalisation module to the train/eval mode and compute dtype.
 
-    ``momentum`` follows Flax's convention (weight of the old running value): torchvision's
-    ``momentum=0.1`` is Flax's ``0.9``. Parameters and statistics stay float32 whatever ``dtype``.
+    BatchNorm (recognised by type) gets ``use_running_average=not train`` and ``momentum``, in
+    Flax's convention (weight of the old running value: torchvision's ``momentum=0.1`` is Flax's
+    ``0.9``); any other norm (LayerNorm, GroupNorm) normalises each example and only gets
+    ``epsilon``. Parameters and statistics stay float32 whatever ``dtype``.
     """
+    common = {"epsilon": epsilon, "dtype": dtype, "param_dtype": jnp.float32}
+    if is_batch_norm(norm):
+        return functools.partial(norm, use_running_average=not train, momentum=momentum, **common)
+    return functools.partial(norm, **common)
+
+
+def bind_conv(
+    conv: ModuleDef, *, dtype: jnp.dtype, use_bias: bool = False, kernel_init: Any = None
+) -> ModuleDef:
+    """Binds a convolution to the compute dtype, float32 parameters and torchvision's init."""
     return functools.partial(
-        norm,
-        use_running_average=not train,
-        momentum=momentum,
-        epsilon=epsilon,
+        conv,
+        use_bias=use_bias,
         dtype=dtype,
         param_dtype=jnp.float32,
-    )
-
-
-def bind_conv(conv: ModuleDef, *, dtype: jnp.dtype, use_bias: bool = False, **kwargs) -> ModuleDef:
-    """Binds a convolution to the compute dtype, float32 parameters and torchvision's init."""
-    kwargs.setdefault("kernel_init", conv_kernel_init)
-    return functools.partial(
-        conv, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, **kwargs
+        kernel_init=conv_kernel_init if kernel_init is None else kernel_init,
     )
 
 
@@ -75,17 +99,56 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return rounded
 
 
+def classifier(
+    x: jax.Array,
+    num_classes: int,
+    *,
+    dtype: jnp.dtype,
+    kernel_init: Any = torch_linear_init,
+    bias_init: Any = nn.initializers.zeros,
+    name: str = "head",
+) -> jax.Array:
+    """The classifier every model ends with: a Dense layer named ``head``, float32 logits out.
+
+    ``num_classes=0`` returns the features themselves (float32): the model is then a feature
+    extractor, and fine-tuning replaces only the ``head`` subtree. Must be called from inside a
+    compact ``__call__``.
+    """
+    if num_classes == 0:
+        return x.astype(jnp.float32)
+    x = nn.Dense(
+        num_classes,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+        name=name,
+    )(x)
+    return x.astype(jnp.float32)
+
+
+def aux_outputs(updates: Any) -> tuple[jax.Array, ...]:
+    """The auxiliary logits a train-mode ``apply`` sowed into :data:`AUX_COLLECTION`.
+
+    ``updates`` is the dict of mutable collections ``apply(..., mutable=[..., AUX_COLLECTION])``
+    returned; the outputs come sorted by name (``aux1``, ``aux2``), each sown value once.
+    """
+    sown = updates.get(AUX_COLLECTION, {})
+    return tuple(value for name in sorted(sown) for value in sown[name])
+
+
 class ConvBN(nn.Module):
     """Convolution, then normalisation, then an optional activation.
 
     Attributes:
       features: output channels.
       kernel_size: square kernel size.
-      strides: square stride.
-      groups: feature groups (``features`` = depthwise when equal to the input channels).
       conv: bound convolution (see :func:`bind_conv`).
       norm: bound normalisation (see :func:`bind_norm`).
-      act: activation, or ``None`` for a linear output (e.g. MobileNet v2's projection).
+      strides: square stride.
+      groups: feature groups (``features`` = depthwise when equal to the input channels).
+      activation: activation, or ``None`` for a linear output (MobileNet v2's projection).
+      padding: symmetric padding per side; ``None`` takes ``(kernel_size - 1) // 2``.
     """
 
     features: int
@@ -94,7 +157,7 @@ class ConvBN(nn.Module):
     norm: ModuleDef
     strides: int = 1
     groups: int = 1
-    act: Activation | None = None
+    activation: Activation | None = None
     padding: int | None = None
 
     @nn.compact
@@ -111,7 +174,7 @@ class ConvBN(nn.Module):
             name="conv",
         )(x)
         x = self.norm(name="bn")(x)
-        return x if self.act is None else self.act(x)
+        return x if self.activation is None else self.activation(x)
 
 
 class SqueezeExcite(nn.Module):
@@ -122,13 +185,13 @@ class SqueezeExcite(nn.Module):
 
     Attributes:
       squeeze_features: channels of the bottleneck.
-      act: activation after ``fc1`` (ReLU in MobileNet v3, SiLU in EfficientNet).
+      activation: activation after ``fc1`` (ReLU in MobileNet v3, SiLU in EfficientNet).
       gate: gating function (sigmoid, or hard-sigmoid in MobileNet v3).
       dtype: computation dtype.
     """
 
     squeeze_features: int
-    act: Activation = nn.relu
+    activation: Activation = nn.relu
     gate: Activation = nn.sigmoid
     dtype: jnp.dtype = jnp.float32
 
@@ -138,7 +201,7 @@ class SqueezeExcite(nn.Module):
             nn.Conv, kernel_size=(1, 1), use_bias=True, dtype=self.dtype, param_dtype=jnp.float32
         )
         s = jnp.mean(x, axis=(1, 2), keepdims=True)
-        s = self.act(conv(self.squeeze_features, name="fc1")(s))
+        s = self.activation(conv(self.squeeze_features, name="fc1")(s))
         s = self.gate(conv(x.shape[-1], name="fc2")(s))
         return x * s.astype(x.dtype)
 
@@ -162,6 +225,12 @@ class DropPath(nn.Module):
         return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
+def check_rate(name: str, rate: float) -> None:
+    """Raises unless a dropout or drop-path ``rate`` is in [0, 1)."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"{name}={rate} must be in [0, 1).")
+
+
 def hard_sigmoid(x: jax.Array) -> jax.Array:
     """ReLU6(x + 3) / 6, torchvision's ``Hardsigmoid``."""
     return jax.nn.relu6(x + 3.0) / 6.0
@@ -170,11 +239,6 @@ def hard_sigmoid(x: jax.Array) -> jax.Array:
 def hard_swish(x: jax.Array) -> jax.Array:
     """x * ReLU6(x + 3) / 6 (Howard et al. 2019), torchvision's ``Hardswish``."""
     return x * hard_sigmoid(x)
-
-
-def to_float32_logits(x: jax.Array) -> jax.Array:
-    """Logits leave every model in float32, whatever the compute dtype."""
-    return x.astype(jnp.float32)
 
 
 def adaptive_avg_pool(x: jax.Array, output_size: tuple[int, int]) -> jax.Array:

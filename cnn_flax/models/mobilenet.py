@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
-from cnn_flax.models.inverted_residual import InvertedResidual, MBConvSpec
-from cnn_flax.models.registry import register
+from cnn_flax.models.inverted_residual import InvertedResidual, MBConvSpec, torchvision_v2_block
+from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.weights import StateDictReader
 
 # MobileNet v1, Table 1: (pointwise output channels, depthwise stride) of the 13 separable layers.
 # The paper's table prints stride 2 for the last depthwise layer, but its output stays 7x7 and the
@@ -43,13 +44,13 @@ V1_BLOCKS: tuple[tuple[int, int], ...] = (
 )
 
 
-def v1_width(channels: int, alpha: float, min_features: int = 8) -> int:
-    """Thins a layer by the width multiplier alpha (Sec. 3.3), as the TF-slim reference does.
+def v1_width(channels: int, width_mult: float, min_features: int = 8) -> int:
+    """Thins a layer by the width multiplier (the paper's alpha, Sec. 3.3) as TF-slim does.
 
-    ``max(int(channels * alpha), 8)``: plain truncation, not ``make_divisible``, so alpha = 0.75
+    ``max(int(channels * width_mult), 8)``: plain truncation, not ``make_divisible``, so 0.75
     gives 24-48-...-768 channels.
     """
-    return max(int(channels * alpha), min_features)
+    return max(int(channels * width_mult), min_features)
 
 
 class MobileNetV1(nn.Module):
@@ -64,13 +65,16 @@ class MobileNetV1(nn.Module):
     ``bn_momentum`` set them). The classifier is a Dense layer (TF-slim's 1x1 convolution has the
     same parameters) behind TF-slim's dropout of 0.001 (keep probability 0.999).
 
+    Features (``num_classes=0``): the globally pooled output of the last block.
+
     Attributes:
-      num_classes: classifier outputs.
-      alpha: width multiplier applied to every layer, stem and last block included.
+      num_classes: classifier outputs; 0 returns the features.
+      width_mult: width multiplier (the paper's alpha) on every layer, stem and last block
+        included.
       separable: depthwise-separable blocks (True) or full 3x3 convolutions (False).
       blocks: (output channels, stride) of each block before width scaling.
       stem_features: stem channels before width scaling.
-      dropout_rate: dropout in front of the classifier.
+      dropout: dropout in front of the classifier.
       bn_momentum: Flax BatchNorm momentum (1 - torch momentum).
       bn_epsilon: BatchNorm epsilon.
       dtype: computation dtype; parameters stay float32.
@@ -80,11 +84,11 @@ class MobileNetV1(nn.Module):
     """
 
     num_classes: int = 1000
-    alpha: float = 1.0
+    width_mult: float = 1.0
     separable: bool = True
     blocks: tuple[tuple[int, int], ...] = V1_BLOCKS
     stem_features: int = 32
-    dropout_rate: float = 0.001
+    dropout: float = 0.001
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
     dtype: jnp.dtype = jnp.float32
@@ -94,8 +98,9 @@ class MobileNetV1(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        if not 0.0 < self.alpha <= 4.0:
-            raise ValueError(f"MobileNetV1 alpha must be in (0, 4], got {self.alpha}.")
+        if not 0.0 < self.width_mult <= 4.0:
+            raise ValueError(f"MobileNetV1 width_mult must be in (0, 4], got {self.width_mult}.")
+        layers.check_rate("dropout", self.dropout)
         conv = layers.bind_conv(self.conv, dtype=self.dtype)
         norm = layers.bind_norm(
             self.norm,
@@ -104,20 +109,19 @@ class MobileNetV1(nn.Module):
             momentum=self.bn_momentum,
             epsilon=self.bn_epsilon,
         )
-        conv_bn = functools.partial(layers.ConvBN, conv=conv, norm=norm, act=self.activation)
+        conv_bn = functools.partial(layers.ConvBN, conv=conv, norm=norm, activation=self.activation)
         x = x.astype(self.dtype)
-        x = conv_bn(v1_width(self.stem_features, self.alpha), 3, strides=2, name="stem")(x)
+        x = conv_bn(v1_width(self.stem_features, self.width_mult), 3, strides=2, name="stem")(x)
         for k, (features, stride) in enumerate(self.blocks, start=1):
-            features = v1_width(features, self.alpha)
+            features = v1_width(features, self.width_mult)
             if self.separable:
                 block = _SeparableBlock(features, stride, conv_bn=conv_bn, name=f"block{k}")
             else:
                 block = _FullConvBlock(features, stride, conv_bn=conv_bn, name=f"block{k}")
             x = block(x)
         x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = _dense(self.num_classes, self.dtype, name="head")(x)
-        return layers.to_float32_logits(x)
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_HEAD_INIT)
 
 
 class _SeparableBlock(nn.Module):
@@ -146,15 +150,8 @@ class _FullConvBlock(nn.Module):
         return self.conv_bn(self.features, 3, strides=self.strides, name="full_conv")(x)
 
 
-def _dense(features: int, dtype: jnp.dtype, *, name: str) -> nn.Dense:
-    # torchvision's MobileNets initialise classifiers with N(0, 0.01).
-    return nn.Dense(
-        features,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        kernel_init=nn.initializers.normal(0.01),
-        name=name,
-    )
+# torchvision's MobileNets initialise classifiers with N(0, 0.01).
+_HEAD_INIT = nn.initializers.normal(0.01)
 
 
 # MobileNet v2, Table 2: (t, c, n, s) rows; every depthwise kernel is 3x3.
@@ -175,19 +172,22 @@ class MobileNetV2(nn.Module):
     Stem 3x3/2 to 32 channels, 17 inverted residual blocks (Table 2), a 1x1 convolution to 1280
     channels, global pooling, dropout and a linear classifier. The width multiplier scales every
     width through ``make_divisible(c * width_mult, round_nearest)`` except the last convolution,
-    which is never thinned below 1280 (Sec. 6.1).
+    which is never thinned below 1280 (Sec. 6.1). Features (``num_classes=0``): the pooled
+    output of that last convolution.
 
     Parameter names: ``stem``, ``block1`` ... ``block17`` (torchvision's ``features.1`` ...
     ``features.17``; each with ``expand``, ``depthwise``, ``project``), ``head_conv``, ``head``.
 
     Attributes:
-      num_classes: classifier outputs.
+      num_classes: classifier outputs; 0 returns the features.
       width_mult: width multiplier.
       round_nearest: channel counts are multiples of this.
       stages: the (t, c, n, s) table as :class:`MBConvSpec` rows.
       stem_features: stem channels before width scaling.
       head_features: channels of the last convolution before width scaling.
-      dropout_rate: dropout in front of the classifier.
+      dropout: dropout in front of the classifier.
+      bn_momentum: Flax BatchNorm momentum (1 - torch momentum).
+      bn_epsilon: BatchNorm epsilon.
       dtype: computation dtype; parameters stay float32.
       conv: convolution module.
       norm: normalisation module.
@@ -200,7 +200,9 @@ class MobileNetV2(nn.Module):
     stages: tuple[MBConvSpec, ...] = V2_STAGES
     stem_features: int = 32
     head_features: int = 1280
-    dropout_rate: float = 0.2
+    dropout: float = 0.2
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
     dtype: jnp.dtype = jnp.float32
     conv: layers.ModuleDef = nn.Conv
     norm: layers.ModuleDef = nn.BatchNorm
@@ -208,8 +210,15 @@ class MobileNetV2(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        layers.check_rate("dropout", self.dropout)
         conv = layers.bind_conv(self.conv, dtype=self.dtype)
-        norm = layers.bind_norm(self.norm, train=train, dtype=self.dtype)
+        norm = layers.bind_norm(
+            self.norm,
+            train=train,
+            dtype=self.dtype,
+            momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
+        )
         act = self.activation
 
         def width(c: float) -> int:
@@ -217,7 +226,13 @@ class MobileNetV2(nn.Module):
 
         x = x.astype(self.dtype)
         x = layers.ConvBN(
-            width(self.stem_features), 3, conv=conv, norm=norm, strides=2, act=act, name="stem"
+            width(self.stem_features),
+            3,
+            conv=conv,
+            norm=norm,
+            strides=2,
+            activation=act,
+            name="stem",
         )(x)
         k = 0
         for spec in self.stages:
@@ -232,46 +247,92 @@ class MobileNetV2(nn.Module):
                     strides=spec.strides if j == 0 else 1,
                     conv=conv,
                     norm=norm,
-                    act=act,
+                    activation=act,
                     name=f"block{k}",
                 )(x, train=train)
         head_features = layers.make_divisible(
             self.head_features * max(1.0, self.width_mult), self.round_nearest
         )
-        x = layers.ConvBN(head_features, 1, conv=conv, norm=norm, act=act, name="head_conv")(x)
+        x = layers.ConvBN(head_features, 1, conv=conv, norm=norm, activation=act, name="head_conv")(
+            x
+        )
         x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = _dense(self.num_classes, self.dtype, name="head")(x)
-        return layers.to_float32_logits(x)
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_HEAD_INIT)
+
+
+def v2_from_torchvision(name: str, sd: StateDictReader) -> dict:
+    """torchvision ``mobilenet_v2`` state dict -> cnn_flax variables."""
+    if name != "mobilenet_v2":
+        raise ValueError(f"No torchvision mapping for {name!r}; only mobilenet_v2 has one.")
+    params, stats = {}, {}
+    params["stem"], stats["stem"] = sd.conv_bn("features.0.0", "features.0.1")
+    k = 1
+    # features.1 .. features.N-1 are blocks; the last entry is the 1x1 head convolution.
+    while sd.has(f"features.{k}.conv.0.0.weight"):
+        params[f"block{k}"], stats[f"block{k}"] = torchvision_v2_block(sd, f"features.{k}.conv")
+        k += 1
+    params["head_conv"], stats["head_conv"] = sd.conv_bn(f"features.{k}.0", f"features.{k}.1")
+    params["head"] = sd.dense("classifier.1")
+    return {"params": params, "batch_stats": stats}
 
 
 _V1_REF = "Howard et al. 2017, MobileNets (Table 6 width multipliers; Table 4 full convolution)"
+_TF_TPU = "TF TPU reference recipe (RMSProp, exponential decay, EMA; tensorflow/tpu mnasnet)"
+FAMILY = Family(
+    name="mobilenet",
+    reference=_V1_REF,
+    mappings={"torchvision": v2_from_torchvision},
+    # The v1 and v2 papers' weight decay 4e-5 (Howard et al. 2017; Sandler et al. 2018, sec.
+    # 6.1) and no AutoAugment; dropout is the model's own default (v1 0.001, v2 0.2).
+    recipe=Recipe(
+        base="tf_tpu",
+        overrides={"optimizer.weight_decay": 4e-5},
+        source=f"{_TF_TPU} with the papers' weight decay 4e-5",
+        target_source="Howard et al. 2017, Tables 4 and 6",
+    ),
+)
 
-register("mobilenet_v1", MobileNetV1, family="mobilenet", reference=_V1_REF, paper_params="4.2M")
-for _alpha, _suffix, _params in (
-    (0.75, "075", "2.6M"),
-    (0.5, "050", "1.3M"),
-    (0.25, "025", "0.5M"),
+FAMILY.register(
+    "mobilenet_v1",
+    MobileNetV1,
+    paper_params="4.2M",
+    recipe=FAMILY.recipe.but(target_top1=70.6),
+)
+for _mult, _suffix, _params, _top1 in (
+    (0.75, "075", "2.6M", 68.4),
+    (0.5, "050", "1.3M", 63.7),
+    (0.25, "025", "0.5M", 50.6),
 ):
-    register(
+    FAMILY.register(
         f"mobilenet_v1_{_suffix}",
-        functools.partial(MobileNetV1, alpha=_alpha),
-        family="mobilenet",
-        reference=_V1_REF,
+        functools.partial(MobileNetV1, width_mult=_mult),
         paper_params=_params,
+        recipe=FAMILY.recipe.but(target_top1=_top1),
     )
-register(
+FAMILY.register(
     "mobilenet_v1_full_conv",
     functools.partial(MobileNetV1, separable=False),
-    family="mobilenet",
-    reference=_V1_REF,
     paper_params="29.3M",
+    recipe=FAMILY.recipe.but(target_top1=71.7),
 )
-register(
+FAMILY.register(
     "mobilenet_v2",
     MobileNetV2,
-    family="mobilenet",
     reference="Sandler et al. 2018, MobileNetV2; torchvision mobilenet_v2",
     torchvision="mobilenet_v2",
-    eval_crop_ratio=224 / 232,
+    weights=(
+        Weights(
+            "torchvision",
+            "IMAGENET1K_V2",
+            EvalTransform(224, 232),
+            top1=72.154,
+            top5=90.822,
+            params=3_504_872,
+            gmacs=0.301,
+        ),
+    ),
+    recipe=FAMILY.recipe.but(
+        target_top1=72.0, target_source="Sandler et al. 2018 (torchvision's V1 weights: 71.878)"
+    ),
 )

@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
-from cnn_flax.models.inverted_residual import InvertedResidual
-from cnn_flax.models.registry import register
+from cnn_flax.models.inverted_residual import InvertedResidual, torchvision_sequential_block
+from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.weights import StateDictReader
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,16 +85,17 @@ class MobileNetV3(nn.Module):
     Parameter names: ``stem``, ``block1`` ... ``blockN`` (torchvision's ``features.1`` ...;
     each with optional ``expand``, ``depthwise``, optional ``se`` (``fc1``, ``fc2``) and
     ``project``), ``head_conv`` (1x1 to 6x the last block's width), ``head_fc`` (the hidden
-    classifier layer) and ``head``.
+    classifier layer) and ``head``. Features (``num_classes=0``): the activated output of
+    ``head_fc``, the input of the final classifier.
 
     Attributes:
-      num_classes: classifier outputs.
+      num_classes: classifier outputs; 0 returns the features.
       blocks: the bneck rows before width scaling.
       stem_features: stem channels before width scaling.
       last_features: width of the hidden classifier layer before width scaling (1280 large,
         1024 small).
       width_mult: width multiplier; every width goes through ``make_divisible(c * width_mult)``.
-      dropout_rate: dropout between the two classifier layers.
+      dropout: dropout between the two classifier layers.
       bn_momentum: Flax BatchNorm momentum (torchvision's 0.01 is 0.99 here).
       bn_epsilon: BatchNorm epsilon.
       dtype: computation dtype; parameters stay float32.
@@ -107,7 +109,7 @@ class MobileNetV3(nn.Module):
     stem_features: int = 16
     last_features: int = 1280
     width_mult: float = 1.0
-    dropout_rate: float = 0.2
+    dropout: float = 0.2
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
     dtype: jnp.dtype = jnp.float32
@@ -117,6 +119,7 @@ class MobileNetV3(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        layers.check_rate("dropout", self.dropout)
         conv = layers.bind_conv(self.conv, dtype=self.dtype)
         norm = layers.bind_norm(
             self.norm,
@@ -136,7 +139,7 @@ class MobileNetV3(nn.Module):
             conv=conv,
             norm=norm,
             strides=2,
-            act=self.activation,
+            activation=self.activation,
             name="stem",
         )(x)
         for k, spec in enumerate(self.blocks, start=1):
@@ -148,14 +151,14 @@ class MobileNetV3(nn.Module):
                 strides=spec.strides,
                 conv=conv,
                 norm=norm,
-                act=self.activation if spec.use_hs else nn.relu,
+                activation=self.activation if spec.use_hs else nn.relu,
                 se_features=layers.make_divisible(expanded // 4, 8) if spec.use_se else None,
-                se_act=nn.relu,
+                se_activation=nn.relu,
                 se_gate=layers.hard_sigmoid,
                 name=f"block{k}",
             )(x, train=train)
         x = layers.ConvBN(
-            6 * x.shape[-1], 1, conv=conv, norm=norm, act=self.activation, name="head_conv"
+            6 * x.shape[-1], 1, conv=conv, norm=norm, activation=self.activation, name="head_conv"
         )(x)
         x = jnp.mean(x, axis=(1, 2))
         dense = functools.partial(
@@ -165,25 +168,76 @@ class MobileNetV3(nn.Module):
             kernel_init=nn.initializers.normal(0.01),
         )
         x = self.activation(dense(width(self.last_features), name="head_fc")(x))
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = dense(self.num_classes, name="head")(x)
-        return layers.to_float32_logits(x)
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return layers.classifier(
+            x, self.num_classes, dtype=self.dtype, kernel_init=nn.initializers.normal(0.01)
+        )
+
+
+def from_torchvision(name: str, sd: StateDictReader) -> dict:
+    """torchvision MobileNet v3 (large or small) state dict -> cnn_flax variables."""
+    del name  # large and small differ only in how many blocks the state dict holds
+    params, stats = {}, {}
+    params["stem"], stats["stem"] = sd.conv_bn("features.0.0", "features.0.1")
+    k = 1
+    while sd.has(f"features.{k}.block.0.0.weight"):
+        params[f"block{k}"], stats[f"block{k}"] = torchvision_sequential_block(
+            sd, f"features.{k}.block"
+        )
+        k += 1
+    params["head_conv"], stats["head_conv"] = sd.conv_bn(f"features.{k}.0", f"features.{k}.1")
+    params["head_fc"] = sd.dense("classifier.0")
+    params["head"] = sd.dense("classifier.3")
+    return {"params": params, "batch_stats": stats}
 
 
 _REF = "Howard et al. 2019, Searching for MobileNetV3; torchvision"
-
-register(
+FAMILY = Family(
+    name="mobilenet_v3",
+    reference=_REF,
+    mappings={"torchvision": from_torchvision},
+    # torchvision trained its V3 weights with AutoAugment, so v3 uses policy v0 on top of the
+    # TF TPU recipe (the paper's Sec. 6.1 trains without it).
+    recipe=Recipe(
+        base="tf_tpu",
+        overrides={"data.augment.autoaugment": "v0"},
+        source="TF TPU reference recipe (tensorflow/tpu mnasnet) + AutoAugment v0",
+        target_source="Howard et al. 2019, Table 3",
+    ),
+)
+FAMILY.register(
     "mobilenet_v3_large",
     MobileNetV3,
-    family="mobilenet_v3",
     reference=_REF + " mobilenet_v3_large",
     torchvision="mobilenet_v3_large",
-    eval_crop_ratio=224 / 232,
+    weights=(
+        Weights(
+            "torchvision",
+            "IMAGENET1K_V2",
+            EvalTransform(224, 232),
+            top1=75.274,
+            top5=92.566,
+            params=5_483_032,
+            gmacs=0.217,
+        ),
+    ),
+    recipe=FAMILY.recipe.but(target_top1=75.2),
 )
-register(
+FAMILY.register(
     "mobilenet_v3_small",
     functools.partial(MobileNetV3, blocks=V3_SMALL, last_features=1024),
-    family="mobilenet_v3",
     reference=_REF + " mobilenet_v3_small",
     torchvision="mobilenet_v3_small",
+    weights=(
+        Weights(
+            "torchvision",
+            "IMAGENET1K_V1",
+            EvalTransform(224, 256),
+            top1=67.668,
+            top5=87.402,
+            params=2_542_856,
+            gmacs=0.057,
+        ),
+    ),
+    recipe=FAMILY.recipe.but(target_top1=67.4),
 )

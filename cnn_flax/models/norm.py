@@ -17,6 +17,9 @@ evaluation always uses plain ``nn.BatchNorm``. The running statistics are the av
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -87,3 +90,31 @@ class GroupBatchNorm(nn.BatchNorm):
             y = y + bias
         dtype = self.dtype if self.dtype is not None else x.dtype
         return y.astype(dtype)
+
+
+def per_device_batch_norm(model: nn.Module, num_groups: int) -> nn.Module:
+    """``model`` with every BatchNorm it is given swapped for :class:`GroupBatchNorm`.
+
+    BatchNorm is found by type, not by a field name: every dataclass field of the module whose
+    value builds an ``nn.BatchNorm`` (class or partial) is replaced, keeping the partial's
+    arguments. Models without BatchNorm (ViT, ConvNeXt) come back unchanged, as does any model
+    when ``num_groups`` is 1.
+    """
+    from cnn_flax.models.layers import is_batch_norm
+
+    if num_groups <= 1:
+        return model
+    swaps = {}
+    for field in dataclasses.fields(model):
+        value = getattr(model, field.name, None)
+        if field.name not in ("parent", "name") and is_batch_norm(value):
+            swaps[field.name] = _as_group_norm(value, num_groups)
+    return model.clone(**swaps) if swaps else model
+
+
+def _as_group_norm(norm, num_groups: int):
+    """The same BatchNorm definition, built as a GroupBatchNorm with ``num_groups`` groups."""
+    if isinstance(norm, functools.partial):
+        inner = _as_group_norm(norm.func, num_groups)
+        return functools.partial(inner, *norm.args, **norm.keywords)
+    return functools.partial(GroupBatchNorm, num_groups=num_groups)

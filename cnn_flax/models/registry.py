@@ -1,19 +1,154 @@
-"""A registry of named model variants.
+"""The model registry: every family registers its named variants with their facts.
 
-Every family module registers its variants with :func:`register`; users build them with
-:func:`create_model`. A variant is a builder (usually a ``functools.partial`` of the family's
-generic module) plus the facts other parts of cnn_flax need: its default input resolution, the
-paper it follows and, where there is one, the torchvision model it must match.
+A family module (``cnn_flax/models/<family>.py``) owns everything about its networks: the Flax
+module, the named variants, the facts of each variant (resolution, evaluation transform, the
+paper it follows, the torchvision model it must match, its published weight sets and their
+accuracies), the weight mappings from the formats its weights are published in, and its
+training recipe. It declares a :class:`Family` and registers its variants through it; the rest
+of cnn_flax (the converter, predict, the model table, the recipe lookup) reads those facts from
+here and knows no family by name. This follows timm's habit of keeping a weight set's facts
+(``default_cfgs``) beside the model that uses them.
+
+Nothing here imports TensorFlow, torch or ml_collections: a family's facts are plain data.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+# A weight mapping turns a state dict (read through ``cnn_flax.weights.StateDictReader``) into
+# ``{"params": ..., "batch_stats": ...}`` for the named variant.
+WeightMapping = Callable[[str, Any], dict]
+# Model overrides that converted variables need, read off the variables (e.g. GoogLeNet without
+# auxiliary heads needs ``aux_logits=False``).
+WeightOverrides = Callable[[str, Mapping[str, Any]], dict]
+
+
+def no_overrides(name: str, variables: Mapping[str, Any]) -> dict:
+    """The default :data:`WeightOverrides`: converted weights fit the default model."""
+    del name, variables
+    return {}
+
+
+INTERPOLATIONS = ("bilinear", "bicubic")
+# The torchvision release whose weights metadata the families' torchvision figures are read from.
+TORCHVISION_VERSION = "0.29.1"
+
+
+def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return types.MappingProxyType(dict(mapping or {}))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalTransform:
+    """torchvision's evaluation transform: ``Resize(resize)`` of the shorter side, then
+    ``CenterCrop(crop)``, with the given interpolation.
+
+    Attributes:
+      crop: centre-crop size in pixels (the model's input resolution).
+      resize: the shorter side is resized to this before cropping.
+      interpolation: ``"bilinear"`` or ``"bicubic"``.
+    """
+
+    crop: int
+    resize: int
+    interpolation: str = "bilinear"
+
+    def __post_init__(self):
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation={self.interpolation!r}; use one of {INTERPOLATIONS}.")
+        if not 0 < self.crop <= self.resize:
+            raise ValueError(f"EvalTransform needs 0 < crop <= resize, got {self}.")
+
+    @property
+    def crop_ratio(self) -> float:
+        """``crop / resize`` (0.875 for the classic 224-of-256)."""
+        return self.crop / self.resize
+
+    @classmethod
+    def from_ratio(cls, crop: int, ratio: float, interpolation: str = "bilinear") -> EvalTransform:
+        """The transform that crops ``crop`` pixels out of a ``round(crop / ratio)`` resize."""
+        return cls(crop=crop, resize=round(crop / ratio), interpolation=interpolation)
+
+
+@dataclasses.dataclass(frozen=True)
+class Weights:
+    """A published weight set of one variant, with the figures its publisher reports.
+
+    Attributes:
+      source: who publishes it: ``"torchvision"``, ``"timm"``, ``"tf"``, ...
+      tag: the publisher's name for it, e.g. ``"IMAGENET1K_V2"``.
+      transform: the evaluation transform the figures were measured with.
+      top1: ImageNet-1k validation top-1 accuracy in percent, as published.
+      top5: the same for top-5.
+      params: parameters in the weights.
+      gmacs: multiply-accumulates at ``transform.crop`` in billions, as published (torchvision
+        labels them "GFLOPS").
+      overrides: model overrides these weights need (e.g. GoogLeNet's ``transform_input``).
+      recipe: key of the variant's recipe that trained them (``""``: the default one).
+    """
+
+    source: str
+    tag: str
+    transform: EvalTransform
+    top1: float | None = None
+    top5: float | None = None
+    params: int | None = None
+    gmacs: float | None = None
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    recipe: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "overrides", _frozen(self.overrides))
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A training recipe: a shared base recipe plus this family's or variant's changes.
+
+    Recipes are data, so the family file states them without importing the training stack;
+    :func:`cnn_flax.configs.get_config` builds the ``ml_collections`` config from them.
+
+    Attributes:
+      base: name of a shared base recipe in :mod:`cnn_flax.configs.recipes`.
+      overrides: config changes on top of the base, as dotted keys (``"optimizer.lr": 0.5``).
+      source: where the recipe comes from (paper section, reference script).
+      target_top1: the top-1 the recipe should reach, in percent, or ``None`` when unpublished.
+      target_source: where ``target_top1`` comes from.
+    """
+
+    base: str
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    source: str = ""
+    target_top1: float | None = None
+    target_source: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "overrides", _frozen(self.overrides))
+
+    def but(
+        self,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        target_top1: float | None = None,
+        target_source: str | None = None,
+        source: str | None = None,
+    ) -> Recipe:
+        """This recipe with more overrides (later ones win) and, optionally, a new target."""
+        return Recipe(
+            base=self.base,
+            overrides={**self.overrides, **(overrides or {})},
+            source=self.source if source is None else source,
+            target_top1=self.target_top1 if target_top1 is None else target_top1,
+            target_source=self.target_source if target_source is None else target_source,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,59 +157,127 @@ class ModelInfo:
 
     Attributes:
       name: registry name, e.g. ``"resnet50"``.
-      family: family module name, e.g. ``"resnet"``.
-      builder: callable returning the Flax module; takes ``num_classes``, ``dtype`` and overrides.
-      resolution: default (square) input resolution in pixels.
+      family: the family's name, e.g. ``"resnet"``.
+      builder: returns the Flax module; takes ``num_classes``, ``dtype`` and module fields.
       reference: the paper (or other source) the variant follows.
-      torchvision: torchvision model name it matches exactly, or ``None``.
-      eval_crop_ratio: centre-crop ratio for evaluation (crop = resolution / resize).
-      paper_params: the published parameter count as printed in the paper, e.g. ``"4.2M"`` or
-        ``"0.27M"``, for variants torchvision does not have; tests check the count to the
-        paper's precision.
+      resolution: default (square) input resolution in pixels.
+      transform: the default evaluation transform (that of the default weights, if any).
+      torchvision: the torchvision model it matches exactly, or ``None``.
+      weights: published weight sets, the default (torchvision's default entry) first.
+      mappings: weight format -> mapping from a state dict of that format (the family's).
+      weight_overrides: the model overrides converted variables need (the family's).
+      recipes: recipe key -> :class:`Recipe`; ``""`` is the default recipe.
+      paper_params: the paper's parameter count as printed (``"4.2M"``), for variants without a
+        torchvision counterpart; tests check it to the paper's precision.
     """
 
     name: str
     family: str
     builder: Callable[..., nn.Module]
-    resolution: int
     reference: str
+    resolution: int
+    transform: EvalTransform
     torchvision: str | None = None
-    eval_crop_ratio: float = 0.875
+    weights: tuple[Weights, ...] = ()
+    mappings: Mapping[str, WeightMapping] = dataclasses.field(default_factory=dict)
+    weight_overrides: WeightOverrides = no_overrides
+    recipes: Mapping[str, Recipe] = dataclasses.field(default_factory=dict)
     paper_params: str | None = None
+
+    @property
+    def eval_crop_ratio(self) -> float:
+        """Centre-crop ratio of the default evaluation transform."""
+        return self.transform.crop_ratio
+
+    @property
+    def recipe(self) -> Recipe | None:
+        """The default training recipe, or ``None``."""
+        return self.recipes.get("")
+
+    def default_weights(self, source: str | None = None) -> Weights | None:
+        """The first published weight set (of ``source``, if given), or ``None``."""
+        for w in self.weights:
+            if source is None or w.source == source:
+                return w
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A family of variants: its name, weight mappings and default recipe.
+
+    Attributes:
+      name: family name (``ModelInfo.family``); by convention the module's name.
+      reference: the paper the family follows, the default of each variant's ``reference``.
+      mappings: weight format (``"torchvision"``, ``"timm"``, ...) -> mapping.
+      weight_overrides: the model overrides converted variables need.
+      recipe: the family's default training recipe.
+    """
+
+    name: str
+    reference: str
+    mappings: Mapping[str, WeightMapping] = dataclasses.field(default_factory=dict)
+    weight_overrides: WeightOverrides = no_overrides
+    recipe: Recipe | None = None
+
+    def register(
+        self,
+        name: str,
+        builder: Callable[..., nn.Module],
+        *,
+        reference: str | None = None,
+        resolution: int = 224,
+        transform: EvalTransform | None = None,
+        torchvision: str | None = None,
+        weights: tuple[Weights, ...] = (),
+        recipe: Recipe | None = None,
+        recipes: Mapping[str, Recipe] | None = None,
+        paper_params: str | None = None,
+    ) -> Callable[..., nn.Module]:
+        """Registers variant ``name`` of this family and returns ``builder`` unchanged.
+
+        The evaluation transform defaults to that of the first weight set, else to a centre crop
+        of ``resolution`` out of a ``resolution / 0.875`` resize (224 of 256). ``recipe``
+        replaces the family's default recipe for this variant; ``recipes`` adds named
+        alternatives (``{"v2": ...}``, resolved as ``--config=<name>_v2``).
+        """
+        if transform is None:
+            transform = (
+                weights[0].transform if weights else EvalTransform.from_ratio(resolution, 0.875)
+            )
+        all_recipes = dict(recipes or {})
+        default = recipe or self.recipe
+        if default is not None:
+            all_recipes[""] = default
+        _add(
+            ModelInfo(
+                name=name,
+                family=self.name,
+                builder=builder,
+                reference=reference or self.reference,
+                resolution=resolution,
+                transform=transform,
+                torchvision=torchvision,
+                weights=tuple(weights),
+                mappings=_frozen(self.mappings),
+                weight_overrides=self.weight_overrides,
+                recipes=_frozen(all_recipes),
+                paper_params=paper_params,
+            )
+        )
+        return builder
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register(
-    name: str,
-    builder: Callable[..., nn.Module],
-    *,
-    family: str,
-    reference: str,
-    resolution: int = 224,
-    torchvision: str | None = None,
-    eval_crop_ratio: float = 0.875,
-    paper_params: str | None = None,
-) -> Callable[..., nn.Module]:
-    """Registers ``builder`` under ``name`` and returns it unchanged.
-
-    Raises:
-      ValueError: if ``name`` is already registered.
-    """
-    if name in _REGISTRY:
-        raise ValueError(f"Model {name!r} is registered twice; pick a new name.")
-    _REGISTRY[name] = ModelInfo(
-        name=name,
-        family=family,
-        builder=builder,
-        resolution=resolution,
-        reference=reference,
-        torchvision=torchvision,
-        eval_crop_ratio=eval_crop_ratio,
-        paper_params=paper_params,
-    )
-    return builder
+def _add(info: ModelInfo) -> None:
+    if info.name in _REGISTRY:
+        raise ValueError(f"Model {info.name!r} is registered twice; pick a new name.")
+    for w in info.weights:
+        if w.recipe not in info.recipes and w.recipe:
+            raise ValueError(f"{info.name}: weights {w.tag} name an unknown recipe {w.recipe!r}.")
+    _REGISTRY[info.name] = info
 
 
 def _unknown(name: str) -> ValueError:
@@ -103,26 +306,40 @@ def list_models(family: str | None = None) -> list[str]:
     return [n for n, info in _REGISTRY.items() if family is None or info.family == family]
 
 
+def list_families() -> list[str]:
+    """Names of the registered families, in registration order."""
+    return list(dict.fromkeys(info.family for info in _REGISTRY.values()))
+
+
 def create_model(
     name: str,
     *,
     num_classes: int = 1000,
     dtype: jnp.dtype = jnp.float32,
-    **overrides,
+    **overrides: Any,
 ) -> nn.Module:
     """Builds the named model.
 
+    Every model follows one contract: ``model.apply(variables, images, train=...)`` on NHWC
+    images normalised with the ImageNet mean and std returns float32 logits
+    ``[batch, num_classes]`` in every mode; ``num_classes=0`` drops the classifier and returns
+    the features it would see (``[batch, num_features]``); the classifier's parameters are the
+    top-level ``head`` subtree; auxiliary classifiers (GoogLeNet) sow their logits into the
+    ``"aux_logits"`` collection in train mode.
+
     Args:
       name: a name from :func:`list_models`.
-      num_classes: size of the classifier output.
+      num_classes: size of the classifier output; 0 for a feature extractor.
       dtype: computation dtype (e.g. ``jnp.bfloat16``); parameters and BatchNorm statistics
         always stay float32.
-      **overrides: fields of the family's module to change, e.g. ``dropout_rate=0.0``.
+      **overrides: fields of the family's module to change, e.g. ``dropout=0.0``.
 
     Returns:
-      An unbound Flax Linen module; call ``init``/``apply`` with NHWC images and ``train=...``.
+      An unbound Flax Linen module.
     """
     info = model_info(name)
+    if num_classes < 0:
+        raise ValueError(f"num_classes={num_classes}; use a positive count, or 0 for features.")
     try:
         return info.builder(num_classes=num_classes, dtype=dtype, **overrides)
     except TypeError as err:

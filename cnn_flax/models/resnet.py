@@ -23,6 +23,7 @@ A plain twin has the same names without any ``shortcut``, so weights move betwee
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import ClassVar
 
 import flax.linen as nn
@@ -30,13 +31,11 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
-from cnn_flax.models.registry import register
+from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.weights import StateDictReader
 
 STEMS = ("imagenet", "cifar")
 SHORTCUTS = ("projection", "zero_pad")
-
-# torch.nn.Linear's default: weights uniform in +-1/sqrt(fan_in), as torchvision leaves ``fc``.
-_head_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
 def _shortcut(
@@ -76,7 +75,7 @@ class BasicBlock(nn.Module):
 
     Attributes:
       planes: channels of both convolutions.
-      conv, norm, act: the bound convolution, normalisation and activation.
+      conv, norm, activation: the bound convolution, normalisation and activation.
       strides: stride of the first convolution (and of the shortcut).
       shortcut: ``"projection"``, ``"zero_pad"`` or ``None`` (plain block, no addition).
       zero_init_residual: start the last BN's scale at zero so the block starts as the identity
@@ -89,7 +88,7 @@ class BasicBlock(nn.Module):
     planes: int
     conv: layers.ModuleDef
     norm: layers.ModuleDef
-    act: layers.Activation
+    activation: layers.Activation
     strides: int = 1
     shortcut: str | None = "projection"
     zero_init_residual: bool = False
@@ -111,7 +110,7 @@ class BasicBlock(nn.Module):
             conv=self.conv,
             norm=self.norm,
             strides=self.strides,
-            act=self.act,
+            activation=self.activation,
             name="conv1",
         )(x)
         y = layers.ConvBN(self.planes, 3, conv=self.conv, norm=last_norm, name="conv2")(y)
@@ -123,7 +122,7 @@ class BasicBlock(nn.Module):
             conv=self.conv,
             norm=self.norm,
         )
-        return self.act(y if identity is None else y + identity)
+        return self.activation(y if identity is None else y + identity)
 
 
 class Bottleneck(nn.Module):
@@ -141,7 +140,7 @@ class Bottleneck(nn.Module):
     planes: int
     conv: layers.ModuleDef
     norm: layers.ModuleDef
-    act: layers.Activation
+    activation: layers.Activation
     strides: int = 1
     shortcut: str | None = "projection"
     zero_init_residual: bool = False
@@ -154,14 +153,14 @@ class Bottleneck(nn.Module):
         out_features = self.planes * self.expansion
         last_norm = _last_norm(self.norm, self.zero_init_residual)
         cbn = functools.partial(layers.ConvBN, conv=self.conv)
-        y = cbn(width, 1, norm=self.norm, act=self.act, name="conv1")(x)
+        y = cbn(width, 1, norm=self.norm, activation=self.activation, name="conv1")(x)
         y = cbn(
             width,
             3,
             norm=self.norm,
             strides=self.strides,
             groups=self.groups,
-            act=self.act,
+            activation=self.activation,
             name="conv2",
         )(y)
         y = cbn(out_features, 1, norm=last_norm, name="conv3")(y)
@@ -173,7 +172,7 @@ class Bottleneck(nn.Module):
             conv=self.conv,
             norm=self.norm,
         )
-        return self.act(y if identity is None else y + identity)
+        return self.activation(y if identity is None else y + identity)
 
 
 def _last_norm(norm: layers.ModuleDef, zero_init: bool) -> layers.ModuleDef:
@@ -183,17 +182,20 @@ def _last_norm(norm: layers.ModuleDef, zero_init: bool) -> layers.ModuleDef:
 class ResNet(nn.Module):
     """A residual network (or its plain twin) of ``len(stage_sizes)`` stages.
 
-    Stage ``i`` (from 0) has ``stage_sizes[i]`` blocks of ``width * 2**i`` planes; every stage
-    but the first halves the resolution in its first block. Global average pooling and one
-    Dense layer (``head``) follow.
+    Stage ``i`` (from 0) has ``stage_sizes[i]`` blocks of ``base_width * width_mult * 2**i``
+    planes; every stage but the first halves the resolution in its first block. Global average
+    pooling and one Dense layer (``head``) follow; the pooled features are what
+    ``num_classes=0`` returns.
 
     Attributes:
       stage_sizes: blocks per stage, e.g. ``(3, 4, 6, 3)`` for ResNet-50, ``(3, 3, 3)`` for the
         CIFAR ResNet-20.
       block: :class:`BasicBlock` or :class:`Bottleneck`.
-      num_classes: classifier outputs.
-      width: planes of the first stage, doubling per stage (64 for ImageNet, 16 for CIFAR);
-        smaller values give thin networks for tests and experiments.
+      num_classes: classifier outputs; 0 returns the pooled features.
+      base_width: planes of the first stage, doubling per stage (64 for ImageNet, 16 for
+        CIFAR).
+      width_mult: width multiplier on ``base_width`` (below 1: thin networks for tests and
+        experiments).
       groups: convolution groups of the bottleneck's 3x3 (32 for ResNeXt-50 32x4d).
       width_per_group: bottleneck width per group at ``width=64`` (4 for ResNeXt-50 32x4d, 128
         for Wide ResNet-50-2).
@@ -205,45 +207,58 @@ class ResNet(nn.Module):
         shortcut additions and no projection shortcuts (the degradation experiment, Fig. 4/6).
       zero_init_residual: zero the last BN scale of every block (torchvision's option, default
         off as there).
+      bn_momentum: Flax BatchNorm momentum (1 - torch momentum; torchvision's 0.1 is 0.9).
+      bn_epsilon: BatchNorm epsilon.
       dtype: computation dtype; parameters and BN statistics stay float32.
-      conv, norm, act: convolution, normalisation and activation modules, bound once here.
+      conv, norm, activation: convolution, normalisation and activation modules, bound once.
     """
 
     stage_sizes: tuple[int, ...]
     block: type[BasicBlock] | type[Bottleneck] = BasicBlock
     num_classes: int = 1000
-    width: int = 64
+    base_width: int = 64
+    width_mult: float = 1.0
     groups: int = 1
     width_per_group: int = 64
     stem: str = "imagenet"
     shortcut: str = "projection"
     skip_connections: bool = True
     zero_init_residual: bool = False
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
     dtype: jnp.dtype = jnp.float32
     conv: layers.ModuleDef = nn.Conv
     norm: layers.ModuleDef = nn.BatchNorm
-    act: layers.Activation = nn.relu
+    activation: layers.Activation = nn.relu
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         self._check_fields()
         conv = layers.bind_conv(self.conv, dtype=self.dtype)
-        norm = layers.bind_norm(self.norm, train=train, dtype=self.dtype)
+        norm = layers.bind_norm(
+            self.norm,
+            train=train,
+            dtype=self.dtype,
+            momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
+        )
+        width = max(1, round(self.base_width * self.width_mult))
+        stem = functools.partial(
+            layers.ConvBN, width, conv=conv, norm=norm, activation=self.activation, name="stem"
+        )
         x = x.astype(self.dtype)
         if self.stem == "imagenet":
-            x = layers.ConvBN(
-                self.width, 7, conv=conv, norm=norm, strides=2, act=self.act, name="stem"
-            )(x)
+            x = stem(7, strides=2)(x)
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         else:
-            x = layers.ConvBN(self.width, 3, conv=conv, norm=norm, act=self.act, name="stem")(x)
+            x = stem(3)(x)
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
                 x = self.block(
-                    planes=self.width * 2**i,
+                    planes=width * 2**i,
                     conv=conv,
                     norm=norm,
-                    act=self.act,
+                    activation=self.activation,
                     strides=2 if i > 0 and j == 0 else 1,
                     shortcut=self.shortcut if self.skip_connections else None,
                     zero_init_residual=self.zero_init_residual,
@@ -252,14 +267,7 @@ class ResNet(nn.Module):
                     name=f"stage{i + 1}_block{j}",
                 )(x)
         x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dense(
-            self.num_classes,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            kernel_init=_head_kernel_init,
-            name="head",
-        )(x)
-        return layers.to_float32_logits(x)
+        return layers.classifier(x, self.num_classes, dtype=self.dtype)
 
     def _check_fields(self) -> None:
         if self.stem not in STEMS:
@@ -273,11 +281,60 @@ class ResNet(nn.Module):
             )
 
 
+def from_torchvision(name: str, sd: StateDictReader) -> dict:
+    """torchvision ResNet / ResNeXt / Wide ResNet state dict -> cnn_flax variables.
+
+    ``conv1``/``bn1`` -> ``stem``, ``layer{i}.{j}.conv{k}``/``bn{k}`` ->
+    ``stage{i}_block{j}.conv{k}``, ``downsample.0``/``.1`` -> ``shortcut``, ``fc`` -> ``head``.
+    The block structure is read from the state dict, so one mapping serves every depth and
+    width; the shape check then confirms it is the variant asked for. timm's ResNets use the
+    same names, so their state dicts load through this mapping too.
+    """
+    del name
+    params: dict = {}
+    stats: dict = {}
+    params["stem"], stats["stem"] = sd.conv_bn("conv1", "bn1")
+    for i in itertools.count(1):
+        if not sd.has(f"layer{i}.0.conv1.weight"):
+            break
+        for j in itertools.count(0):
+            prefix = f"layer{i}.{j}"
+            if not sd.has(f"{prefix}.conv1.weight"):
+                break
+            block_params: dict = {}
+            block_stats: dict = {}
+            for k in itertools.count(1):
+                if not sd.has(f"{prefix}.conv{k}.weight"):
+                    break
+                block_params[f"conv{k}"], block_stats[f"conv{k}"] = sd.conv_bn(
+                    f"{prefix}.conv{k}", f"{prefix}.bn{k}"
+                )
+            if sd.has(f"{prefix}.downsample.0.weight"):
+                block_params["shortcut"], block_stats["shortcut"] = sd.conv_bn(
+                    f"{prefix}.downsample.0", f"{prefix}.downsample.1"
+                )
+            params[f"stage{i}_block{j}"] = block_params
+            stats[f"stage{i}_block{j}"] = block_stats
+    params["head"] = sd.dense("fc")
+    return {"params": params, "batch_stats": stats}
+
+
 _PAPER = "He et al. 2016, Deep Residual Learning for Image Recognition"
 _V15 = f"{_PAPER}; torchvision's v1.5 (stride on the bottleneck's 3x3)"
 _PLAIN = f"{_PAPER}, plain baseline (Table 1 convolutions, no shortcuts)"
-# crop / resize of torchvision's default (IMAGENET1K_V2) weights for the bottleneck models.
-_V2_CROP = 224 / 232
+_TV_V1 = "torchvision IMAGENET1K_V1 (trained with the older step recipe)"
+
+FAMILY = Family(
+    name="resnet",
+    reference=_PAPER,
+    mappings={"torchvision": from_torchvision},
+    recipe=Recipe(
+        base="resnet_cosine",
+        source="SGD Nesterov, lr 0.1 x B/256, 5 warm-up epochs + cosine, wd 1e-4 off BN/biases, "
+        "label smoothing 0.1, 90 epochs (Goyal et al. 2017; He et al. 2019, Bag of Tricks)",
+        target_source=_TV_V1,
+    ),
+)
 
 _basic = functools.partial(ResNet, block=BasicBlock)
 _bottleneck = functools.partial(ResNet, block=Bottleneck)
@@ -288,44 +345,83 @@ _SIZES = {
     101: (3, 4, 23, 3),
     152: (3, 8, 36, 3),
 }
+_V1 = EvalTransform(224, 256)
+_V2 = EvalTransform(224, 232)
 
-for _depth, _builder, _crop in (
-    (18, _basic, 0.875),
-    (34, _basic, 0.875),
-    (50, _bottleneck, _V2_CROP),
-    (101, _bottleneck, _V2_CROP),
-    (152, _bottleneck, _V2_CROP),
-):
-    register(
-        f"resnet{_depth}",
-        functools.partial(_builder, stage_sizes=_SIZES[_depth]),
-        family="resnet",
-        reference=_PAPER if _depth < 50 else _V15,
-        torchvision=f"resnet{_depth}",
-        eval_crop_ratio=_crop,
+
+def _tv(tag: str, transform: EvalTransform, top1, top5, gmacs, params) -> Weights:
+    return Weights("torchvision", tag, transform, top1=top1, top5=top5, params=params, gmacs=gmacs)
+
+
+# name: (builder kwargs, reference, torchvision's default weights, V1 top-1 (the 90-epoch
+# recipe's target; torchvision's model documentation)).
+_IMAGENET = {
+    "resnet18": (
+        {"block": BasicBlock, "stage_sizes": _SIZES[18]},
+        _PAPER,
+        _tv("IMAGENET1K_V1", _V1, 69.758, 89.078, 1.814, 11_689_512),
+        69.758,
+    ),
+    "resnet34": (
+        {"block": BasicBlock, "stage_sizes": _SIZES[34]},
+        _PAPER,
+        _tv("IMAGENET1K_V1", _V1, 73.314, 91.42, 3.664, 21_797_672),
+        73.314,
+    ),
+    "resnet50": (
+        {"block": Bottleneck, "stage_sizes": _SIZES[50]},
+        _V15,
+        _tv("IMAGENET1K_V2", _V2, 80.858, 95.434, 4.089, 25_557_032),
+        76.130,
+    ),
+    "resnet101": (
+        {"block": Bottleneck, "stage_sizes": _SIZES[101]},
+        _V15,
+        _tv("IMAGENET1K_V2", _V2, 81.886, 95.78, 7.801, 44_549_160),
+        77.374,
+    ),
+    "resnet152": (
+        {"block": Bottleneck, "stage_sizes": _SIZES[152]},
+        _V15,
+        _tv("IMAGENET1K_V2", _V2, 82.284, 96.002, 11.514, 60_192_808),
+        78.312,
+    ),
+    "resnext50_32x4d": (
+        {"block": Bottleneck, "stage_sizes": _SIZES[50], "groups": 32, "width_per_group": 4},
+        "Xie et al. 2017, Aggregated Residual Transformations for Deep Neural Networks",
+        _tv("IMAGENET1K_V2", _V2, 81.198, 95.34, 4.23, 25_028_904),
+        77.618,
+    ),
+    "wide_resnet50_2": (
+        {"block": Bottleneck, "stage_sizes": _SIZES[50], "width_per_group": 128},
+        "Zagoruyko and Komodakis 2016, Wide Residual Networks; torchvision's bottleneck form",
+        _tv("IMAGENET1K_V2", _V2, 81.602, 95.758, 11.398, 68_883_240),
+        78.468,
+    ),
+}
+for _name, (_kwargs, _reference, _weights, _target) in _IMAGENET.items():
+    FAMILY.register(
+        _name,
+        functools.partial(ResNet, **_kwargs),
+        reference=_reference,
+        torchvision=_name,
+        weights=(_weights,),
+        recipe=FAMILY.recipe.but(target_top1=_target),
     )
-register(
-    "resnext50_32x4d",
-    functools.partial(_bottleneck, stage_sizes=_SIZES[50], groups=32, width_per_group=4),
-    family="resnet",
-    reference="Xie et al. 2017, Aggregated Residual Transformations for Deep Neural Networks",
-    torchvision="resnext50_32x4d",
-    eval_crop_ratio=_V2_CROP,
-)
-register(
-    "wide_resnet50_2",
-    functools.partial(_bottleneck, stage_sizes=_SIZES[50], width_per_group=128),
-    family="resnet",
-    reference="Zagoruyko and Komodakis 2016, Wide Residual Networks; torchvision's bottleneck form",
-    torchvision="wide_resnet50_2",
-    eval_crop_ratio=_V2_CROP,
-)
+
 # The paper prints FLOPs but no parameter counts for its plain nets; tests/models/test_resnet.py
-# checks that each has its residual twin's count minus the projection shortcuts.
-for _depth, _builder in ((18, _basic), (34, _basic), (50, _bottleneck)):
-    register(
+# checks that each has its residual twin's count minus the projection shortcuts. Targets: 100 -
+# He et al. 2016 Table 2 top-1 error (10-crop); plain50 has no published number.
+for _depth, _builder, _target in (
+    (18, _basic, 72.06),
+    (34, _basic, 71.46),
+    (50, _bottleneck, None),
+):
+    FAMILY.register(
         f"plain{_depth}",
         functools.partial(_builder, stage_sizes=_SIZES[_depth], skip_connections=False),
-        family="resnet",
         reference=_PLAIN if _depth < 50 else f"{_PLAIN}; bottleneck plain net (not in the paper)",
+        recipe=FAMILY.recipe.but(
+            target_top1=_target, target_source="He et al. 2016 Table 2 (10-crop)"
+        ),
     )

@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
-from cnn_flax.models.registry import register
+from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.weights import StateDictReader, dense_kernel_from_nchw_flatten
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,14 +90,14 @@ class VGGBlock(nn.Module):
       kernel_size: square kernel size; padding is ``kernel_size // 2``.
       conv: bound convolution.
       norm: bound normalisation, or ``None`` for the original VGG without BatchNorm.
-      act: activation.
+      activation: activation.
     """
 
     features: int
     kernel_size: int
     conv: layers.ModuleDef
     norm: layers.ModuleDef | None
-    act: layers.Activation
+    activation: layers.Activation
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -109,7 +110,7 @@ class VGGBlock(nn.Module):
         )(x)
         if self.norm is not None:
             x = self.norm(name="bn")(x)
-        return self.act(x)
+        return self.activation(x)
 
 
 class VGG(nn.Module):
@@ -118,19 +119,24 @@ class VGG(nn.Module):
     Parameters are named ``stage{i}_block{j}`` (stages from 1, as the paper's five conv groups;
     blocks from 0), each holding ``conv`` (and ``bn``), then ``fc1``, ``fc2`` and ``head``.
 
+    Features (``num_classes=0``): the input of the classifier (the last hidden layer's outputs,
+    or the pooled, flattened maps when ``hidden_features=()``).
+
     Attributes:
       stages: the convolutional spec, e.g. :data:`VGG16`.
       batch_norm: BatchNorm after every convolution (torchvision's ``*_bn`` variants).
-      num_classes: classifier outputs.
+      num_classes: classifier outputs; 0 returns the features.
       hidden_features: widths of the hidden fully connected layers; ``()`` classifies the pooled
         features directly.
       pool_size: output size of the adaptive average pool in front of the classifier (7 as
         torchvision; 1 is a global average pool).
-      dropout_rate: dropout after each hidden fully connected layer.
+      dropout: dropout after each hidden fully connected layer.
+      bn_momentum: Flax BatchNorm momentum (1 - torch momentum).
+      bn_epsilon: BatchNorm epsilon.
       dtype: computation dtype; parameters stay float32.
       conv: convolution module to use.
       norm: normalisation module to use when ``batch_norm`` is set.
-      act: activation.
+      activation: activation.
     """
 
     stages: tuple[VGGStage, ...] = VGG16
@@ -138,18 +144,27 @@ class VGG(nn.Module):
     num_classes: int = 1000
     hidden_features: tuple[int, ...] = (4096, 4096)
     pool_size: int = 7
-    dropout_rate: float = 0.5
+    dropout: float = 0.5
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
     dtype: jnp.dtype = jnp.float32
     conv: layers.ModuleDef = nn.Conv
     norm: layers.ModuleDef = nn.BatchNorm
-    act: layers.Activation = nn.relu
+    activation: layers.Activation = nn.relu
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        layers.check_rate("dropout", self.dropout)
         conv = layers.bind_conv(self.conv, dtype=self.dtype, use_bias=True)
-        norm = (
-            layers.bind_norm(self.norm, train=train, dtype=self.dtype) if self.batch_norm else None
-        )
+        norm = None
+        if self.batch_norm:
+            norm = layers.bind_norm(
+                self.norm,
+                train=train,
+                dtype=self.dtype,
+                momentum=self.bn_momentum,
+                epsilon=self.bn_epsilon,
+            )
         dense = functools.partial(
             nn.Dense, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_dense_init
         )
@@ -161,7 +176,7 @@ class VGG(nn.Module):
                     stage.kernel_size,
                     conv=conv,
                     norm=norm,
-                    act=self.act,
+                    activation=self.activation,
                     name=f"stage{i}_block{j}",
                 )(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
@@ -169,43 +184,124 @@ class VGG(nn.Module):
         # NHWC flatten (H, W, C order); the converter permutes torchvision's C, H, W order to it.
         x = x.reshape(x.shape[0], -1)
         for i, features in enumerate(self.hidden_features, start=1):
-            x = self.act(dense(features, name=f"fc{i}")(x))
-            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = dense(self.num_classes, name="head")(x)
-        return layers.to_float32_logits(x)
+            x = self.activation(dense(features, name=f"fc{i}")(x))
+            x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_dense_init)
+
+
+def from_torchvision(name: str, sd: StateDictReader) -> dict:
+    """torchvision VGG state dict -> cnn_flax variables.
+
+    torchvision keeps the convolutional part in one ``features`` Sequential: per convolution a
+    ``Conv2d`` (then a ``BatchNorm2d`` in the ``*_bn`` variants) and a ReLU, per stage a closing
+    ``MaxPool2d``; the indices follow from the variant's stage spec.
+    """
+    from cnn_flax.models.registry import create_model
+
+    model = create_model(name)
+    params: dict = {}
+    stats: dict = {}
+    index = 0
+    for i, stage in enumerate(model.stages, start=1):
+        for j in range(stage.num_convs):
+            block = f"stage{i}_block{j}"
+            params[block] = {"conv": sd.conv(f"features.{index}", bias=True)}
+            index += 1
+            if model.batch_norm:
+                params[block]["bn"], stats[block] = sd.batch_norm(f"features.{index}")
+                stats[block] = {"bn": stats[block]}
+                index += 1
+            index += 1  # ReLU
+        index += 1  # MaxPool2d
+    # Linear(C * 7 * 7, 4096), ReLU, Dropout, Linear(4096, 4096), ReLU, Dropout, Linear.
+    size = model.pool_size
+    params["fc1"] = {
+        "kernel": dense_kernel_from_nchw_flatten(
+            sd("classifier.0.weight"), model.stages[-1].features, size, size
+        ),
+        "bias": sd("classifier.0.bias"),
+    }
+    params["fc2"] = sd.dense("classifier.3")
+    params["head"] = sd.dense("classifier.6")
+    return {"params": params, "batch_stats": stats} if stats else {"params": params}
 
 
 _REFERENCE = "Simonyan and Zisserman 2015"
+_TV_SOURCE = "torchvision references/classification (AlexNet and VGG)"
+FAMILY = Family(
+    name="vgg",
+    reference=_REFERENCE,
+    mappings={"torchvision": from_torchvision},
+    # torchvision's recipe: the train.py defaults, with ``--lr 1e-2`` for VGG without
+    # BatchNorm; weight decay 5e-4 as Simonyan and Zisserman 2015, sec. 3.1.
+    recipe=Recipe(
+        base="torchvision_step",
+        overrides={"optimizer.lr": 0.01, "optimizer.weight_decay": 5e-4},
+        source=f"{_TV_SOURCE}; weight decay 5e-4 of Simonyan and Zisserman 2015, sec. 3.1",
+        target_source="torchvision IMAGENET1K_V1",
+    ),
+)
+
+# torchvision IMAGENET1K_V1: (top1, top5, GMACs, params) per variant.
+_TV_FIGURES = {
+    "vgg11": (69.02, 88.628, 7.609, 132_863_336),
+    "vgg11_bn": (70.37, 89.81, 7.609, 132_868_840),
+    "vgg13": (69.928, 89.246, 11.308, 133_047_848),
+    "vgg13_bn": (71.586, 90.374, 11.308, 133_053_736),
+    "vgg16": (71.592, 90.382, 15.47, 138_357_544),
+    "vgg16_bn": (73.36, 91.516, 15.47, 138_365_992),
+    "vgg19": (72.376, 90.876, 19.632, 143_667_240),
+    "vgg19_bn": (74.218, 91.842, 19.632, 143_678_248),
+}
 for _name, _stages_spec in (("vgg11", VGG11), ("vgg13", VGG13), ("vgg16", VGG16), ("vgg19", VGG19)):
     for _bn in (False, True):
         _full = f"{_name}_bn" if _bn else _name
-        register(
+        _top1, _top5, _gmacs, _params = _TV_FIGURES[_full]
+        FAMILY.register(
             _full,
             functools.partial(VGG, stages=_stages_spec, batch_norm=_bn),
-            family="vgg",
             reference=_REFERENCE
             + ("; BatchNorm (Ioffe and Szegedy 2015) as torchvision" if _bn else ""),
             torchvision=_full,
+            weights=(
+                Weights(
+                    "torchvision",
+                    "IMAGENET1K_V1",
+                    EvalTransform(224, 256),
+                    top1=_top1,
+                    top5=_top5,
+                    params=_params,
+                    gmacs=_gmacs,
+                ),
+            ),
+            # The *_bn variants take the script's default lr 0.1.
+            recipe=FAMILY.recipe.but({"optimizer.lr": 0.1} if _bn else {}, target_top1=_top1),
         )
 
 # 32-pixel adaptations for the kernel-size ablation (experiments/vgg_kernels): BatchNorm, a
 # global average pool and one linear layer, as usual for VGG on CIFAR (a 7x7 pool of a 1x1 map
 # and 4096-wide layers would only add ~120M parameters). The "_5x5" and "_5x5_7x7" variants swap
 # every stage's stack of 3x3 convolutions for one convolution of the same receptive field
-# (vgg13: one 5x5 per stage; vgg16: one 5x5 in stages 1-2, one 7x7 in stages 3-5).
+# (vgg13: one 5x5 per stage; vgg16: one 5x5 in stages 1-2, one 7x7 in stages 3-5). They train
+# with the CIFAR-10 recipe of He et al. 2016 and VGG's weight decay 5e-4; no published accuracy.
 _CIFAR = functools.partial(VGG, batch_norm=True, hidden_features=(), pool_size=1)
 _CIFAR_REFERENCE = _REFERENCE + "; 32-pixel adaptation (BatchNorm, global pool, linear head)"
+_CIFAR_RECIPE = Recipe(
+    base="cifar10_resnet",
+    overrides={"optimizer.weight_decay": 5e-4},
+    source="He et al. 2016 sec. 4.2 (CIFAR-10) with VGG's weight decay 5e-4",
+)
 for _name, _stages_spec in (
     ("vgg13_bn_cifar", VGG13),
     ("vgg13_bn_cifar_5x5", single_kernel_stages(VGG13)),
     ("vgg16_bn_cifar", VGG16),
     ("vgg16_bn_cifar_5x5_7x7", single_kernel_stages(VGG16)),
 ):
-    register(
+    FAMILY.register(
         _name,
         functools.partial(_CIFAR, stages=_stages_spec),
-        family="vgg",
         reference=_CIFAR_REFERENCE,
         resolution=32,
-        eval_crop_ratio=1.0,
+        transform=EvalTransform(32, 32),
+        recipe=_CIFAR_RECIPE,
     )

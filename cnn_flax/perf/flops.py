@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import create_model, model_info
-from cnn_flax.perf.macs import count_macs
+from cnn_flax.models.counting import count_macs
 
 
 def cost_flops(stage: Any) -> float:

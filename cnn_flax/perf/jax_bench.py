@@ -127,6 +127,18 @@ def _dtype(name: str) -> jnp.dtype:
     return DTYPES[name]
 
 
+def utilisation(
+    step_flops: float, step_s: float, *, device_kind: str, dtype: str
+) -> tuple[float, float | None]:
+    """``(achieved FLOP/s, MFU or None)`` of one device running ``step_flops`` in ``step_s``.
+
+    The peak comes from :mod:`cnn_flax.perf.peaks` in the benchmark's compute dtype, the table
+    the trainer's MFU uses too.
+    """
+    peak = peaks.peak_flops(device_kind, dtype)
+    return rates.achieved_flops_per_second(step_flops, step_s), rates.mfu(step_flops, step_s, peak)
+
+
 def peak_memory(device: jax.Device) -> Memory:
     """The device's peak bytes in use, or the process's peak RSS where the device keeps none."""
     stats = None
@@ -248,7 +260,9 @@ def run(settings: Settings) -> Result:
     step_s = rates.step_time(windows, settings.steps // settings.windows)
     fwd = forward_flops(settings.model, resolution=res, batch=settings.batch_size, dtype=dtype)
     step_flops = rates.model_flops_per_step(fwd, batch_size=settings.batch_size, mode=settings.mode)
-    peak = peaks.peak_flops(device.device_kind, settings.dtype)
+    achieved, mfu = utilisation(
+        step_flops, step_s, device_kind=device.device_kind, dtype=settings.dtype
+    )
     return Result(
         settings=settings,
         resolution=res,
@@ -259,8 +273,8 @@ def run(settings: Settings) -> Result:
         images_per_s=rates.images_per_second(settings.batch_size, step_s),
         forward_flops_per_image=fwd,
         step_flops=step_flops,
-        achieved_flops_per_s=rates.achieved_flops_per_second(step_flops, step_s),
-        mfu=rates.mfu(step_flops, step_s, peak),
+        achieved_flops_per_s=achieved,
+        mfu=mfu,
         peak_memory=peak_memory(device),
         xla_memory=_xla_memory(compiled),
         step_impl=prepared.step_impl,

@@ -12,7 +12,7 @@ CIFAR-style nets run at 16 px, ImageNet-style ones (stem stride 4) at 32 px with
 
 from experiments.study import Study, Variant, digits_config
 
-_IMAGENET = {"data.image_scale": 2, "model_overrides.width": 16}
+_IMAGENET = {"data.image_scale": 2, "model_overrides.width_mult": 0.25}
 
 STUDY = Study(
     name="degradation",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from cnn_flax.models import model_info
@@ -12,6 +14,36 @@ TORCHVISION_KWARGS: dict[str, dict] = {
     # Its default; passing it explicitly silences torchvision's FutureWarning.
     "googlenet": {"init_weights": True},
 }
+
+
+# Constructor arguments a family's torchvision model needs at the test resolution (e.g. a grid
+# of position embeddings fixed when the model is built), keyed by family.
+AT_RESOLUTION: dict[str, Callable[[int | None], dict]] = {
+    "vit": lambda res: {} if res is None else {"image_size": res},
+}
+
+
+def randomise_constants(model: torch.nn.Module, *, seed: int) -> list[str]:
+    """Replaces every parameter that holds one value throughout with random values around it.
+
+    torchvision starts some tensors at a constant: zero classifier heads and class tokens (ViT),
+    layer scales of 1e-6 (ConvNeXt), unit/zero LayerNorm affines, zero biases (VGG). A parity
+    check on them passes with broken blocks (a block scaled by 1e-6 vanishes, a zero head hides
+    everything before it), so each becomes ``c + s * N(0, 1)`` with ``s = max(|c|, 0.1)``.
+    BatchNorm's own tensors are randomised separately. Returns the names replaced.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    replaced = []
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            flat = param.detach().reshape(-1)
+            if flat.numel() < 2 or not bool(torch.all(flat == flat[0])):
+                continue
+            value = float(flat[0])
+            noise = torch.randn(param.shape, generator=gen, dtype=param.dtype)
+            param.copy_(value + max(abs(value), 0.1) * noise)
+            replaced.append(name)
+    return replaced
 
 
 def build_torchvision(
@@ -25,12 +57,14 @@ def build_torchvision(
     So the statistics are first calibrated on one train-mode pass over random images at the test
     ``resolution`` (cumulative average), then perturbed, and the affine parameters randomised:
     every BatchNorm then carries distinct, non-trivial values that the converter must move over.
+    Every other constant-initialised tensor is randomised first (:func:`randomise_constants`).
     """
     torch.manual_seed(seed)
     info = model_info(name)
-    model = torchvision.models.get_model(
-        info.torchvision, weights=None, **TORCHVISION_KWARGS.get(name, {})
-    )
+    kwargs = dict(TORCHVISION_KWARGS.get(name, {}))
+    kwargs.update(AT_RESOLUTION.get(info.family, lambda res: {})(resolution))
+    model = torchvision.models.get_model(info.torchvision, weights=None, **kwargs)
+    randomise_constants(model, seed=seed + 2)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():

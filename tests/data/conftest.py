@@ -8,13 +8,15 @@ import pytest
 
 
 def data_config(name: str, data_dir: str, **fields) -> ml_collections.ConfigDict:
-    """A data config with the schema's fields; augmentation off unless given."""
+    """The base config's data section at 32 px; augmentation off unless given."""
+    from cnn_flax.configs.base import get_data_config
+
+    config = get_data_config()
     augment = dict(inception_crop=False, flip=False, pad_crop=False, mixup_alpha=0.0)
     augment.update(fields.pop("augment", {}))
-    config = dict(name=name, data_dir=data_dir, image_size=32, eval_crop_ratio=0.875)
-    config.update(fields)
-    config["augment"] = augment
-    return ml_collections.ConfigDict(config)
+    config.update({"name": name, "data_dir": data_dir, "image_size": 32, **fields})
+    config.augment.update(augment)
+    return config
 
 
 @pytest.fixture(scope="session")

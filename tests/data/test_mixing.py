@@ -65,3 +65,75 @@ def test_beta_sampler_moments():
         assert np.isfinite(lam).all() and lam.min() >= 0 and lam.max() <= 1
         assert abs(lam.mean() - 0.5) < 0.01
         assert abs(lam.var() - 1 / (4 * (2 * alpha + 1))) < 0.005  # Beta(a, a) variance
+
+
+def _torch_batch():
+    rng = np.random.default_rng(0)
+    images = rng.random((5, 12, 16, 3), dtype=np.float32)
+    labels = np.array([0, 1, 2, 3, 1])
+    return images, labels
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("kind", ["mixup", "cutmix"])
+def test_pairs_boxes_and_labels_match_torchvision_given_the_same_draws(kind, monkeypatch):
+    """torchvision.transforms.v2 MixUp / CutMix with their lam and box centre set to ours."""
+    torch = pytest.importorskip("torch")
+    v2 = pytest.importorskip("torchvision.transforms.v2")
+    from cnn_flax.data.mixing import cutmix_box, mix_pair
+
+    images, labels = _torch_batch()
+    lam, r_x, r_y = 0.63, 13, 2  # a box clipped at the top and right borders
+    transform = (v2.MixUp if kind == "mixup" else v2.CutMix)(alpha=1.0, num_classes=4)
+    monkeypatch.setattr(transform, "_dist", type("Fixed", (), {"sample": lambda self, s: lam})())
+    draws = iter([r_x, r_y])  # CutMix draws the x centre, then the y centre
+    monkeypatch.setattr(torch, "randint", lambda high, size: torch.tensor([next(draws)]))
+    theirs = transform(torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(labels))
+    monkeypatch.undo()
+    onehot = jax.nn.one_hot(labels, 4)
+    box = None
+    if kind == "cutmix":
+        box = cutmix_box(jnp.float32(lam), jnp.float32(r_y), jnp.float32(r_x), height=12, width=16)
+    ours = mix_pair(jnp.asarray(images), onehot, jnp.float32(lam), box)
+    chex.assert_trees_all_close(ours[0], theirs[0].permute(0, 2, 3, 1).numpy(), atol=1e-6)
+    chex.assert_trees_all_close(ours[1], theirs[1].numpy(), atol=1e-6)
+
+
+@pytest.mark.torch
+def test_mixup_or_cutmix_is_chosen_per_batch_with_torchvisions_probability():
+    v2 = pytest.importorskip("torchvision.transforms.v2")
+    from cnn_flax.data.mixing import SWITCH_PROBABILITY
+
+    choice = v2.RandomChoice([v2.MixUp(num_classes=2), v2.CutMix(num_classes=2)])
+    assert choice.p == [1 - SWITCH_PROBABILITY, SWITCH_PROBABILITY]
+    count = 1000
+    images = jnp.arange(1.0, 5.0)[:, None, None, None] * jnp.ones((4, 64, 64, 1))
+    labels = jax.nn.one_hot(jnp.arange(4) % 2, 2)
+
+    def is_cutmix(key):  # mixup blends every pixel alike; CutMix pastes a box
+        mixed, _ = mixup_cutmix(key, images, labels, mixup_alpha=0.2, cutmix_alpha=1.0)
+        return mixed[0].max() > mixed[0].min()
+
+    share = float(jax.jit(jax.vmap(is_cutmix))(jax.random.split(jax.random.key(2), count)).mean())
+    assert abs(share - SWITCH_PROBABILITY) < 5 * (0.25 / count) ** 0.5
+
+
+def test_augment_batch_reads_the_config_and_erases_before_mixing():
+    from cnn_flax.configs.base import get_data_config
+    from cnn_flax.data.mixing import augment_batch
+
+    augment = get_data_config().augment
+    images, labels = _batch()
+    out = augment_batch(jax.random.key(0), images, labels, augment)
+    assert out[0] is images and out[1] is labels  # everything off: untouched
+    augment.random_erasing = 1.0
+    erased, same = jax.jit(lambda x: augment_batch(jax.random.key(0), x, labels, augment))(
+        images + 1.0
+    )
+    assert (np.asarray(erased) == 0).any(axis=(1, 2, 3)).all()
+    chex.assert_trees_all_close(same, labels)
+    augment.update(dict(mixup_alpha=0.2, cutmix_alpha=1.0))
+    step = jax.jit(lambda key, x, y: augment_batch(key, x, y, augment))
+    mixed, soft = step(jax.random.key(0), images + 1.0, labels)
+    chex.assert_trees_all_close(soft.sum(-1), np.ones(4), atol=1e-6)
+    assert not np.allclose(soft, labels)

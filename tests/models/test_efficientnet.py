@@ -58,14 +58,14 @@ def test_drop_path_rate_grows_linearly_with_block_index():
     np.testing.assert_allclose(rates, expected)
 
 
-def _tiny_b0(drop_path_rate: float) -> nn.Module:
+def _tiny_b0(drop_path: float) -> nn.Module:
     # No dropout, so only drop path uses the "dropout" key.
     return create_model(
         "efficientnet_b0",
         num_classes=5,
         stages=TINY,
-        dropout_rate=0.0,
-        drop_path_rate=drop_path_rate,
+        dropout=0.0,
+        drop_path=drop_path,
     )
 
 

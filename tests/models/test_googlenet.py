@@ -13,52 +13,64 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_flax.models import create_model
-from cnn_flax.models.googlenet import GOOGLENET, GoogLeNetOutputs, max_pool_ceil
+from cnn_flax.models import create_model, layers
+from cnn_flax.models.googlenet import GOOGLENET, max_pool_ceil
 from tests.helpers import param_count
 
 RES = 32
 
 
 def output_shapes(*, train: bool, **overrides):
-    """Parameter and output shapes of GoogLeNet, traced without compiling or computing."""
-    model = create_model("googlenet", num_classes=10, **overrides)
+    """Parameter shapes, output shapes and the sown auxiliary logits' shapes of GoogLeNet,
+    traced without compiling or computing."""
+    model = create_model("googlenet", **{"num_classes": 10, **overrides})
     x = jnp.zeros((2, RES, RES, 3))
 
     def run():
         variables = model.init(jax.random.key(0), x, train=False)
         if not train:
-            return variables, model.apply(variables, x, train=False)
-        out, _ = model.apply(
-            variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(1)}
+            return variables, model.apply(variables, x, train=False), ()
+        out, updates = model.apply(
+            variables,
+            x,
+            train=True,
+            mutable=["batch_stats", layers.AUX_COLLECTION],
+            rngs={"dropout": jax.random.key(1)},
         )
-        return variables, out
+        return variables, out, layers.aux_outputs(updates)
 
     return jax.eval_shape(run)
 
 
 def test_aux_outputs_in_train_mode_only():
-    variables, out = output_shapes(train=True)
+    variables, out, aux = output_shapes(train=True)
     # Initialised in eval mode, the auxiliary heads still get parameters.
     assert {"aux1", "aux2"} <= set(variables["params"])
-    assert isinstance(out, GoogLeNetOutputs)
-    assert out._fields == ("logits", "aux2", "aux1")
-    for logits in out:
-        assert logits.shape == (2, 10) and logits.dtype == jnp.float32
-    _, out = output_shapes(train=False)
+    # The main logits come back as in every mode; the two auxiliary ones are sown.
     assert isinstance(out, jax.ShapeDtypeStruct) and out.shape == (2, 10)
+    assert len(aux) == 2
+    for logits in aux:
+        assert logits.shape == (2, 10) and logits.dtype == jnp.float32
+    _, out, aux = output_shapes(train=False)
+    assert isinstance(out, jax.ShapeDtypeStruct) and out.shape == (2, 10) and aux == ()
 
 
 def test_without_aux_heads():
-    variables, out = output_shapes(train=True, aux_logits=False)
+    variables, out, aux = output_shapes(train=True, aux_logits=False)
     assert not {"aux1", "aux2"} & set(variables["params"])
-    assert isinstance(out, jax.ShapeDtypeStruct) and out.shape == (2, 10)
+    assert isinstance(out, jax.ShapeDtypeStruct) and out.shape == (2, 10) and aux == ()
+
+
+def test_feature_extractor_has_no_aux_heads():
+    variables, out, aux = output_shapes(train=True, num_classes=0)
+    assert not {"aux1", "aux2", "head"} & set(variables["params"])
+    assert out.shape == (2, 1024) and aux == ()
 
 
 def test_torchvision_defaults():
     model = create_model("googlenet")
     assert (model.aux_logits, model.transform_input) == (True, False)
-    assert (model.dropout_rate, model.aux_dropout_rate) == (0.2, 0.7)
+    assert (model.dropout, model.aux_dropout) == (0.2, 0.7)
     # torchvision's published weights: no auxiliary heads.
     assert param_count("googlenet", aux_logits=False) == 6_624_904
 
@@ -167,8 +179,10 @@ def test_published_layout_converts():
     sd = tv.state_dict()
     assert not any(k.startswith("aux") for k in sd)
     with pytest.raises(ValueError, match="missing"):
-        from_torchvision("googlenet", sd)  # without aux_logits=False the shapes do not fit
-    variables = from_torchvision("googlenet", sd, aux_logits=False)
+        # Forcing the auxiliary heads on: the shapes do not fit.
+        from_torchvision("googlenet", sd, aux_logits=True)
+    # The missing heads are read off the state dict.
+    variables = from_torchvision("googlenet", sd)
 
     images = np.random.default_rng(0).standard_normal((2, RES, RES, 3)).astype(np.float32)
     for transform_input in (True, False):

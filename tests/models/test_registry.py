@@ -24,8 +24,8 @@ def test_bad_override_is_named():
 
 
 def test_overrides_reach_the_module():
-    model = create_model("alexnet", num_classes=7, dtype=jnp.bfloat16, dropout_rate=0.1)
-    assert (model.num_classes, model.dtype, model.dropout_rate) == (7, jnp.bfloat16, 0.1)
+    model = create_model("alexnet", num_classes=7, dtype=jnp.bfloat16, dropout=0.1)
+    assert (model.num_classes, model.dtype, model.dropout) == (7, jnp.bfloat16, 0.1)
 
 
 def test_list_models_by_family():

@@ -101,7 +101,7 @@ def test_residual_and_plain_twins_with_zeroed_branches():
     # its shortcut, so the residual net reduces to stem + option-A shortcuts + head, while the
     # plain twin, having no shortcut to add, outputs the head bias alone. The same variables serve
     # both, since the twins share one parameter tree.
-    kwargs = {"num_classes": 10, "width": 4}
+    kwargs = {"num_classes": 10, "width_mult": 1 / 16}
     residual = create_model("resnet20", **kwargs)
     plain = create_model("plain20", **kwargs)
     rng = np.random.default_rng(0)
@@ -131,7 +131,7 @@ def test_residual_and_plain_twins_with_zeroed_branches():
 
 @pytest.mark.parametrize("name, last_conv", [("resnet18", "conv2"), ("resnet50", "conv3")])
 def test_zero_init_residual(name, last_conv):
-    small = {"width": 4, "stage_sizes": (1, 1)}
+    small = {"width_mult": 1 / 16, "stage_sizes": (1, 1)}
     flat = _flat_params(create_model(name, **small), 32)
     assert any(f"/{last_conv}/bn/scale" in k for k in flat)
     model = create_model(name, zero_init_residual=True, **small)
@@ -160,7 +160,7 @@ def _block_output_shapes(model, res: int) -> dict:
 def test_bottleneck_strides_on_its_3x3_v1_5():
     # torchvision's v1.5: in the first block of stages 2-4 the 1x1 reduction keeps the
     # resolution and the 3x3 halves it (the paper strides the 1x1 instead).
-    shapes = _block_output_shapes(create_model("resnet50", num_classes=10, width=8), 64)
+    shapes = _block_output_shapes(create_model("resnet50", num_classes=10, width_mult=1 / 8), 64)
     assert shapes["stem"] == (1, 32, 32, 8)  # 7x7/2; the max pool then halves again
     assert shapes["stage1_block0/conv1"] == (1, 16, 16, 8)
     assert shapes["stage2_block0/conv1"] == (1, 16, 16, 16)
@@ -170,7 +170,7 @@ def test_bottleneck_strides_on_its_3x3_v1_5():
 
 
 def test_cifar_stage_shapes_and_width():
-    shapes = _block_output_shapes(create_model("resnet20", num_classes=10, width=4), 32)
+    shapes = _block_output_shapes(create_model("resnet20", num_classes=10, width_mult=1 / 4), 32)
     assert shapes["stem"] == (1, 32, 32, 4)
     assert shapes["stage1_block2"] == (1, 32, 32, 4)
     assert shapes["stage2_block0"] == (1, 16, 16, 8)
@@ -205,6 +205,6 @@ def test_bottleneck_widths(name, conv1_width, conv2_kernel):
     ],
 )
 def test_bad_fields_are_named(overrides, match):
-    model = ResNet(stage_sizes=(1, 1), block=BasicBlock, width=4, **overrides)
+    model = ResNet(stage_sizes=(1, 1), block=BasicBlock, base_width=4, **overrides)
     with pytest.raises(ValueError, match=match):
         _init(model, 32)

@@ -6,7 +6,6 @@ import pytest
 
 from cnn_flax.models import list_models, model_info
 from cnn_flax.models.__main__ import count_macs, describe, main
-from cnn_flax.models.reference import TORCHVISION_REFERENCE, torchvision_reference
 from tests.helpers import param_count, reference_rows
 
 # One model per kind of layer the counter must handle: plain convs and dense layers (alexnet),
@@ -54,8 +53,7 @@ def test_count_macs_sees_nested_and_dense():
 @pytest.mark.parametrize("name", _registered(GMACS_MODELS))
 def test_gmacs_match_torchvision(name):
     row = describe(name)
-    reference = reference_rows().get(model_info(name).torchvision)
-    expected = float(reference["gmacs"]) if reference else torchvision_reference(name).gmacs
+    expected = float(reference_rows()[model_info(name).torchvision]["gmacs"])
     # torchvision prints three decimals; our count must agree to that rounding.
     assert row.gmacs == pytest.approx(expected, abs=6e-4), f"{name}: {row.gmacs:.4f} GMACs"
 
@@ -102,13 +100,17 @@ def test_unknown_family_is_one_clean_line(capsys):
     assert "'transformer'" in err and "alexnet" in err
 
 
-def test_reference_matches_shared_csv():
+def test_default_weights_facts_match_the_reference_csv():
+    """The facts the table prints, against torchvision 0.29.1's figures kept in tests/facts."""
     rows = reference_rows()
-    if not rows:
-        pytest.skip("shared/reference/torchvision_models.csv is not available")
-    for name, ref in TORCHVISION_REFERENCE.items():
-        row = rows[name]
-        assert (ref.weights, ref.top1, ref.top5, ref.gmacs, ref.params, ref.crop_size) == (
+    checked = set()
+    for name in list_models():
+        info = model_info(name)
+        ref = info.default_weights("torchvision")
+        if ref is None or info.torchvision not in rows:
+            continue  # tests/test_weights_facts.py checks every entry against torchvision itself
+        row = rows[info.torchvision]
+        assert (ref.tag, ref.top1, ref.top5, ref.gmacs, ref.params, ref.transform.crop) == (
             row["weights_entry"],
             float(row["top1"]),
             float(row["top5"]),
@@ -116,10 +118,6 @@ def test_reference_matches_shared_csv():
             int(row["params_in_weights"]),
             int(row["eval_crop"]),
         ), name
-
-
-def test_every_torchvision_model_has_reference_figures():
-    missing = [
-        n for n in list_models() if model_info(n).torchvision and not torchvision_reference(n)
-    ]
-    assert not missing, f"add {missing} to cnn_flax/models/reference.py"
+        checked.add(info.torchvision)
+    registered = {model_info(n).torchvision for n in list_models()}
+    assert checked == registered & set(rows)

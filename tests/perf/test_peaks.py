@@ -17,6 +17,8 @@ from cnn_flax.perf import peaks
         ("TPU v4", "bfloat16", 275.0),
         ("TPU v5 lite", "bfloat16", 197.0),
         ("TPU v5", "bfloat16", 459.0),
+        ("NVIDIA H100 80GB HBM3", "float16", 989.4),
+        ("Tesla V100-SXM2-16GB", "float16", 125.0),
     ],
 )
 def test_known_devices(kind, dtype, tflops):
@@ -27,6 +29,10 @@ def test_cpu_has_no_peak():
     assert peaks.peak_flops("cpu", "float32") is None
 
 
+def test_tpus_have_no_float16_peak():
+    assert peaks.peak_flops("TPU v4", "float16") is None
+
+
 def test_unknown_dtype_is_refused():
-    with pytest.raises(ValueError, match="float16"):
-        peaks.peak_flops("NVIDIA H100 80GB HBM3", "float16")
+    with pytest.raises(ValueError, match="float64"):
+        peaks.peak_flops("NVIDIA H100 80GB HBM3", "float64")

@@ -130,10 +130,10 @@ def register_tiny_model() -> None:
     """Registers :class:`TinyCNN` (idempotent). Call at test run time, not at collection, so
     other modules' ``parametrize(list_models())`` never see it; see :func:`unregister_tiny_model`.
     """
-    from cnn_flax.models import list_models, register
+    from cnn_flax.models import Family, list_models
 
     if TINY_MODEL not in list_models():
-        register(TINY_MODEL, TinyCNN, family="test", reference="test stand-in", resolution=SIZE)
+        Family("test", reference="test stand-in").register(TINY_MODEL, TinyCNN, resolution=SIZE)
 
 
 def unregister_tiny_model() -> None:

@@ -30,6 +30,14 @@ def test_train_user_errors_are_one_line(args, message, capsys, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_flags_of_an_earlier_call_do_not_leak_into_the_next(capsys, tmp_path):
+    first = ["train", "--config=quickstart", "--config.bn_mode=sync", f"--workdir={tmp_path}"]
+    assert train.cli(first) == 2
+    capsys.readouterr()
+    assert train.cli(["train", "--config=quickstart"]) == 2
+    assert "--workdir is required" in _one_line_error(capsys)
+
+
 def test_resnet50_without_imagenet_says_how_to_prepare(capsys, tmp_path):
     argv = [
         "train",

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from cnn_flax import optim, steps
+from cnn_flax.models import layers
+from cnn_flax.run_plan import make_run_plan
 from cnn_flax.train_state import create_train_state
 from tests.training import fakes
 
@@ -16,7 +19,7 @@ from tests.training import fakes
 def _setup(dtype: str, **changes):
     config = fakes.tiny_config(dtype=dtype, **changes)
     model = fakes.TinyCNN(dtype=steps.compute_dtype(dtype))
-    tx = optim.create_optimizer(config, steps_per_epoch=4, total_steps=6)
+    tx = optim.create_optimizer(config, make_run_plan(config, num_train=fakes.NUM_TRAIN))
     variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
     state = create_train_state(
         variables, tx, use_ema=False, loss_scale=steps.initial_loss_scale(config)
@@ -55,16 +58,20 @@ def test_dropout_rng_depends_on_step_only():
 
 
 class _WithAux(fakes.TinyCNN):
-    """TinyCNN that also returns an auxiliary output in train mode (no extra parameters)."""
+    """TinyCNN that also sows an auxiliary output in train mode, as GoogLeNet does (no extra
+    parameters)."""
 
+    @nn.compact
     def __call__(self, x, *, train):
         logits = super().__call__(x, train=train)
-        return (logits, 3.0 * logits) if train else logits
+        if train:
+            self.sow(layers.AUX_COLLECTION, "aux1_logits", 3.0 * logits)
+        return logits
 
 
 def _aux_setup(aux_loss_weight: float):
     config = fakes.tiny_config(aux_loss_weight=aux_loss_weight)
-    tx = optim.create_optimizer(config, steps_per_epoch=4, total_steps=6)
+    tx = optim.create_optimizer(config, make_run_plan(config, num_train=fakes.NUM_TRAIN))
     variables = _WithAux().init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
     state = create_train_state(variables, tx, use_ema=False)
     batch = jax.tree.map(jnp.asarray, fakes.train_batch(0, global_batch_size=16, seed=0))
@@ -89,3 +96,16 @@ def test_auxiliary_logits_without_a_loss_weight_are_refused():
     state, batch, step_for = _aux_setup(0.0)
     with pytest.raises(ValueError, match="aux_loss_weight is 0"):
         step_for(_WithAux())(state, batch)
+
+
+def test_random_erasing_reaches_the_step():
+    """``data.augment.random_erasing`` changes what the model sees; at 0 the step is unchanged."""
+    losses = {}
+    for p in (0.0, 1.0):
+        state, step, batch = _setup("float32", **{"data.augment.random_erasing": p})
+        _, metrics = step(state, batch)
+        losses[p] = float(metrics["loss"][0])
+    state, step, batch = _setup("float32")
+    _, metrics = step(state, batch)
+    assert losses[0.0] == float(metrics["loss"][0])
+    assert losses[1.0] != losses[0.0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -23,9 +25,10 @@ def full_run(tmp_path_factory):
     config = fakes.tiny_config(ema_decay=0.9)
     data = fakes.FakeData()
     compiles = _CompileCounter()
-    with compiles:
+    printed = io.StringIO()
+    with compiles, contextlib.redirect_stdout(printed):
         result = trainer.train(config, workdir, data_source=data, show_progress=False)
-    return workdir, config, result, data, compiles.count
+    return workdir, config, result, data, compiles.count, printed.getvalue()
 
 
 class _CompileCounter(logging.Handler):
@@ -52,9 +55,15 @@ class _CompileCounter(logging.Handler):
 
 
 def test_run_writes_workdir_and_compiles_once(full_run):
-    workdir, _, result, _, compiles = full_run
+    workdir, _, result, _, compiles, printed = full_run
     assert result.stopped == "finished" and result.step == 6
     assert compiles == 1, f"the train step compiled {compiles} times"
+    # Every start-up phase that takes seconds is announced before it starts.
+    assert printed.splitlines()[:3] == [
+        "Reading data set digits/16 ...",
+        f"Initialising {fakes.TINY_MODEL} ...",
+        f"Compiling the train step ({fakes.TINY_MODEL}) ...",
+    ], printed
     for name in ("config.json", "model.json", "metrics.jsonl", "tensorboard"):
         assert (workdir / name).exists(), name
     assert json.loads((workdir / "config.json").read_text())["model"] == fakes.TINY_MODEL
@@ -71,7 +80,7 @@ def test_run_writes_workdir_and_compiles_once(full_run):
 
 
 def test_eval_counts_every_example_once(full_run):
-    _, config, result, data, _ = full_run
+    _, config, result, data, _, _ = full_run
     assert fakes.NUM_EVAL % config.batch_size != 0
     assert result.eval_metrics["eval_num_examples"] == fakes.NUM_EVAL
     assert result.eval_metrics["eval_ema_num_examples"] == fakes.NUM_EVAL
@@ -79,7 +88,7 @@ def test_eval_counts_every_example_once(full_run):
 
 
 def test_load_variables_from_workdir(full_run):
-    workdir, _, result, _, _ = full_run
+    workdir, _, result, _, _, _ = full_run
     raw = checkpoint.load_variables(workdir)
     chex.assert_trees_all_equal(raw["params"], fakes.params_of(result.state))
     ema = checkpoint.load_variables(workdir / "checkpoints" / "6", ema=True)
@@ -90,7 +99,7 @@ def test_load_variables_from_workdir(full_run):
 def test_evaluate_matches_training_eval(full_run, tmp_path):
     from cnn_flax import evaluate
 
-    workdir, config, result, data, _ = full_run
+    workdir, config, result, data, _, _ = full_run
     got = evaluate.evaluate(config, workdir, data_source=data)
     for key in ("top1", "top5", "ema_top1", "num_examples"):
         assert got[key] == pytest.approx(result.eval_metrics["eval_" + key]), key
@@ -102,8 +111,19 @@ def test_evaluate_matches_training_eval(full_run, tmp_path):
     assert "ema_top1" not in got
 
 
-def test_sigterm_then_resume_equals_uninterrupted(full_run, tmp_path):
-    _, config, uninterrupted, _, _ = full_run
+def test_rerun_on_a_finished_workdir_says_so_and_changes_nothing(full_run, capsys):
+    workdir, config, _, _, _, _ = full_run
+    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    again = trainer.train(config, workdir, data_source=fakes.FakeData(), show_progress=False)
+    assert again.stopped == "finished" and again.step == 6
+    out = capsys.readouterr().out
+    assert f"Workdir {workdir} already finished at step 6 (total_steps 6)" in out, out
+    assert "Compiling" not in out
+    assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before
+
+
+def test_sigterm_then_resume_equals_uninterrupted(full_run, tmp_path, capsys):
+    _, config, uninterrupted, _, _, _ = full_run
 
     def send_sigterm(step):
         if step == 1:  # while step 2's batch is being fetched
@@ -114,10 +134,12 @@ def test_sigterm_then_resume_equals_uninterrupted(full_run, tmp_path):
     )
     assert first.stopped == "interrupted" and first.step == 2
     assert checkpoint.training_step_dir(tmp_path).name == "2"
+    assert "Stopped at step 2 on a stop signal" in capsys.readouterr().out
     resumed = trainer.train(
         config, tmp_path, data_source=fakes.FakeData(), show_progress=False, profile=True
     )
     assert resumed.stopped == "finished" and resumed.step == 6
+    assert f"Resuming from step 2 (workdir {tmp_path.resolve()})." in capsys.readouterr().out
     assert any(p.is_file() for p in (tmp_path / "profile").rglob("*")), "no profiler trace"
     chex.assert_trees_all_equal(
         fakes.params_of(resumed.state), fakes.params_of(uninterrupted.state)
@@ -169,7 +191,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 
 def test_mismatched_checkpoint_is_refused_and_nothing_overwritten(full_run, tmp_path):
-    workdir, config, _, _, _ = full_run
+    workdir, config, _, _, _, _ = full_run
     before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
     config = fakes.tiny_config(**{"model_overrides.width": 16, "total_steps": 9})
     with pytest.raises(checkpoint.CheckpointError, match="does not match"):

@@ -1,6 +1,6 @@
-"""Tensor layout conversions and a strict reader for torchvision state dicts.
+"""Tensor layout conversions and a strict reader for PyTorch-style state dicts.
 
-The reader records which keys a family's mapping consumed; :func:`cnn_flax.convert.from_torchvision`
+The reader records which keys a family's mapping consumed; :func:`cnn_flax.weights.convert`
 then refuses a state dict with keys left over, so a mapping can never drop weights silently.
 """
 
@@ -86,6 +86,10 @@ class StateDictReader:
         params = {"scale": self(f"{prefix}.weight"), "bias": self(f"{prefix}.bias")}
         stats = {"mean": self(f"{prefix}.running_mean"), "var": self(f"{prefix}.running_var")}
         return params, stats
+
+    def layer_norm(self, prefix: str) -> dict[str, np.ndarray]:
+        """``{"scale", "bias"}`` of a torch ``LayerNorm`` at ``prefix``."""
+        return {"scale": self(f"{prefix}.weight"), "bias": self(f"{prefix}.bias")}
 
     def conv_bn(self, conv_prefix: str, bn_prefix: str) -> tuple[dict, dict]:
         """``(params, batch_stats)`` of a :class:`cnn_flax.models.layers.ConvBN`."""

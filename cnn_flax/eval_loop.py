@@ -1,0 +1,79 @@
+"""Evaluation over a complete split: the eval step compiled once, every example counted once.
+
+Used by the trainer's periodic evaluation and by ``python -m cnn_flax.evaluate``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from cnn_flax import metrics, parallel, steps
+from cnn_flax.train_state import TrainState
+
+
+class Evaluator:
+    """Compiles the eval step once and runs it over the complete eval split.
+
+    Every example of the split is counted exactly once: the eval iterator pads the last batch and
+    marks the padding with ``mask=False``, and the step weights each example by its mask.
+
+    Args:
+      model: the Flax module.
+      config: the training config (its ``data`` section and the eval step's fields are read).
+      num_classes: classifier outputs.
+      mesh: the device mesh; batches are sharded over its ``data`` axis.
+      data_source: the data API (``create_eval_iterator``), e.g. :mod:`cnn_flax.data`.
+      batch_size: global eval batch, a multiple of the device count.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        config: ml_collections.ConfigDict,
+        num_classes: int,
+        mesh: jax.sharding.Mesh,
+        data_source: Any,
+        batch_size: int,
+    ) -> None:
+        self._data_config = config.data
+        self._data = data_source
+        self._batch_size = batch_size
+        self._sharding = parallel.data_sharding(mesh)
+        replicated = parallel.replicated_sharding(mesh)
+        self._jitted = jax.jit(
+            steps.make_eval_step(model, config=config, num_classes=num_classes),
+            in_shardings=(replicated, self._sharding),
+            out_shardings=replicated,
+        )
+        self._compiled = None
+
+    def run(self, variables: dict) -> dict[str, float]:
+        """``{"top1", "top5", "loss", "num_examples"}`` of ``variables`` on the eval split."""
+        pairs = []
+        batches = self._data.create_eval_iterator(
+            self._data_config, global_batch_size=self._batch_size, sharding=self._sharding
+        )
+        for batch in batches:
+            if self._compiled is None:
+                self._compiled = self._jitted.lower(variables, batch).compile()
+            pairs.append(self._compiled(variables, batch))
+        result = metrics.reduce_pairs(pairs)
+        result["num_examples"] = sum(float(np.asarray(p["top1"][1])) for p in pairs)
+        return result
+
+    def __call__(self, state: TrainState) -> dict[str, float]:
+        """Raw weights, then (``ema_`` prefix) the EMA weights when the state has them."""
+        out = self.run(state.variables())
+        if state.ema_params is not None:
+            ema = self.run(state.variables(ema=True))
+            out.update({"ema_" + k: v for k, v in ema.items()})
+        return out
+
+
+__all__ = ["Evaluator"]
