@@ -127,11 +127,15 @@ def _cnn_flax_batches(
 def _torch_batches(
     dataset: str, *, data_dir: str | None, batch_size: int, resolution: int
 ) -> Iterator[tuple]:
+    from cnn_flax.configs.base import get_data_config
     from cnn_flax.data import device
     from cnn_flax.data.builders.folder import index_folder
     from cnn_flax.data.torch_baseline import torch_batches
 
-    paths, labels = index_folder(dataset[len("folder:") :], data_dir=data_dir).split("train")
+    # The trainer's limit on decoded image size, so both loaders index the same files.
+    max_pixels = int(get_data_config().max_image_pixels)
+    folder = index_folder(dataset[len("folder:") :], max_pixels=max_pixels, data_dir=data_dir)
+    paths, labels = folder.split("train")
 
     def host_batches() -> Iterator[dict[str, np.ndarray]]:
         for images, targets in torch_batches(

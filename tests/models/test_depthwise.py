@@ -282,7 +282,7 @@ def test_inverted_residual_block_with_fast_conv_equals_nn_conv():
                 layers.bind_norm(nn.BatchNorm, train=True, dtype=jnp.float64),
                 param_dtype=jnp.float64,
             ),
-            act=nn.silu,
+            activation=nn.silu,
             se_features=4,
         )
 
