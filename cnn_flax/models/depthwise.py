@@ -14,7 +14,8 @@ whole feature map, after transposing both operands, which made it the slowest pa
 ResNet-50 train step at 224 pixels. :func:`pointwise_dot` writes a 1x1 convolution as a matrix
 product over channels, whose gradients are matrix products too; :func:`conv_tap_filter_grad`
 keeps XLA's convolution for a k x k kernel's forward and input gradient and computes its kernel
-gradient as k*k matrix products. ``benchmarks/RESULTS.md`` has the measurements.
+gradient as matrix products: one per chunk of images over their im2col patches on large maps,
+one per tap on small ones. ``benchmarks/RESULTS.md`` has the measurements.
 
 :class:`Conv` is ``flax.linen.Conv`` with fields that pick the implementation for each case; a
 call none of them applies to is ``nn.Conv`` itself. The parameters (``kernel`` of shape
@@ -42,6 +43,14 @@ DENSE_IMPLS = ("xla", "taps")
 # Below this many input channels (an RGB stem) the k*k per-tap products are too thin: ResNet-50's
 # 7x7 stem kernel gradient took 590 ms that way against XLA's 309 ms (batch 16, 2 CPU cores).
 TAPS_MIN_IN_FEATURES = 16
+# From this many output pixels per image (28 x 28) a k x k kernel gradient is computed from the
+# im2col patches of PATCH_CHUNK images at a time, one matrix product per chunk: the per-tap
+# products then read k*k strided copies of the whole batch's feature map, which no cache holds.
+# ResNet-50 at 224 px, batch 16, 2 shared CPU cores (benchmarks/RESULTS.md): 3x3 64 @56 231 ms
+# against 389 (per tap) and 276 (XLA); the 7x7 stem 282 against 312 (XLA). Smaller maps fit in
+# cache and stay per tap (3x3 512 @7: 73 ms per tap, 84 in chunks).
+PATCHES_MIN_OUT_PIXELS = 28 * 28
+PATCH_CHUNK = 2
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -321,12 +330,15 @@ def conv_tap_filter_grad(
     padding: Pads,
     precision: lax.PrecisionLike = None,
 ) -> jax.Array:
-    """A dense convolution whose kernel gradient is k*k matrix products, one per tap.
+    """A dense convolution whose kernel gradient is written as matrix products.
 
     Forward and input gradient are XLA's. The kernel gradient of tap ``(i, j)`` is
     ``X_ij^T @ dY`` with ``X_ij`` the ``[N*H_out*W_out, C_in]`` strided slice of the padded input
     that the tap sees: a transposed-operand matrix product XLA:CPU runs directly, in place of
-    its convolution with a feature-map-sized window and the transposes it needs.
+    its convolution with a feature-map-sized window and the transposes it needs. From
+    :data:`PATCHES_MIN_OUT_PIXELS` output pixels per image the k*k slices of
+    :data:`PATCH_CHUNK` images at a time are concatenated into im2col patches and the whole
+    kernel gradient is one product per chunk, accumulated by a ``lax.scan``.
 
     Args:
       x: ``[N, H, W, C_in]``.
@@ -353,9 +365,19 @@ def _conv_tap_bwd(strides, padding, precision, residuals, dy):
     x, kernel = residuals
     _, input_vjp = jax.vjp(lambda x_: _conv(x_, kernel, strides, padding, precision), x)
     (dx,) = input_vjp(dy)
-    kh, kw, c_in, c_out = kernel.shape
-    n, ho, wo, _ = dy.shape
     xp = _pad_hw(x, (*padding[0], 0), (*padding[1], 0))
+    n, ho, wo, _ = dy.shape
+    if ho * wo < PATCHES_MIN_OUT_PIXELS:
+        dk = _per_tap_kernel_grad(xp, dy, kernel.shape, strides, precision)
+    else:
+        dk = _patch_kernel_grad(xp, dy, kernel.shape, strides, precision)
+    return dx, dk.astype(kernel.dtype)
+
+
+def _per_tap_kernel_grad(xp, dy, kernel_shape, strides, precision) -> jax.Array:
+    """``X_ij^T @ dY`` for each tap ``(i, j)`` of the kernel, over the whole batch."""
+    kh, kw, c_in, c_out = kernel_shape
+    n, ho, wo, _ = dy.shape
     dy2 = dy.reshape(n * ho * wo, c_out)
     taps = [
         lax.dot_general(
@@ -367,7 +389,37 @@ def _conv_tap_bwd(strides, padding, precision, residuals, dy):
         for i in range(kh)
         for j in range(kw)
     ]
-    return dx, jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
+    return jnp.stack(taps).reshape(kernel_shape)
+
+
+def _patch_kernel_grad(xp, dy, kernel_shape, strides, precision) -> jax.Array:
+    """``P^T @ dY`` with ``P`` the ``[pixels, kh*kw*C_in]`` im2col patches, summed over chunks
+    of :data:`PATCH_CHUNK` images (a ``lax.scan``) so each chunk's patches stay in cache."""
+    kh, kw, c_in, c_out = kernel_shape
+    n, ho, wo, _ = dy.shape
+    chunk = _divisor_at_most(n, PATCH_CHUNK)
+
+    def add_chunk(total: jax.Array, xs: tuple[jax.Array, jax.Array]):
+        x_c, dy_c = xs
+        patches = jnp.concatenate(
+            [_strided_tap(x_c, i, j, (ho, wo), strides) for i in range(kh) for j in range(kw)],
+            axis=-1,
+        )
+        grad = lax.dot_general(
+            patches.reshape(chunk * ho * wo, kh * kw * c_in),
+            dy_c.reshape(chunk * ho * wo, c_out),
+            (((0,), (0,)), ((), ())),
+            precision=precision,
+        )
+        return total + grad.astype(total.dtype), None
+
+    xs = (
+        xp.reshape(n // chunk, chunk, *xp.shape[1:]),
+        dy.reshape(n // chunk, chunk, *dy.shape[1:]),
+    )
+    acc = _accumulation_dtype(dy.dtype)
+    total, _ = lax.scan(add_chunk, jnp.zeros((kh * kw * c_in, c_out), acc), xs)
+    return total.reshape(kernel_shape)
 
 
 _conv_taps.defvjp(_conv_tap_fwd, _conv_tap_bwd)
@@ -382,7 +434,8 @@ class Conv(nn.Conv):
     ``param_dtype``, ``kernel_init``...) and the same parameters. A call is *depthwise* when
     ``feature_group_count`` equals both the input channels and ``features``, *pointwise* when the
     kernel is 1x1 with one group and no padding, and *dense* for any other one-group kernel with
-    at least :data:`TAPS_MIN_IN_FEATURES` input channels.
+    at least :data:`TAPS_MIN_IN_FEATURES` input channels or :data:`PATCHES_MIN_OUT_PIXELS`
+    output pixels.
     Each needs 2-D NHWC input, zero padding, no dilation and no mask; every other call (grouped
     convolutions, circular padding...) and every case left at ``"xla"`` is ``nn.Conv.__call__``.
 
@@ -482,11 +535,15 @@ class Conv(nn.Conv):
         unpadded = pads == ((0, 0), (0, 0))
         if self.pointwise == "dot" and kernel_hw == (1, 1) and groups == 1 and unpadded:
             return "pointwise", strides, pads
+        out_hw = _out_hw(inputs.shape, kernel_hw, strides, pads)
         if (
             self.dense == "taps"
             and groups == 1
             and non_negative
-            and in_features >= TAPS_MIN_IN_FEATURES
+            and (
+                in_features >= TAPS_MIN_IN_FEATURES
+                or out_hw[0] * out_hw[1] >= PATCHES_MIN_OUT_PIXELS
+            )
         ):
             return "dense", strides, pads
         return None

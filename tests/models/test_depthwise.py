@@ -306,3 +306,26 @@ def test_inverted_residual_block_with_fast_conv_equals_nn_conv():
     scale = max(float(np.max(np.abs(w))) for w in jax.tree.leaves(want))
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12 * scale)
+
+
+@pytest.mark.parametrize(
+    ("batch", "size", "channels", "chunks"),
+    [(4, 28, 3, 2), (3, 28, 16, 3), (2, 27, 16, 0)],  # 28 x 28 = PATCHES_MIN_OUT_PIXELS
+)
+def test_dense_kernel_gradient_from_chunked_patches_equals_xla(batch, size, channels, chunks):
+    """Large maps take the im2col path (a scan over chunks of images, RGB stems included);
+    smaller ones the per-tap products; both are XLA's kernel gradient, in float64."""
+    assert depthwise.PATCHES_MIN_OUT_PIXELS == 28 * 28 and depthwise.PATCH_CHUNK == 2
+    with jax.enable_x64(True):
+        x = _normal(11, (batch, size, size, channels), "float64")
+        kernel = _normal(12, (3, 3, channels, 5), "float64")
+        pads = ((1, 1), (1, 1))
+
+        def kernel_grad(conv):
+            return jax.grad(lambda k: jnp.sum(jnp.sin(conv(x, k, strides=(1, 1), padding=pads))))
+
+        ours = kernel_grad(depthwise.conv_tap_filter_grad)
+        want = kernel_grad(lambda x, k, **kw: _conv_xla(x, k, groups=1, **kw))(kernel)
+        np.testing.assert_allclose(ours(kernel), want, rtol=1e-10, atol=1e-10)
+        scans = [e for e in jax.make_jaxpr(ours)(kernel).eqns if e.primitive.name == "scan"]
+        assert [e.params["length"] for e in scans] == ([chunks] if chunks else [])
