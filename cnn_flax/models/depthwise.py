@@ -44,7 +44,8 @@ DENSE_IMPLS = ("xla", "taps")
 # 7x7 stem kernel gradient took 590 ms that way against XLA's 309 ms (batch 16, 2 CPU cores).
 TAPS_MIN_IN_FEATURES = 16
 # From this many output pixels per image (28 x 28) a k x k kernel gradient is computed from the
-# im2col patches of PATCH_CHUNK images at a time, one matrix product per chunk: the per-tap
+# im2col patches of PATCH_CHUNK images at a time (the default of ``Conv.dense_patch_chunk``), one
+# matrix product per chunk: the per-tap
 # products then read k*k strided copies of the whole batch's feature map, which no cache holds.
 # ResNet-50 at 224 px, batch 16, 2 shared CPU cores (benchmarks/RESULTS.md): 3x3 64 @56 231 ms
 # against 389 (per tap) and 276 (XLA); the 7x7 stem 282 against 312 (XLA). Smaller maps fit in
@@ -329,6 +330,7 @@ def conv_tap_filter_grad(
     strides: tuple[int, int],
     padding: Pads,
     precision: lax.PrecisionLike = None,
+    patch_chunk: int | None = PATCH_CHUNK,
 ) -> jax.Array:
     """A dense convolution whose kernel gradient is written as matrix products.
 
@@ -336,9 +338,9 @@ def conv_tap_filter_grad(
     ``X_ij^T @ dY`` with ``X_ij`` the ``[N*H_out*W_out, C_in]`` strided slice of the padded input
     that the tap sees: a transposed-operand matrix product XLA:CPU runs directly, in place of
     its convolution with a feature-map-sized window and the transposes it needs. From
-    :data:`PATCHES_MIN_OUT_PIXELS` output pixels per image the k*k slices of
-    :data:`PATCH_CHUNK` images at a time are concatenated into im2col patches and the whole
-    kernel gradient is one product per chunk, accumulated by a ``lax.scan``.
+    :data:`PATCHES_MIN_OUT_PIXELS` output pixels per image the k*k slices of ``patch_chunk``
+    images at a time are concatenated into im2col patches and the whole kernel gradient is one
+    product per chunk, accumulated by a ``lax.scan``.
 
     Args:
       x: ``[N, H, W, C_in]``.
@@ -346,31 +348,34 @@ def conv_tap_filter_grad(
       strides: ``(s_h, s_w)``.
       padding: ``((top, bottom), (left, right))``, non-negative.
       precision: passed to the convolution and the matrix products.
+      patch_chunk: images per im2col chunk on large maps; ``None``: per tap on every map.
     """
     if any(p < 0 for pair in padding for p in pair):
         raise ValueError(f"conv_tap_filter_grad needs non-negative padding, got {padding}.")
-    return _conv_taps(x, kernel, tuple(strides), tuple(padding), precision)
+    if patch_chunk is not None and patch_chunk < 1:
+        raise ValueError(f"patch_chunk={patch_chunk} must be a positive number of images or None.")
+    return _conv_taps(x, kernel, tuple(strides), tuple(padding), precision, patch_chunk)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_taps(x, kernel, strides, padding, precision):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_taps(x, kernel, strides, padding, precision, patch_chunk):
     return _conv(x, kernel, strides, padding, precision)
 
 
-def _conv_tap_fwd(x, kernel, strides, padding, precision):
-    return _conv_taps(x, kernel, strides, padding, precision), (x, kernel)
+def _conv_tap_fwd(x, kernel, strides, padding, precision, patch_chunk):
+    return _conv_taps(x, kernel, strides, padding, precision, patch_chunk), (x, kernel)
 
 
-def _conv_tap_bwd(strides, padding, precision, residuals, dy):
+def _conv_tap_bwd(strides, padding, precision, patch_chunk, residuals, dy):
     x, kernel = residuals
     _, input_vjp = jax.vjp(lambda x_: _conv(x_, kernel, strides, padding, precision), x)
     (dx,) = input_vjp(dy)
     xp = _pad_hw(x, (*padding[0], 0), (*padding[1], 0))
     n, ho, wo, _ = dy.shape
-    if ho * wo < PATCHES_MIN_OUT_PIXELS:
+    if patch_chunk is None or ho * wo < PATCHES_MIN_OUT_PIXELS:
         dk = _per_tap_kernel_grad(xp, dy, kernel.shape, strides, precision)
     else:
-        dk = _patch_kernel_grad(xp, dy, kernel.shape, strides, precision)
+        dk = _patch_kernel_grad(xp, dy, kernel.shape, strides, precision, patch_chunk)
     return dx, dk.astype(kernel.dtype)
 
 
@@ -392,12 +397,13 @@ def _per_tap_kernel_grad(xp, dy, kernel_shape, strides, precision) -> jax.Array:
     return jnp.stack(taps).reshape(kernel_shape)
 
 
-def _patch_kernel_grad(xp, dy, kernel_shape, strides, precision) -> jax.Array:
+def _patch_kernel_grad(xp, dy, kernel_shape, strides, precision, patch_chunk) -> jax.Array:
     """``P^T @ dY`` with ``P`` the ``[pixels, kh*kw*C_in]`` im2col patches, summed over chunks
-    of :data:`PATCH_CHUNK` images (a ``lax.scan``) so each chunk's patches stay in cache."""
+    of ``patch_chunk`` images (a ``lax.scan``) so each chunk's patches stay in cache; a chunk
+    that does not divide the batch is rounded down to one that does."""
     kh, kw, c_in, c_out = kernel_shape
     n, ho, wo, _ = dy.shape
-    chunk = _divisor_at_most(n, PATCH_CHUNK)
+    chunk = _divisor_at_most(n, patch_chunk)
 
     def add_chunk(total: jax.Array, xs: tuple[jax.Array, jax.Array]):
         x_c, dy_c = xs
@@ -434,8 +440,8 @@ class Conv(nn.Conv):
     ``param_dtype``, ``kernel_init``...) and the same parameters. A call is *depthwise* when
     ``feature_group_count`` equals both the input channels and ``features``, *pointwise* when the
     kernel is 1x1 with one group and no padding, and *dense* for any other one-group kernel with
-    at least :data:`TAPS_MIN_IN_FEATURES` input channels or :data:`PATCHES_MIN_OUT_PIXELS`
-    output pixels.
+    at least :data:`TAPS_MIN_IN_FEATURES` input channels (or, with ``dense_patch_chunk`` set,
+    :data:`PATCHES_MIN_OUT_PIXELS` output pixels).
     Each needs 2-D NHWC input, zero padding, no dilation and no mask; every other call (grouped
     convolutions, circular padding...) and every case left at ``"xla"`` is ``nn.Conv.__call__``.
 
@@ -445,12 +451,15 @@ class Conv(nn.Conv):
         (``None``: the whole batch at once).
       pointwise: one of :data:`POINTWISE_IMPLS`.
       dense: one of :data:`DENSE_IMPLS`.
+      dense_patch_chunk: images per im2col chunk of :func:`conv_tap_filter_grad`'s kernel
+        gradient on large maps (``None``: per tap on every map).
     """
 
     depthwise: str = "shift"
     depthwise_grad_chunk: int | None = None
     pointwise: str = "xla"
     dense: str = "xla"
+    dense_patch_chunk: int | None = PATCH_CHUNK
 
     @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -486,7 +495,12 @@ class Conv(nn.Conv):
             )
         elif kind == "dense":
             y = conv_tap_filter_grad(
-                inputs, kernel, strides=strides, padding=pads, precision=self.precision
+                inputs,
+                kernel,
+                strides=strides,
+                padding=pads,
+                precision=self.precision,
+                patch_chunk=self.dense_patch_chunk,
             )
         else:
             y = pointwise_dot(inputs, kernel, strides=strides, precision=self.precision)
@@ -542,7 +556,10 @@ class Conv(nn.Conv):
             and non_negative
             and (
                 in_features >= TAPS_MIN_IN_FEATURES
-                or out_hw[0] * out_hw[1] >= PATCHES_MIN_OUT_PIXELS
+                or (
+                    self.dense_patch_chunk is not None
+                    and out_hw[0] * out_hw[1] >= PATCHES_MIN_OUT_PIXELS
+                )
             )
         ):
             return "dense", strides, pads

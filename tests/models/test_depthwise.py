@@ -329,3 +329,12 @@ def test_dense_kernel_gradient_from_chunked_patches_equals_xla(batch, size, chan
         np.testing.assert_allclose(ours(kernel), want, rtol=1e-10, atol=1e-10)
         scans = [e for e in jax.make_jaxpr(ours)(kernel).eqns if e.primitive.name == "scan"]
         assert [e.params["length"] for e in scans] == ([chunks] if chunks else [])
+
+
+@pytest.mark.parametrize(("patch_chunk", "scans"), [(2, 1), (None, 0)])
+def test_rgb_stem_on_a_large_map_takes_the_patch_path_only_with_a_chunk(patch_chunk, scans):
+    x = jnp.ones((2, 28, 28, 3))
+    conv = depthwise.Conv(4, (3, 3), padding=1, dense="taps", dense_patch_chunk=patch_chunk)
+    variables = conv.init(jax.random.key(0), x)
+    jaxpr = jax.make_jaxpr(jax.grad(lambda v: jnp.sum(conv.apply(v, x))))(variables)
+    assert sum(e.primitive.name == "scan" for e in jaxpr.jaxpr.eqns) == scans
