@@ -572,7 +572,13 @@ class Conv(nn.Conv):
 PRESETS: dict[str, dict[str, object]] = {
     "xla": dict(depthwise="xla", pointwise="xla", dense="xla"),
     "shift": dict(depthwise="shift", pointwise="xla", dense="xla"),
-    "cpu": dict(depthwise="shift", depthwise_grad_chunk=1, pointwise="dot", dense="taps"),
+    "cpu": dict(
+        depthwise="shift",
+        depthwise_grad_chunk=1,
+        pointwise="dot",
+        dense="taps",
+        dense_patch_chunk=PATCH_CHUNK,
+    ),
 }
 
 

@@ -127,15 +127,12 @@ def _cnn_flax_batches(
 def _torch_batches(
     dataset: str, *, data_dir: str | None, batch_size: int, resolution: int
 ) -> Iterator[tuple]:
-    from cnn_flax.configs.base import get_data_config
     from cnn_flax.data import device
-    from cnn_flax.data.builders.folder import index_folder
+    from cnn_flax.data.builders.folder import list_images
     from cnn_flax.data.torch_baseline import torch_batches
 
-    # The trainer's limit on decoded image size, so both loaders index the same files.
-    max_pixels = int(get_data_config().max_image_pixels)
-    folder = index_folder(dataset[len("folder:") :], max_pixels=max_pixels, data_dir=data_dir)
-    paths, labels = folder.split("train")
+    # By name only: indexing decodes every file with TensorFlow, which this loader must not need.
+    paths, labels = list_images(dataset[len("folder:") :])
 
     def host_batches() -> Iterator[dict[str, np.ndarray]]:
         for images, targets in torch_batches(

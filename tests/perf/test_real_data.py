@@ -1,5 +1,7 @@
 """The real-data pass: its loaders' batches fit the steps they feed, and its verdict."""
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -40,8 +42,12 @@ def test_cnn_flax_loader_gives_the_trainer_step_uint8_batches(tiny_jpegs, tmp_pa
 
 
 @pytest.mark.torch
-def test_torch_loader_gives_the_minimal_step_normalised_nhwc_floats(tiny_jpegs, tmp_path):
+def test_torch_loader_gives_the_minimal_step_normalised_nhwc_floats(
+    tiny_jpegs, tmp_path, monkeypatch
+):
+    """Without TensorFlow, as on the GPU machine (``import tensorflow`` fails)."""
     pytest.importorskip("torchvision")
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
     source = real_data.batches(
         "torch", f"folder:{tiny_jpegs}", data_dir=str(tmp_path), batch_size=4, resolution=32
     )
