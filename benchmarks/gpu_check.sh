@@ -120,7 +120,7 @@ run() {
   rc=$?
   local what
   what=$(grep -E '^(.*: compiled in|throughput:|ratio:|real data|waiting for data|\| .*\((hit|miss)\)|[0-9]+ (passed|failed))' \
-    "$WORK/logs/$name.log" | tr '\n' ';' | cut -c1-400)
+    "$WORK/logs/$name.log" | awk '!seen[$0]++' | tr '\n' ';' | cut -c1-400)
   [ "$rc" = 124 ] || [ "$rc" = 137 ] && what="TIMED OUT after ${limit}s; $what"
   note "$name: exit $rc in $((SECONDS - t0))s; $what"
   render
