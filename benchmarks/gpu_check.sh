@@ -60,7 +60,7 @@ if [ "$DRY" = "1" ]; then
   RESNET="${GPU_CHECK_RESNET:-resnet20}"
   EFFNET="${GPU_CHECK_EFFNET:-mobilenet_v3_small}"
   MOBILE="${GPU_CHECK_MOBILE:-mobilenet_v3_small}"
-  FAMILIES="${GPU_CHECK_FAMILIES:-resnet20 mobilenet_v3_small}"
+  FAMILIES="${GPU_CHECK_FAMILIES:-resnet20}"
   FLAG_SETS=("--xla_cpu_use_thunk_runtime=true")
   SIZE="--batch-size=2 --resolution=32"
   TIMING="--steps=2 --windows=1 --warmup=1"
