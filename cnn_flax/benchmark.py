@@ -4,13 +4,18 @@ torchvision.
     python -m cnn_flax.benchmark --model=resnet50 --batch-size=128 --dtype=bfloat16 \
         --mode=train --compare=torch
     python -m cnn_flax.benchmark --all --batch-size=8 --resolution=64 --mode=infer
+    python -m cnn_flax.benchmark --model=resnet50,efficientnet_b0 --compile-only
+    python -m cnn_flax.benchmark --model=resnet50 --data=folder:DIR --batch-size=64
 
 Reports compile time, step time (median timing window, one device sync per window), images per
 second, forward FLOPs per image (XLA's count), peak memory, and MFU against the device's dense
 peak (achieved GFLOP/s on CPUs, which have no entry in the peak table). ``--compare=torch`` times
 torchvision's model in the same process and prints ``ratio: X`` = cnn_flax img/s divided by the
-fastest torchvision variant. The persistent compilation cache is on by default, so a second run of
-the same configuration compiles in seconds.
+fastest torchvision variant. ``--data`` then trains the same compiled step from image files
+through an input pipeline and prints the end-to-end rate and the time spent waiting for data.
+``--compile-only`` measures cold and warm (persistent-cache) compile times instead of speed.
+``--profile=DIR`` writes a profiler trace of two steps (``python -m cnn_flax.perf.profile DIR``
+summarises it). The persistent compilation cache is on by default.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cnn_flax.perf import compile_cache
+from cnn_flax.perf import compile_cache, report
 
 COMPARE = ("none", "torch")
 
@@ -58,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
         help="train step: the trainer's (cnn_flax.steps) or a minimal one; auto = trainer's "
         "where it can be built and --remat is not dots/full",
     )
+    p.add_argument(
+        "--conv",
+        choices=("model", "xla", "shift", "cpu"),
+        default="model",
+        help="convolution implementations (cnn_flax.models.depthwise.PRESETS): model = the "
+        "model's own; xla = nn.Conv; shift = depthwise as shifted multiply-adds; cpu = shift "
+        "+ 1x1 as matrix products + k x k kernel gradients as per-tap matrix products",
+    )
     p.add_argument("--compare", choices=COMPARE, default="none")
     p.add_argument(
         "--torch-variants",
@@ -70,94 +83,29 @@ def _parser() -> argparse.ArgumentParser:
         help="persistent XLA cache; default $CNN_FLAX_CACHE_DIR or ~/.cache/cnn_flax/jax; "
         "'' turns it off",
     )
+    p.add_argument(
+        "--compile-only",
+        action="store_true",
+        help="measure trace/lower time and cold and warm (persistent cache) compile times of "
+        "the step, each model into its own empty cache; no step timing",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="also train from this dataset through a real input pipeline (e.g. folder:DIR) "
+        "and report end-to-end img/s and the wait for data per step; --mode=train",
+    )
+    p.add_argument("--data-dir", default=None, help="dataset cache/index directory for --data")
+    p.add_argument(
+        "--data-loader",
+        choices=("cnn_flax", "torch"),
+        default="cnn_flax",
+        help="cnn_flax: the trainer's tf.data pipeline (needs TensorFlow) with the trainer's "
+        "step; torch: torchvision's DataLoader with the minimal step (machines without TF)",
+    )
+    p.add_argument("--profile", default=None, help="write a profiler trace of 2 steps here")
     p.add_argument("--markdown", default=None, help="also append the results table to this file")
     return p
-
-
-def _fmt_flops(x: float) -> str:
-    return f"{x / 1e9:.3f}"
-
-
-def _utilisation(result) -> str:
-    if result.mfu is not None:
-        return f"{100 * result.mfu:.1f}% MFU"
-    return f"{result.achieved_flops_per_s / 1e9:.1f} GFLOP/s"
-
-
-def _report(result, torch_results, torch_device: str | None) -> list[str]:
-    s = result.settings
-    lines = [
-        f"model: {s.model}  mode: {s.mode}  dtype: {s.dtype}  batch: {s.batch_size}  "
-        f"resolution: {result.resolution}  remat: {s.remat}  device: {result.device}",
-        f"train step: {result.step_impl}" if s.mode == "train" else "infer: model.apply eval",
-        f"compile time: {result.compile_s:.2f} s",
-        f"step time: {result.step_s * 1e3:.2f} ms (median of {s.windows} windows x "
-        f"{s.steps // s.windows} steps, after {s.warmup} warm-up steps)",
-        f"throughput: {result.images_per_s:.1f} img/s",
-        f"model FLOPs/image: {_fmt_flops(result.forward_flops_per_image)} GFLOPs forward "
-        f"(XLA count); {_fmt_flops(result.step_flops)} GFLOPs per step"
-        + (" (3x forward)" if s.mode == "train" else ""),
-    ]
-    if result.mfu is not None:
-        lines.append(
-            f"MFU: {100 * result.mfu:.2f}% ({result.achieved_flops_per_s / 1e12:.1f} "
-            f"TFLOP/s achieved)"
-        )
-    else:
-        lines.append(
-            f"achieved: {result.achieved_flops_per_s / 1e9:.1f} GFLOP/s (no peak known for "
-            f"{result.device}, so no MFU)"
-        )
-    lines.append(f"peak memory: {result.peak_memory.describe()}")
-    lines.append(f"XLA step memory: {result.xla_memory.describe()}")
-    if torch_results is not None:
-        from cnn_flax.perf import torch_bench
-
-        lines.append(f"torchvision ({torch_device}):")
-        lines += [f"  {r.variant}: {r.describe()}" for r in torch_results]
-        best = torch_bench.fastest(torch_results)
-        if best is None:
-            lines.append("ratio: n/a (no torchvision variant ran)")
-        else:
-            lines.append(f"ratio: {result.images_per_s / best.images_per_s:.3f}")
-    return lines
-
-
-TABLE_HEADER = (
-    "| model | mode | dtype | batch | res | compile s | step ms | img/s | fwd GFLOPs/img "
-    "| MFU or GFLOP/s | peak memory | torch best img/s | ratio |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-)
-
-
-def table_row(result, torch_results) -> str:
-    """One markdown table row for a finished run."""
-    s = result.settings
-    best_txt, ratio = "-", "-"
-    if torch_results is not None:
-        from cnn_flax.perf import torch_bench
-
-        best = torch_bench.fastest(torch_results)
-        if best is None:
-            best_txt, ratio = "n/a", "n/a"
-        else:
-            best_txt = f"{best.images_per_s:.1f} ({best.variant})"
-            ratio = f"{result.images_per_s / best.images_per_s:.3f}"
-    mem = result.peak_memory
-    mem_txt = "n/a" if mem.bytes is None else f"{mem.bytes / 2**30:.2f} GiB"
-    if mem.source.startswith("no device stats"):
-        mem_txt += " RSS"
-    return (
-        f"| {s.model} | {s.mode} | {s.dtype} | {s.batch_size} | {result.resolution} "
-        f"| {result.compile_s:.1f} | {result.step_s * 1e3:.1f} | {result.images_per_s:.1f} "
-        f"| {_fmt_flops(result.forward_flops_per_image)} | {_utilisation(result)} | {mem_txt} "
-        f"| {best_txt} | {ratio} |"
-    )
-
-
-def error_row(name: str, args: argparse.Namespace, err: BaseException) -> str:
-    msg = f"{type(err).__name__}: {err}".splitlines()[0][:120].replace("|", "/")
-    return f"| {name} | {args.mode} | {args.dtype} | {args.batch_size} | - | error: {msg} |"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,10 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         import jax
 
         from cnn_flax.models import list_models
-        from cnn_flax.perf import jax_bench
 
         names = list_models() if args.all else [n for n in args.model.split(",") if n]
-        variants = tuple(v for v in args.torch_variants.split(",") if v)
+        _check_modes(args)
         dtype = args.dtype
         if dtype == "auto":
             dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
@@ -184,35 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{cache or 'off'}",
             flush=True,
         )
-        rows = []
-        for name in names:
-            settings = jax_bench.Settings(
-                model=name,
-                batch_size=args.batch_size,
-                dtype=dtype,
-                mode=args.mode,
-                resolution=args.resolution,
-                steps=args.steps,
-                windows=args.windows,
-                warmup=args.warmup,
-                remat=args.remat,
-                step=args.step,
-            )
-            try:
-                result = jax_bench.run(settings)
-                torch_results, torch_device = None, None
-                if args.compare == "torch":
-                    torch_results, torch_device = _compare_torch(result, variants)
-            except (ValueError, TypeError, RuntimeError) as err:
-                if len(names) == 1:
-                    raise
-                print(f"{name}: error: {err}", file=sys.stderr, flush=True)
-                rows.append(error_row(name, args, err))
-                continue
-            print("\n".join(_report(result, torch_results, torch_device)) + "\n", flush=True)
-            rows.append(table_row(result, torch_results))
-        table = TABLE_HEADER + "\n" + "\n".join(rows)
-        if len(names) > 1:
+        if args.compile_only:
+            header, rows = _compile_times(names, args, dtype)
+        else:
+            header, rows = report.TABLE_HEADER, _speed(names, args, dtype)
+        table = header + "\n" + "\n".join(rows)
+        if len(names) > 1 or args.compile_only:
             print(table)
         if args.markdown:
             with open(args.markdown, "a") as f:
@@ -221,6 +145,109 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _check_modes(args: argparse.Namespace) -> None:
+    """Refuses combinations that cannot work, before any model is built."""
+    if args.compile_only:
+        extras = [f for f, on in (("--compare", args.compare != "none"), ("--data", args.data),
+                                  ("--profile", args.profile)) if on]  # fmt: skip
+        if extras:
+            raise ValueError(f"--compile-only times no steps; drop {', '.join(extras)}.")
+    if args.data:
+        from cnn_flax.perf import real_data
+
+        real_data.check(args.data_loader, args.data)
+
+
+def _settings(name: str, args: argparse.Namespace, dtype: str):
+    from cnn_flax.perf import jax_bench, real_data
+
+    step = args.step
+    if args.data:
+        if args.mode != "train":
+            raise ValueError("--data times training; use it with --mode=train.")
+        needed = real_data.required_step(args.data_loader)
+        if step not in ("auto", needed):
+            raise ValueError(
+                f"--data-loader={args.data_loader} feeds the {needed} step; drop --step={step}."
+            )
+        step = needed
+    return jax_bench.Settings(
+        model=name,
+        batch_size=args.batch_size,
+        dtype=dtype,
+        mode=args.mode,
+        resolution=args.resolution,
+        steps=args.steps,
+        windows=args.windows,
+        warmup=args.warmup,
+        remat=args.remat,
+        step=step,
+        conv=args.conv,
+    )
+
+
+def _speed(names: list[str], args: argparse.Namespace, dtype: str) -> list[str]:
+    """Times each model (and torchvision, real data, a trace as asked); one table row each."""
+    from cnn_flax.perf import jax_bench, real_data
+
+    variants = tuple(v for v in args.torch_variants.split(",") if v)
+    rows = []
+    for name in names:
+        settings = _settings(name, args, dtype)
+        try:
+            result = jax_bench.run(settings)
+            real = None
+            if args.data:
+                real = real_data.run(
+                    result,
+                    loader=args.data_loader,
+                    dataset=args.data,
+                    data_dir=args.data_dir,
+                    steps=args.steps,
+                    warmup=max(args.warmup, 2),
+                )
+            if args.profile:
+                from cnn_flax.perf import profile
+
+                where = profile.trace_steps(
+                    jax_bench.run_steps_fn(result.compiled, result.prepared),
+                    f"{args.profile}/{name}" if len(names) > 1 else args.profile,
+                )
+                print(f"{name}: profile trace of 2 steps in {where}", flush=True)
+            torch_results, torch_device = None, None
+            if args.compare == "torch":
+                torch_results, torch_device = _compare_torch(result, variants)
+        except (ValueError, TypeError, RuntimeError) as err:
+            if len(names) == 1:
+                raise
+            print(f"{name}: error: {err}", file=sys.stderr, flush=True)
+            rows.append(report.error_row(settings, err))
+            continue
+        print("\n".join(report.lines(result, torch_results, torch_device, real)) + "\n", flush=True)
+        rows.append(report.table_row(result, torch_results, real))
+    return rows
+
+
+def _compile_times(names: list[str], args: argparse.Namespace, dtype: str) -> tuple[str, list[str]]:
+    from cnn_flax.perf import compile_times
+
+    rows = []
+    for name in names:
+        settings = _settings(name, args, dtype)
+        try:
+            times = compile_times.measure(settings)
+        except (ValueError, TypeError, RuntimeError) as err:
+            if len(names) == 1:
+                raise
+            print(f"{name}: error: {err}", file=sys.stderr, flush=True)
+            rows.append(report.error_row(settings, err))
+            continue
+        row = compile_times.table_row(times)
+        print(row, flush=True)
+        rows.append(row)
+    return compile_times.TABLE_HEADER, rows
 
 
 def _compare_torch(result, variants: tuple[str, ...]):

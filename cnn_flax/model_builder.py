@@ -10,6 +10,11 @@ BatchNorm (``config.bn_mode``):
 * ``"per_device"``: each device normalises its own examples (:class:`cnn_flax.models.norm.
   GroupBatchNorm`), as the multi-GPU reference runs did (Goyal et al. 2017); the per-device batch
   then acts as the BN batch and the result depends on the device count.
+
+Convolutions: ``model_overrides.conv`` may name a preset of :data:`cnn_flax.models.depthwise.
+PRESETS` (``"cpu"``, ``"shift"``, ``"xla"``), e.g. ``--config.model_overrides.conv=cpu``; the
+model then binds that implementation in place of ``nn.Conv`` (``layers.bind_conv``), with the
+same parameters, so checkpoints move between the implementations unchanged.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ def build_model(config: ml_collections.ConfigDict, *, num_classes: int, num_devi
     from cnn_flax.models.norm import per_device_batch_norm
 
     overrides = dict(config.model_overrides.to_dict()) if config.model_overrides else {}
+    if isinstance(overrides.get("conv"), str):
+        from cnn_flax.models import depthwise
+
+        overrides["conv"] = depthwise.conv_preset(overrides["conv"])
     dtype = steps.compute_dtype(config.dtype)
     model = create_model(config.model, num_classes=num_classes, dtype=dtype, **overrides)
     if finetune.freezes_batch_norm(config):  # no batch statistics at all: bn_mode is moot

@@ -32,7 +32,7 @@ def test_all_prints_a_table_row_per_model(monkeypatch, capsys, tmp_path):
     assert "GFLOPs per step (3x forward)" in out and "cnn_flax.steps" in out
     rows = [line for line in md.read_text().splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| model |")
-    assert rows[1].startswith("| resnet20 | train | float32 | 2 | 32 |")
+    assert rows[1].startswith("| resnet20 | train | float32 | model | 2 | 32 |")
     assert rows[2].startswith("| no_such_model |") and "error" in rows[2]
 
 
@@ -74,3 +74,39 @@ def test_benchmark_imports_neither_torch_nor_tensorflow():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_compile_only_reports_a_cold_miss_then_a_warm_hit(capsys):
+    args = ["--model=resnet20", "--compile-only", "--batch-size=1", "--resolution=8"]
+    assert benchmark.main(args) == 0
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.startswith("| resnet20 |")][:1]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:6] == ["resnet20", "train", "float32", "model", "1", "8"]
+    cold, warm = cells[7], cells[8]
+    assert cold.endswith("(miss)") and warm.endswith("(hit)")
+    assert float(warm.split()[0]) < float(cold.split()[0])
+
+
+def test_bad_real_data_folder_fails_before_compiling(tmp_path, capsys):
+    args = ["--model=resnet20", f"--data=folder:{tmp_path / 'missing'}", *TINY]
+    assert benchmark.main(args) == 2
+    captured = capsys.readouterr()
+    assert "compiled in" not in captured.out
+    assert captured.err.startswith("error: --data=folder:") and "make_fake_images" in captured.err
+
+
+def test_compile_only_refuses_step_timing_options(capsys):
+    assert benchmark.main(["--model=resnet20", "--compile-only", "--compare=torch"]) == 2
+    assert "--compile-only times no steps; drop --compare" in capsys.readouterr().err
+
+
+def test_conv_preset_becomes_the_models_conv_field():
+    from cnn_flax.models import depthwise
+    from cnn_flax.perf import jax_bench
+
+    model = jax_bench.build_model(jax_bench.Settings(model="mobilenet_v2", conv="cpu"), None)
+    assert model.conv.func is depthwise.Conv
+    assert model.conv.keywords == depthwise.PRESETS["cpu"]
+    with pytest.raises(ValueError, match="Unknown convolution preset 'fast'"):
+        jax_bench.build_model(jax_bench.Settings(model="mobilenet_v2", conv="fast"), None)

@@ -13,8 +13,8 @@ run on 13x13 maps where one tap in ten is padding.
 Some backends (jax 0.11's CUDA plugin, seen on an H200) report no FLOPs for the lowered
 computation, and their *compiled* count is no substitute: convolutions run as cuDNN custom calls
 that the count skips (0.083 "GFLOPs" for a ResNet-50 forward pass there). ``forward_flops`` then
-falls back to twice the multiply-accumulates counted from the jaxpr (:mod:`cnn_flax.perf.macs`),
-with a warning.
+falls back to twice the multiply-accumulates counted from the jaxpr
+(:mod:`cnn_flax.models.counting`), with a warning.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import resource
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +34,8 @@ class Settings:
       remat: rematerialisation policy for training (see ``jax_steps.REMAT_POLICIES``).
       step: "auto" (the trainer's step where it can be built and no whole-step remat is asked),
         "trainer" (``cnn_flax.steps``) or "minimal" (``cnn_flax.perf.jax_steps``).
+      conv: "model" (the model's own convolution) or a preset of
+        ``cnn_flax.models.depthwise.PRESETS`` ("xla", "shift", "cpu").
     """
 
     model: str
@@ -44,6 +48,7 @@ class Settings:
     warmup: int = 3
     remat: str = "none"
     step: str = "auto"
+    conv: str = "model"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +82,9 @@ class Result:
     peak_memory: Memory
     xla_memory: Memory
     step_impl: str = ""
+    # The compiled step and its inputs, for the real-data and profile passes that follow.
+    compiled: Any = dataclasses.field(default=None, repr=False, compare=False)
+    prepared: Any = dataclasses.field(default=None, repr=False, compare=False)
 
 
 MINIMAL_DESCRIPTION = "cnn_flax.perf.jax_steps (minimal SGD-momentum step, donated state)"
@@ -102,6 +110,15 @@ def _choose_step(settings: Settings) -> str:
             raise ValueError(f"--step=trainer is unavailable here ({reason}); use --step=minimal.")
         return "trainer"
     return "trainer" if reason is None and not whole_step_remat else "minimal"
+
+
+def build_model(settings: Settings, dtype: jnp.dtype):
+    """The model, with ``settings.conv``'s convolution preset unless it is "model"."""
+    if settings.conv == "model":
+        return create_model(settings.model, dtype=dtype)
+    from cnn_flax.models import depthwise
+
+    return create_model(settings.model, dtype=dtype, conv=depthwise.conv_preset(settings.conv))
 
 
 def _dtype(name: str) -> jnp.dtype:
@@ -150,68 +167,95 @@ def _xla_memory(compiled) -> Memory:
         return Memory(None, f"XLA memory analysis unavailable: {err}")
 
 
-def run(settings: Settings) -> Result:
-    """Compiles and times ``settings.model`` on the default device with synthetic data.
+@dataclasses.dataclass
+class Prepared:
+    """A step ready to compile: the function, its (donated) first argument and the rest."""
 
-    The images and labels are created on the device once; nothing crosses the host boundary
-    inside the timed windows except the final wait for the device.
-    """
+    step_fn: Callable
+    state: Any
+    inputs: tuple
+    step_impl: str
+    resolution: int
+    donate: bool
+
+
+def prepare(settings: Settings) -> Prepared:
+    """The model, its state and the step ``settings`` asks for, on synthetic inputs."""
     info = model_info(settings.model)
     res = settings.resolution or info.resolution
     dtype = _dtype(settings.dtype)
     if settings.mode not in ("train", "infer"):
         raise ValueError(f"--mode={settings.mode!r} is not supported; use 'train' or 'infer'.")
-    device = jax.devices()[0]
-    model = create_model(settings.model, dtype=dtype)
+    model = build_model(settings, dtype)
     if settings.mode == "train" and settings.remat == "blocks":
         model = jax_steps.remat_blocks(model)
     key = jax.random.key(1)
     images = jax.random.normal(key, (settings.batch_size, res, res, 3), jnp.float32)
     labels = jax.random.randint(key, (settings.batch_size,), 0, 1000, jnp.int32)
     tx = jax_steps.sgd_momentum()
-
-    step_impl = "model.apply(train=False)"
     if settings.mode == "train" and _choose_step(settings) == "trainer":
         from cnn_flax.perf import trainer_step
 
-        step_impl = trainer_step.DESCRIPTION
-        step_fn, state, batch = trainer_step.build(
+        step_fn, state, batch_ = trainer_step.build(
             model, dtype=settings.dtype, batch_size=settings.batch_size, resolution=res
         )
-        inputs = (batch,)
-    else:
-        state = jax_steps.init_state(model, resolution=res, tx=tx)
-        if settings.mode == "train":
-            step_impl = MINIMAL_DESCRIPTION
-            step_fn = jax_steps.make_train_step(model, tx, remat=settings.remat)
-            inputs = (images, labels)
-
-    start = time.perf_counter()
+        return Prepared(step_fn, state, (batch_,), trainer_step.DESCRIPTION, res, True)
+    state = jax_steps.init_state(model, resolution=res, tx=tx)
     if settings.mode == "train":
-        compiled = jax.jit(step_fn, donate_argnums=0).lower(state, *inputs).compile()
-    else:
-        variables = {"params": state["params"]}
-        if state["batch_stats"]:
-            variables["batch_stats"] = state["batch_stats"]
-        compiled = jax.jit(jax_steps.make_infer_step(model)).lower(variables, images).compile()
-    compile_s = time.perf_counter() - start
+        step_fn = jax_steps.make_train_step(model, tx, remat=settings.remat)
+        return Prepared(step_fn, state, (images, labels), MINIMAL_DESCRIPTION, res, True)
+    variables = {"params": state["params"]}
+    if state["batch_stats"]:
+        variables["batch_stats"] = state["batch_stats"]
+    infer = jax_steps.make_infer_step(model)
+    return Prepared(infer, variables, (images,), "model.apply(train=False)", res, False)
 
-    if settings.mode == "train":
-        holder = {"state": state}
+
+def lower(prepared: Prepared):
+    """``jax.jit(step).lower(...)``: tracing and lowering to StableHLO (not cached on disk)."""
+    jitted = jax.jit(prepared.step_fn, donate_argnums=0 if prepared.donate else ())
+    return jitted.lower(prepared.state, *prepared.inputs)
+
+
+def run_steps_fn(compiled, prepared: Prepared) -> Callable[[int], None]:
+    """``run_steps(n)``: n steps back to back, then one wait for the device."""
+    if prepared.donate:
 
         def run_steps(n: int) -> None:
-            s = holder["state"]
+            # The state is donated: keep the newest one, the only one still alive.
+            s = prepared.state
             for _ in range(n):
-                s, _ = compiled(s, *inputs)
-            holder["state"] = jax.block_until_ready(s)
+                s, _ = compiled(s, *prepared.inputs)
+            prepared.state = jax.block_until_ready(s)
 
-    else:
+        return run_steps
 
-        def run_steps(n: int) -> None:
-            jax.block_until_ready([compiled(variables, images) for _ in range(n)])
+    def run_infer(n: int) -> None:
+        jax.block_until_ready([compiled(prepared.state, *prepared.inputs) for _ in range(n)])
 
+    return run_infer
+
+
+def run(settings: Settings) -> Result:
+    """Compiles and times ``settings.model`` on the default device with synthetic data.
+
+    The images and labels are created on the device once; nothing crosses the host boundary
+    inside the timed windows except the final wait for the device. The compile time is printed
+    as soon as it is known, so a run that hangs later still says how far it got.
+    """
+    prepared = prepare(settings)
+    res = prepared.resolution
+    dtype = _dtype(settings.dtype)
+    device = jax.devices()[0]
+    start = time.perf_counter()
+    compiled = lower(prepared).compile()
+    compile_s = time.perf_counter() - start
+    print(f"{settings.model}: compiled in {compile_s:.2f} s", flush=True)
     windows = timing.time_windows(
-        run_steps, steps=settings.steps, windows=settings.windows, warmup=settings.warmup
+        run_steps_fn(compiled, prepared),
+        steps=settings.steps,
+        windows=settings.windows,
+        warmup=settings.warmup,
     )
     step_s = rates.step_time(windows, settings.steps // settings.windows)
     fwd = forward_flops(settings.model, resolution=res, batch=settings.batch_size, dtype=dtype)
@@ -233,5 +277,7 @@ def run(settings: Settings) -> Result:
         mfu=mfu,
         peak_memory=peak_memory(device),
         xla_memory=_xla_memory(compiled),
-        step_impl=step_impl,
+        step_impl=prepared.step_impl,
+        compiled=compiled,
+        prepared=prepared,
     )

@@ -38,7 +38,8 @@ def _one_line(err: BaseException) -> str:
     return text[0][:200] if text else type(err).__name__
 
 
-def _build(torchvision_name: str, device: Any, *, channels_last: bool):
+def build_model(torchvision_name: str, device: Any, *, channels_last: bool):
+    """torchvision's model, randomly initialised (seed 0), on ``device``."""
     import torch
     import torchvision
 
@@ -50,7 +51,7 @@ def _build(torchvision_name: str, device: Any, *, channels_last: bool):
     return model
 
 
-def _runner(
+def make_runner(
     model,
     *,
     mode: str,
@@ -60,7 +61,7 @@ def _runner(
     resolution: int,
     channels_last: bool,
 ):
-    """``run_steps(n)``: n train steps or eval forwards, then one device sync."""
+    """``run_steps(n)``: n train steps (SGD momentum) or eval forwards, then one device sync."""
     import torch
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -131,10 +132,10 @@ def run_torchvision(
     for variant in variants:
         channels_last = variant != "eager"
         try:
-            model = _build(torchvision_name, device, channels_last=channels_last)
+            model = build_model(torchvision_name, device, channels_last=channels_last)
             if variant == "compile":
                 model = torch.compile(model)
-            run_steps = _runner(
+            run_steps = make_runner(
                 model,
                 mode=mode,
                 dtype=dtype,

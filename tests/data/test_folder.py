@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -168,3 +169,14 @@ def test_missing_folder_and_bad_limit_are_clear_errors(tmp_path):
         _index(tmp_path / "nope", tmp_path)
     with pytest.raises(FolderDatasetError, match="max_image_pixels must be >= 1"):
         _index(tmp_path, tmp_path, max_pixels=0)
+
+
+def test_list_images_names_the_indexed_files_without_tensorflow(jpeg_folder, tmp_path, monkeypatch):
+    """For torchvision's loader on machines without TensorFlow: same files, same labels."""
+    index = _index(jpeg_folder, tmp_path)
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # `import tensorflow` now fails
+    for split in ("train", "val"):
+        paths, labels = folder.list_images(str(jpeg_folder), split)
+        assert sorted(zip(paths, labels)) == sorted(zip(*index.split(split)))
+    with pytest.raises(FolderDatasetError, match="no 'test' split"):
+        folder.list_images(str(jpeg_folder), "test")

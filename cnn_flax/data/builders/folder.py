@@ -302,6 +302,31 @@ def _report(root: Path, skipped: list[tuple[str, str]], total: int, cache: Path)
     )
 
 
+def list_images(path: str, split: str = "train") -> tuple[list[str], list[int]]:
+    """``(paths, labels)`` of one split by file name only: no decoding, no TensorFlow.
+
+    For loaders that decode the files themselves (torchvision's, on machines without
+    TensorFlow): the same layout rules, class order and labels as :func:`index_folder`, but
+    files that would not decode or exceed ``data.max_image_pixels`` are not filtered out.
+
+    Raises:
+      FolderDatasetError: no such folder or split, or no class folders.
+    """
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        raise FolderDatasetError(f"folder dataset {path!r}: no such directory ({root})")
+    listing = _list_files(root, [])
+    class_names = _check_layout(root, listing)
+    if split not in listing:
+        raise FolderDatasetError(f"folder dataset {root} has no {split!r} split")
+    paths, labels = [], []
+    for label, cls in enumerate(class_names):
+        files = listing[split].get(cls, [])
+        paths += [str(f) for f in files]
+        labels += [label] * len(files)
+    return paths, labels
+
+
 def index_folder(
     path: str, *, max_pixels: int, data_dir: str | None = None, progress: bool = True
 ) -> FolderIndex:
