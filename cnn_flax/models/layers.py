@@ -138,9 +138,11 @@ def bind_conv(
     use_bias: bool = False,
     kernel_init: Any = None,
     padding: str = "symmetric",
+    param_dtype: jnp.dtype = jnp.float32,
 ) -> ModuleDef:
-    """Binds a convolution to the compute dtype, float32 parameters, torchvision's init and a
-    padding mode (:data:`PADDINGS`).
+    """Binds a convolution to the compute dtype, float32 parameters (tests of float64 rounding
+    ask for ``param_dtype=jnp.float64``), torchvision's init and a padding mode
+    (:data:`PADDINGS`).
 
     The bound conv is called like ``nn.Conv`` (``features, kernel_size, strides=...,
     feature_group_count=..., name=...``); without a ``padding`` argument it pads by the bound mode,
@@ -150,7 +152,7 @@ def bind_conv(
         conv,
         use_bias=use_bias,
         dtype=dtype,
-        param_dtype=jnp.float32,
+        param_dtype=param_dtype,
         kernel_init=conv_kernel_init if kernel_init is None else kernel_init,
     )
     return functools.partial(_padded_conv, bound, check_padding(padding))

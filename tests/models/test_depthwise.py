@@ -275,9 +275,7 @@ def test_inverted_residual_block_with_fast_conv_equals_nn_conv():
             expand_features=24,
             kernel_size=5,
             strides=2,
-            conv=functools.partial(
-                layers.bind_conv(conv, dtype=jnp.float64), param_dtype=jnp.float64
-            ),
+            conv=layers.bind_conv(conv, dtype=jnp.float64, param_dtype=jnp.float64),
             norm=functools.partial(
                 layers.bind_norm(nn.BatchNorm, train=True, dtype=jnp.float64),
                 param_dtype=jnp.float64,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cnn_flax.models import create_model, list_models, model_info
-from tests.helpers import input_resolution, random_variables
+from tests.helpers import input_resolution, random_variables, zoo_params
 
 
 def _train_mode_models() -> list[str]:
@@ -35,7 +35,7 @@ EVAL_ONLY = [n for n in list_models() if not model_info(n).torchvision]
 TRAIN_MODE = _train_mode_models()
 
 
-@pytest.mark.parametrize("name", sorted(set(EVAL_ONLY) | set(TRAIN_MODE)))
+@pytest.mark.parametrize("name", zoo_params(sorted(set(EVAL_ONLY) | set(TRAIN_MODE))))
 def test_forward(name):
     res = input_resolution(name)
     model = create_model(name, num_classes=10)
