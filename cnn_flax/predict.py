@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import json
 import pathlib
+import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -122,6 +123,13 @@ def load_image(
     return (pixels - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
+def _without_tf_frames(message: str) -> str:
+    """TensorFlow's op error without its ``{{function_node ...}}`` and ``[Op:...]`` decorations."""
+    message = re.sub(r"\{\{.*?\}\}", "", message)
+    message = re.sub(r"\[Op:.*$", "", message, flags=re.DOTALL)
+    return " ".join(message.split())
+
+
 def load_image_as_trained(path: str | pathlib.Path, preprocessing: Preprocessing) -> np.ndarray:
     """An image file through the training data pipeline's evaluation transform, normalised.
 
@@ -144,8 +152,8 @@ def load_image_as_trained(path: str | pathlib.Path, preprocessing: Preprocessing
             crop_ratio=preprocessing.crop_ratio,
         ).numpy()
     except (OSError, tf.errors.OpError) as err:
-        message = getattr(err, "message", str(err))
-        raise ImageError(f"cannot read image {path}: {' '.join(message.split())}") from None
+        message = _without_tf_frames(getattr(err, "message", str(err)))
+        raise ImageError(f"cannot read image {path}: {message}") from None
     mean = np.asarray(preprocessing.mean, np.float32) * np.float32(255)
     std = np.asarray(preprocessing.std, np.float32) * np.float32(255)
     return (pixels.astype(np.float32) - mean) / std

@@ -230,3 +230,19 @@ def test_published_lite0_weights_predict_a_cat(photos, tmp_path, capsys):
     assert main([f"--checkpoint={out}", str(photos["chelsea"])]) == 0
     top = _parse(capsys.readouterr().out)[str(photos["chelsea"])][0]
     assert 281 <= top[0] <= 285 and "cat" in top[2]
+
+
+def test_an_undecodable_file_through_the_training_transform_is_one_plain_line(tmp_path):
+    from cnn_flax.predict import ImageError, load_image_as_trained
+    from cnn_flax.preprocessing import Preprocessing
+
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    transform = Preprocessing(16, 16, (0.5,) * 3, (0.5,) * 3, pipeline="cnn_flax")
+    with pytest.raises(ImageError) as caught:
+        load_image_as_trained(bad, transform)
+    message = str(caught.value)
+    assert (
+        message.startswith(f"cannot read image {bad}: ") and "Unknown image file format" in message
+    )
+    assert "function_node" not in message and "[Op:" not in message and "\n" not in message
