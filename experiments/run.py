@@ -1,7 +1,8 @@
 """Runs a study: ``python -m experiments.run NAME [--dataset=...] [--steps=...] [--seeds=...]``.
 
 Every arm of the study is trained for every seed through the normal training system
-(:func:`cnn_flax.trainer.train`), on the same data, steps and batch size. The runner writes into
+(:func:`cnn_flax.training.trainer.train`),
+on the same data, steps and batch size. The runner writes into
 the study folder (or ``--out``):
 
   results.csv   one row per (variant, seed): params, GMACs per image, final train loss, top-1
@@ -103,7 +104,7 @@ def train_or_reuse(config, workdir: pathlib.Path) -> tuple[list[dict], float]:
     rerun with the same ``--runs-dir`` continues where it stopped and adds only what is missing
     (more seeds, say). Returns the run's metrics log and its training wall time.
     """
-    from cnn_flax import trainer
+    from cnn_flax.training import trainer
 
     record = workdir / "run.json"
     if record.exists():

@@ -6,7 +6,7 @@ import sys
 import jax
 import pytest
 
-from cnn_flax import benchmark
+from cnn_flax.cli import benchmark
 
 TINY = ["--batch-size=2", "--resolution=32", "--steps=2", "--windows=1", "--warmup=1"]
 _KEYS = ("jax_enable_compilation_cache", "jax_compilation_cache_dir")
@@ -29,7 +29,7 @@ def test_all_prints_a_table_row_per_model(monkeypatch, capsys, tmp_path):
     assert benchmark.main(args) == 0
     out = capsys.readouterr().out
     assert "throughput:" in out and "GFLOP/s" in out and "peak memory:" in out
-    assert "GFLOPs per step (3x forward)" in out and "cnn_flax.steps" in out
+    assert "GFLOPs per step (3x forward)" in out and "cnn_flax.training.steps" in out
     rows = [line for line in md.read_text().splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| model |")
     assert rows[1].startswith("| resnet20 | train | float32 | model | 2 | 32 |")
@@ -69,7 +69,7 @@ def test_unknown_model_is_one_clean_line(capsys):
 
 def test_benchmark_imports_neither_torch_nor_tensorflow():
     code = (
-        "import sys, cnn_flax.benchmark, cnn_flax.perf.jax_bench, cnn_flax.perf.flops\n"
+        "import sys, cnn_flax.cli.benchmark, cnn_flax.perf.jax_bench, cnn_flax.perf.flops\n"
         "bad = [m for m in ('torch', 'tensorflow') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import pytest
 
-from cnn_flax import checkpoint
+from cnn_flax.training import checkpoint
 from tests.helpers import file_size_limit
 
 

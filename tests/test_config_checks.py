@@ -1,4 +1,4 @@
-"""The one validation of a training config (cnn_flax.config_checks), from the library and from
+"""The one validation of a training config (training.config_checks), from the library and from
 the command line: each bad value is one line naming its field, before any data or compile."""
 
 from __future__ import annotations
@@ -7,9 +7,10 @@ import textwrap
 
 import pytest
 
-from cnn_flax import configs, train
-from cnn_flax.config_checks import check_config
+from cnn_flax import configs
+from cnn_flax.cli import train
 from cnn_flax.configs import base
+from cnn_flax.training.config_checks import check_config
 
 
 def _quickstart(**changes):
@@ -150,7 +151,7 @@ def test_tuple_overrides_keep_working():
 )
 def test_data_pipeline_fields_are_checked(override, message):
     from cnn_flax import configs
-    from cnn_flax.config_checks import check_config
+    from cnn_flax.training.config_checks import check_config
 
     config = configs.apply_overrides(configs.get_config("resnet50"), [override])
     with pytest.raises(ValueError, match=message):

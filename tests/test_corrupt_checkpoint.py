@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from cnn_flax import checkpoint, evaluate, predict
+from cnn_flax.cli import evaluate, predict
+from cnn_flax.training import checkpoint
 
 
 def _damaged(directory, *, model: str, num_classes: int):

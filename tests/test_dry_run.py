@@ -7,8 +7,10 @@ import csv
 import numpy as np
 import pytest
 
-from cnn_flax import configs, dry_run, optim, train
-from cnn_flax.run_plan import make_run_plan
+from cnn_flax import configs
+from cnn_flax.cli import dry_run, train
+from cnn_flax.training import optim
+from cnn_flax.training.run_plan import make_run_plan
 
 IMAGENET_TRAIN = 1_281_167
 
@@ -28,7 +30,7 @@ def test_rows_follow_the_trainers_plan_and_schedule():
     for row in (rows[0], rows[4], rows[5], rows[300], rows[-1]):
         assert row.lr_first == pytest.approx(float(lr(row.first)), rel=1e-6)
         assert row.lr_last == pytest.approx(float(lr(row.last - 1)), rel=1e-6, abs=1e-9)
-        # the EMA's host-side twin of the on-device test (cnn_flax.run_plan.EmaPlan)
+        # the EMA's host-side twin of the on-device test (cnn_flax.training.run_plan.EmaPlan)
         assert row.ema_copies + row.ema_averages == plan.ema.updates_in(row.first, row.last)
     assert (rows[0].lr_first, rows[5].lr_first) == pytest.approx((0.005, 0.5))
     # torchvision resets the EMA through the 5 warm-up epochs, then its first update copies too.

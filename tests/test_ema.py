@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_flax import optim, steps
 from cnn_flax.configs import base
-from cnn_flax.run_plan import EmaPlan, make_run_plan, torchvision_ema_decay
-from cnn_flax.train_state import create_train_state
+from cnn_flax.training import optim, steps
+from cnn_flax.training.run_plan import EmaPlan, make_run_plan, torchvision_ema_decay
+from cnn_flax.training.state import create_train_state
 from tests.training import fakes
 
 
@@ -223,7 +223,7 @@ def test_a_state_with_ema_weights_needs_a_plan():
 
 
 def test_loading_the_ema_of_a_checkpoint_takes_its_averaged_statistics(tmp_path):
-    from cnn_flax import checkpoint
+    from cnn_flax.training import checkpoint
 
     params = {"dense": {"kernel": np.ones((2, 2), np.float32)}}
     stats = {"bn": {"mean": np.zeros(2, np.float32), "var": np.ones(2, np.float32)}}

@@ -5,11 +5,11 @@ import csv
 
 import pytest
 
-from cnn_flax.config_checks import check_config
+from cnn_flax.training.config_checks import check_config
 from experiments import run
 from experiments.study import set_path
 
-# Two arms per study, 3 steps, one seed: the whole runner (training through cnn_flax.trainer,
+# Two arms per study, 3 steps, one seed: the whole runner (training through training.trainer,
 # counting, CSVs, summary, plot, recount) for every study, with the arms that compile fastest.
 CHEAP_ARMS = {
     "degradation": (0, 2),  # plain20, resnet20
@@ -71,7 +71,7 @@ def test_study_runs_a_few_steps(name, tmp_path):
 
 @pytest.mark.slow
 def test_runs_dir_resumes_a_sweep_and_reuses_finished_runs(tmp_path, monkeypatch):
-    from cnn_flax import trainer
+    from cnn_flax.training import trainer
 
     study = run.load_study("degradation")
     common = ["degradation", "--steps=2", "--batch-size=8", "--variants=2"]

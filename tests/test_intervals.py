@@ -8,9 +8,9 @@ import time
 import jax.numpy as jnp
 import pytest
 
-from cnn_flax import intervals, metrics
 from cnn_flax.configs import get_config
-from cnn_flax.run_plan import make_run_plan
+from cnn_flax.training import intervals, metrics
+from cnn_flax.training.run_plan import make_run_plan
 
 
 class _Clock:

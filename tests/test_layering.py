@@ -13,7 +13,12 @@ import pytest
 import cnn_flax
 
 PACKAGE = pathlib.Path(cnn_flax.__file__).parent
-ENTRY_POINTS = {"cnn_flax.train", "cnn_flax.evaluate", "cnn_flax.predict", "cnn_flax.benchmark"}
+ENTRY_POINTS = {
+    "cnn_flax.cli.train",
+    "cnn_flax.cli.evaluate",
+    "cnn_flax.cli.predict",
+    "cnn_flax.cli.benchmark",
+}
 
 
 def _imports(module: str) -> set[str]:
@@ -31,22 +36,22 @@ def _imports(module: str) -> set[str]:
 @pytest.mark.parametrize(
     "module",
     [
-        "cnn_flax.steps",
-        "cnn_flax.optim",
-        "cnn_flax.metrics",
-        "cnn_flax.intervals",
-        "cnn_flax.run_plan",
-        "cnn_flax.config_checks",
-        "cnn_flax.model_builder",
-        "cnn_flax.eval_loop",
-        "cnn_flax.dry_run",
-        "cnn_flax.evaluate",
+        "cnn_flax.training.steps",
+        "cnn_flax.training.optim",
+        "cnn_flax.training.metrics",
+        "cnn_flax.training.intervals",
+        "cnn_flax.training.run_plan",
+        "cnn_flax.training.config_checks",
+        "cnn_flax.training.model_builder",
+        "cnn_flax.training.eval_loop",
+        "cnn_flax.cli.dry_run",
+        "cnn_flax.cli.evaluate",
     ],
 )
 def test_below_the_trainer_nothing_imports_it(module):
-    above = {"cnn_flax.trainer"} | ENTRY_POINTS - {module}
+    above = {"cnn_flax.training.trainer"} | ENTRY_POINTS - {module}
     assert not _imports(module) & above, sorted(_imports(module) & above)
 
 
 def test_trainer_imports_no_entry_point():
-    assert not _imports("cnn_flax.trainer") & ENTRY_POINTS
+    assert not _imports("cnn_flax.training.trainer") & ENTRY_POINTS

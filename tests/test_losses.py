@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_flax import losses
+from cnn_flax.training import losses
 
 LOGITS = np.array([[2.0, 1.0, 0.0, -1.0], [0.0, 3.0, 1.0, 1.0], [1.0, 1.0, 4.0, 0.0]], np.float32)
 LABELS = np.array([0, 2, 3])

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from cnn_flax import configs, trainer
+from cnn_flax import configs
 from cnn_flax.perf import jax_bench, peaks
-from cnn_flax.run_plan import make_run_plan
+from cnn_flax.training import trainer
+from cnn_flax.training.run_plan import make_run_plan
 
 FLOPS = 3.2e12  # one device, one step
 STEP_S = 0.125

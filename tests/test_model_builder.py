@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import pytest
 
 from cnn_flax import configs
-from cnn_flax.model_builder import build_model
 from cnn_flax.models import depthwise
+from cnn_flax.training.model_builder import build_model
 
 
 def _config(*overrides: str):

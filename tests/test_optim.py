@@ -10,9 +10,9 @@ import numpy as np
 import optax
 import pytest
 
-from cnn_flax import optim
 from cnn_flax.configs import base
-from cnn_flax.run_plan import make_run_plan
+from cnn_flax.training import optim
+from cnn_flax.training.run_plan import make_run_plan
 
 
 def _config(**fields):

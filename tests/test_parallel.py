@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from cnn_flax import parallel
+from cnn_flax.training import parallel
 
 
 def test_mesh_spans_every_device():

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_flax.checkpoint import save_variables
+from cnn_flax.cli.predict import eval_transform, load_image, main, open_rgb
 from cnn_flax.models import create_model, list_models
-from cnn_flax.predict import eval_transform, load_image, main, open_rgb
+from cnn_flax.training.checkpoint import save_variables
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -233,8 +233,8 @@ def test_published_lite0_weights_predict_a_cat(photos, tmp_path, capsys):
 
 
 def test_an_undecodable_file_through_the_training_transform_is_one_plain_line(tmp_path):
-    from cnn_flax.predict import ImageError, load_image_as_trained
-    from cnn_flax.preprocessing import Preprocessing
+    from cnn_flax.cli.predict import ImageError, load_image_as_trained
+    from cnn_flax.data.eval_transform import Preprocessing
 
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from cnn_flax import configs, run_record
+from cnn_flax import configs
+from cnn_flax.training import run_record
 
 
 def _saved(tmp_path):

@@ -13,11 +13,12 @@ import math
 
 import pytest
 
-from cnn_flax import configs, optim
-from cnn_flax.config_checks import check_config
+from cnn_flax import configs
 from cnn_flax.configs import recipes
 from cnn_flax.data.sizes import eval_sizes, train_size
-from cnn_flax.run_plan import make_run_plan
+from cnn_flax.training import optim
+from cnn_flax.training.config_checks import check_config
+from cnn_flax.training.run_plan import make_run_plan
 from tests.helpers import FACTS_DIR
 
 IMAGENET_TRAIN = 1_281_167  # ImageNet-1k's train split, for the plan's arithmetic

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from cnn_flax import workdir_lock
+from cnn_flax.training import workdir_lock
 
 # A process that takes the lock, says so, then waits to be killed.
 # The module is loaded from its file, not through the package, to start in a fraction of a second.

@@ -60,8 +60,8 @@ def _parser() -> argparse.ArgumentParser:
         "--step",
         choices=("auto", "trainer", "minimal"),
         default="auto",
-        help="train step: the trainer's (cnn_flax.steps) or a minimal one; auto = trainer's "
-        "where it can be built and --remat is not dots/full",
+        help="train step: the trainer's (cnn_flax.training.steps) or a minimal one; auto = "
+        "trainer's where it can be built and --remat is not dots/full",
     )
     p.add_argument(
         "--conv",

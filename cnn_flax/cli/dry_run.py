@@ -4,7 +4,7 @@ Prints the resolved config, the run's arithmetic (steps, epochs, images seen), t
 schedule of the learning rate, the weight EMA and the augmentation, writes that schedule as CSV
 and plots it (PNG). Nothing is compiled and no example is read: the data set's sizes come from
 its metadata (:func:`cnn_flax.data.datasets.sizes_without_reading`) and every number from the
-same :class:`cnn_flax.run_plan.RunPlan` and learning-rate schedule the trainer uses.
+same :class:`cnn_flax.training.run_plan.RunPlan` and learning-rate schedule the trainer uses.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 import ml_collections
 import numpy as np
 
-from cnn_flax.run_plan import RunPlan, make_run_plan
+from cnn_flax.training.run_plan import RunPlan, make_run_plan
 
 Printer = Callable[[str], None]
 MAX_ROWS = 40  # printed epoch rows; the CSV holds every epoch
@@ -54,7 +54,7 @@ def _learning_rates(config: ml_collections.ConfigDict, plan: RunPlan, steps: np.
     """The trainer's schedule at ``steps``, evaluated once on the host CPU."""
     import jax
 
-    from cnn_flax import optim
+    from cnn_flax.training import optim
 
     schedule = optim.create_learning_rate_schedule(config, plan)
     with jax.default_device(jax.devices("cpu")[0]):
@@ -69,7 +69,7 @@ def _ema_decays(plan: RunPlan, updates: np.ndarray) -> np.ndarray:
         return out
     due = (updates % ema.steps_per_epoch) % ema.every == 0
     decay = np.full(updates.shape, ema.decay)
-    if ema.tf_warmup:  # cnn_flax.optim.ema_decay_at, in numpy
+    if ema.tf_warmup:  # cnn_flax.training.optim.ema_decay_at, in numpy
         decay = np.minimum(decay, (1.0 + updates) / (10.0 + updates))
     decay = np.where(updates <= ema.copy_through, 0.0, decay)  # a copy: nothing of the past
     return np.where(due, decay, out)
@@ -148,8 +148,8 @@ def _augmentation(config: ml_collections.ConfigDict) -> str:
 
 def summary(config: ml_collections.ConfigDict, plan: RunPlan, *, num_train: int) -> list[str]:
     """The run's arithmetic, one fact a line."""
-    from cnn_flax import optim
     from cnn_flax.data.sizes import eval_sizes
+    from cnn_flax.training import optim
 
     epochs = plan.total_steps / plan.steps_per_epoch
     images = plan.total_steps * plan.global_batch

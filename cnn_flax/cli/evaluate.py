@@ -37,7 +37,7 @@ def resolve_config(
       ValueError: an unknown config, a bad override or a bad field (:mod:`cnn_flax.config_checks`).
     """
     from cnn_flax import configs
-    from cnn_flax.config_checks import check_config
+    from cnn_flax.training.config_checks import check_config
 
     if config_name:
         config = configs.get_config(config_name)
@@ -74,9 +74,9 @@ def evaluate(
       ``{"top1", "top5", "loss", "num_examples"}`` and, when the checkpoint has EMA weights, the
       same with an ``ema_`` prefix.
     """
-    from cnn_flax import checkpoint, parallel
-    from cnn_flax.eval_loop import Evaluator
-    from cnn_flax.model_builder import build_model
+    from cnn_flax.training import checkpoint, parallel
+    from cnn_flax.training.eval_loop import Evaluator
+    from cnn_flax.training.model_builder import build_model
 
     if data_source is None:
         from cnn_flax import data as data_source
@@ -118,7 +118,7 @@ def evaluate(
 
 def _check_preprocessing(config: ml_collections.ConfigDict, source: str) -> None:
     """A config that evaluates the checkpoint on other inputs than it records is an error."""
-    from cnn_flax import preprocessing
+    from cnn_flax.data import eval_transform as preprocessing
 
     recorded = preprocessing.recorded(source)
     if recorded is not None:
@@ -132,8 +132,8 @@ def _eval_batch_size(batch_size: int, num_devices: int) -> int:
 
 def cli(argv: Sequence[str] | None = None) -> int:
     """``python -m cnn_flax.evaluate``; user errors become one line and exit status 2."""
-    from cnn_flax.checkpoint import CheckpointError
     from cnn_flax.configs import split_config_args
+    from cnn_flax.training.checkpoint import CheckpointError
 
     parser = argparse.ArgumentParser(
         prog="python -m cnn_flax.evaluate",

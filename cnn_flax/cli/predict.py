@@ -39,10 +39,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_flax.checkpoint import CheckpointError, find_model_meta, load_variables
+from cnn_flax.data.eval_transform import Preprocessing, workdir_of
 from cnn_flax.models import create_model, model_info
 from cnn_flax.models.layers import IMAGENET_MEAN, IMAGENET_STD
-from cnn_flax.preprocessing import Preprocessing, workdir_of
+from cnn_flax.training.checkpoint import CheckpointError, find_model_meta, load_variables
 
 CLASSES_FILE = "classes.json"  # a training workdir's class names, written when training starts
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -185,7 +185,7 @@ def checkpoint_inputs(checkpoint: pathlib.Path, model: str | None = None) -> Che
     name, overrides, meta = _resolve_model(model, checkpoint)
     workdir = workdir_of(checkpoint)
     if workdir is not None:
-        from cnn_flax.evaluate import resolve_config
+        from cnn_flax.cli.evaluate import resolve_config
 
         try:
             config = resolve_config(config_name=None, workdir=str(workdir), overrides=[])

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from absl import app, flags, logging
 
-from cnn_flax import train_help
+from cnn_flax.cli import train_help
 
 _CONFIG = flags.DEFINE_string("config", None, "Recipe name, model name or path to a .py config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (resumed if it holds checkpoints).")
@@ -57,7 +57,7 @@ class UsageError(ValueError):
 def load_config(name_or_path: str | None, overrides: Sequence[str]):
     """The config with its overrides applied; every mistake is a ``ValueError`` (no compute)."""
     from cnn_flax import configs
-    from cnn_flax.config_checks import check_config
+    from cnn_flax.training.config_checks import check_config
 
     if not name_or_path:
         raise UsageError("--config is required, e.g. --config=quickstart.")
@@ -68,8 +68,8 @@ def load_config(name_or_path: str | None, overrides: Sequence[str]):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from cnn_flax.checkpoint import CheckpointError
-    from cnn_flax.trainer import TrainingError
+    from cnn_flax.training.checkpoint import CheckpointError
+    from cnn_flax.training.trainer import TrainingError
 
     errors: list[type[BaseException]] = [ValueError, CheckpointError, TrainingError]
     try:
@@ -97,14 +97,14 @@ def main(argv: Sequence[str]) -> int:
     """Runs training from parsed flags; returns the exit status."""
     if len(argv) > 1:
         raise UsageError(f"Unexpected arguments {list(argv[1:])}; see --help.")
-    from cnn_flax import checkpoint, parallel, trainer
+    from cnn_flax.training import checkpoint, parallel, trainer
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
         checkpoint.silence_background_write_errors()  # each is raised, and said, once
     config = load_config(_CONFIG.value, _OVERRIDES)
     if _DRY_RUN.value:
-        from cnn_flax.dry_run import dry_run
+        from cnn_flax.cli.dry_run import dry_run
 
         dry_run(config, workdir=_WORKDIR.value, num_train=_NUM_TRAIN.value)
         return 0

@@ -23,7 +23,7 @@ in the wrong group), accepts ``abc`` for a tuple field as ``('abc',)``, cannot s
 placeholder back to ``None``, refuses new ``model_overrides`` keys unless every typo is accepted
 everywhere, and needs process-global absl flags (``evaluate`` uses argparse). Its int, float and
 bool parsing matches this module's. Field values are checked afterwards, once, by
-:func:`cnn_flax.config_checks.check_config`.
+:func:`cnn_flax.training.config_checks.check_config`.
 """
 
 from __future__ import annotations

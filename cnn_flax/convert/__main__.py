@@ -13,7 +13,8 @@ efficientnet-lite-pytorch package's) is detected from the keys, or given with ``
 used exactly once and every shape must be the model's.
 
 The result is read by ``python -m cnn_flax.predict``, ``python -m cnn_flax.evaluate``,
-``--config.init_from`` and :func:`cnn_flax.checkpoint.load_variables`. Its ``model.json`` records
+``--config.init_from`` and :func:`cnn_flax.training.checkpoint.load_variables`.
+Its ``model.json`` records
 the model, the overrides the weights need (GoogLeNet's published weights: ``aux_logits=False``
 when the file has no auxiliary heads, and ``transform_input=True``; timm's TensorFlow ports: TF
 padding), where the weights came from (``provenance``: file, URL, SHA-256, format, mapping, the
@@ -35,8 +36,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cnn_flax import weights
-from cnn_flax.checkpoint import CheckpointError, save_variables
 from cnn_flax.models import list_models, model_info
+from cnn_flax.training.checkpoint import CheckpointError, save_variables
 
 
 class UsageError(Exception):

@@ -134,7 +134,7 @@ class Preprocessing:
 
 def workdir_of(path: str | pathlib.Path) -> pathlib.Path | None:
     """The training workdir ``path`` is (or a checkpoint of), or ``None`` for anything else."""
-    from cnn_flax.checkpoint import is_variables_checkpoint
+    from cnn_flax.training.checkpoint import is_variables_checkpoint
 
     path = pathlib.Path(path).expanduser().resolve()
     if is_variables_checkpoint(path):
@@ -150,12 +150,12 @@ def recorded(path: str | pathlib.Path) -> Preprocessing | None:
     ``model.json`` entry, or ``None`` when it records nothing."""
     workdir = workdir_of(path)
     if workdir is not None:
-        from cnn_flax.evaluate import resolve_config
+        from cnn_flax.cli.evaluate import resolve_config
 
         return Preprocessing.from_config(
             resolve_config(config_name=None, workdir=str(workdir), overrides=[])
         )
-    from cnn_flax.checkpoint import CheckpointError, find_model_meta
+    from cnn_flax.training.checkpoint import CheckpointError, find_model_meta
 
     try:
         meta = find_model_meta(path)

@@ -29,7 +29,7 @@ import numpy as np
 
 from cnn_flax.models import layers
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
-from cnn_flax.weights import StateDictReader
+from cnn_flax.models.state_dict import StateDictReader
 
 
 @dataclasses.dataclass(frozen=True)

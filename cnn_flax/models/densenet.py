@@ -39,7 +39,7 @@ import jax.numpy as jnp
 
 from cnn_flax.models import layers
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
-from cnn_flax.weights import StateDictReader
+from cnn_flax.models.state_dict import StateDictReader
 
 # torchvision's "official init from torch repo": Kaiming-normal convolutions on fan_in (He et
 # al. 2015), untruncated; the classifier keeps torch's default weights and zero biases.

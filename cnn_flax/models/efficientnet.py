@@ -39,7 +39,7 @@ from cnn_flax.models.inverted_residual import (
     torchvision_sequential_block,
 )
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
-from cnn_flax.weights import StateDictReader
+from cnn_flax.models.state_dict import StateDictReader
 
 # Table 1 of the paper: the B0 baseline.
 B0_STAGES: tuple[MBConvSpec, ...] = (

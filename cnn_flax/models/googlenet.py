@@ -36,7 +36,7 @@ import jax.numpy as jnp
 
 from cnn_flax.models import layers
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
-from cnn_flax.weights import StateDictReader, dense_kernel_from_nchw_flatten
+from cnn_flax.models.state_dict import StateDictReader, dense_kernel_from_nchw_flatten
 
 AUX_LOSS_WEIGHT = 0.3
 """Weight of each auxiliary classifier's loss in the training loss (paper, Sec. 5)."""

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from cnn_flax.models import layers
 from cnn_flax.models.googlenet import _transform_input as transform_input
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
-from cnn_flax.weights import StateDictReader
+from cnn_flax.models.state_dict import StateDictReader
 
 # torchvision draws weights from N(0, 0.1) truncated to [-2, 2] (20 standard deviations, so in
 # effect untruncated); the auxiliary head's 5x5 convolution uses 0.01 and its classifier 0.001.

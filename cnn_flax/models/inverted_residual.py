@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 
 from cnn_flax.models import layers
-from cnn_flax.weights import StateDictReader
+from cnn_flax.models.state_dict import StateDictReader
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from cnn_flax.models import layers
 from cnn_flax.models.inverted_residual import InvertedResidual
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
-from cnn_flax.weights import StateDictReader
+from cnn_flax.models.state_dict import StateDictReader
 
 # Widths before the multiplier: stem, separable block, then the output of each of the six stacks.
 DEPTHS = (32, 16, 24, 40, 80, 96, 192, 320)

@@ -28,7 +28,7 @@ from cnn_flax.models.inverted_residual import (
     torchvision_v2_block,
 )
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
-from cnn_flax.weights import StateDictReader
+from cnn_flax.models.state_dict import StateDictReader
 
 # MobileNet v1, Table 1: (pointwise output channels, depthwise stride) of the 13 separable layers.
 # The paper's table prints stride 2 for the last depthwise layer, but its output stays 7x7 and the

@@ -24,7 +24,7 @@ from cnn_flax.models.inverted_residual import (
     torchvision_sequential_block,
 )
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
-from cnn_flax.weights import StateDictReader, dense_kernel
+from cnn_flax.models.state_dict import StateDictReader, dense_kernel
 
 
 @dataclasses.dataclass(frozen=True)

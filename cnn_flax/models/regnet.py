@@ -42,7 +42,7 @@ import numpy as np
 
 from cnn_flax.models import layers
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
-from cnn_flax.weights import StateDictReader
+from cnn_flax.models.state_dict import StateDictReader
 
 # Block widths are multiples of this (the paper's q = 8, Sec. 4).
 WIDTH_QUANTUM = 8

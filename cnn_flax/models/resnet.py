@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from cnn_flax.models import layers
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
-from cnn_flax.weights import StateDictReader
+from cnn_flax.models.state_dict import StateDictReader
 
 STEMS = ("imagenet", "cifar")
 SHORTCUTS = ("projection", "zero_pad")

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 from cnn_flax.models import layers
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
-from cnn_flax.weights import StateDictReader
+from cnn_flax.models.state_dict import StateDictReader
 
 # The paper numbers its stages from 2 (Table 5: Conv1 and MaxPool, Stage2-4, Conv5).
 FIRST_STAGE = 2

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from cnn_flax.models import layers
 from cnn_flax.models.googlenet import max_pool_ceil
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
-from cnn_flax.weights import StateDictReader
+from cnn_flax.models.state_dict import StateDictReader
 
 # Fire modules as (squeeze, expand 1x1, expand 3x3) channels, and "pool" for a 3x3/2 max pool,
 # after the stem and its pool.

@@ -33,7 +33,7 @@ import numpy as np
 
 from cnn_flax.models import layers
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
-from cnn_flax.weights import StateDictReader, dense_kernel
+from cnn_flax.models.state_dict import StateDictReader, dense_kernel
 
 # torch's bicubic kernel constant (``upsample_bicubic2d``); Keys' a = -0.5 would differ.
 _CUBIC_A = -0.75

@@ -113,7 +113,7 @@ def torch_rate(paths: list[str], labels: list[int], *, image_size: int, **timing
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump({"paths": paths, "labels": labels}, f)
     command = [
-        sys.executable, "-m", "cnn_flax.data.torch_baseline", f"--files={f.name}",
+        sys.executable, "-m", "cnn_flax.perf.torch_input_pipeline", f"--files={f.name}",
         f"--image-size={image_size}", f"--batch-size={timing['batch_size']}",
         f"--steps={timing['steps']}", f"--warmup={timing['warmup']}",
         f"--repeats={timing['repeats']}",

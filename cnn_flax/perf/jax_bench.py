@@ -33,7 +33,7 @@ class Settings:
       warmup: untimed steps after compilation.
       remat: rematerialisation policy for training (see ``jax_steps.REMAT_POLICIES``).
       step: "auto" (the trainer's step where it can be built and no whole-step remat is asked),
-        "trainer" (``cnn_flax.steps``) or "minimal" (``cnn_flax.perf.jax_steps``).
+        "trainer" (``cnn_flax.training.steps``) or "minimal" (``cnn_flax.perf.jax_steps``).
       conv: "model" (the model's own convolution) or a preset of
         ``cnn_flax.models.depthwise.PRESETS`` ("xla", "shift", "cpu").
     """

@@ -11,7 +11,7 @@ Loaders:
   tf.data, Inception crop fused with JPEG decoding, flip, uint8 batches, prefetch to device)
   with the trainer's step, which normalises the uint8 images on the device. Needs TensorFlow.
 - ``torch``: torchvision's standard transform in a DataLoader with one worker per core
-  (``cnn_flax.data.torch_baseline``) feeding the minimal step float32 images: for machines
+  (``cnn_flax.perf.torch_input_pipeline``) feeding the minimal step float32 images: for machines
   without TensorFlow, such as the GPU machine. It measures a typical PyTorch input pipeline on
   those CPUs, not cnn_flax's.
 """
@@ -129,7 +129,7 @@ def _torch_batches(
 ) -> Iterator[tuple]:
     from cnn_flax.data import device
     from cnn_flax.data.builders.folder import list_images
-    from cnn_flax.data.torch_baseline import torch_batches
+    from cnn_flax.perf.torch_input_pipeline import torch_batches
 
     # By name only: indexing decodes every file with TensorFlow, which this loader must not need.
     paths, labels = list_images(dataset[len("folder:") :])

@@ -49,7 +49,7 @@ def torch_batches(paths: list[str], labels: list[int], *, batch_size: int, image
 
 
 def main(argv: list[str] | None = None) -> None:
-    from cnn_flax.data.benchmark import best_of
+    from cnn_flax.perf.input_pipeline import best_of
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", required=True, help='JSON {"paths": [...], "labels": [...]}')

@@ -1,4 +1,4 @@
-"""The trainer's own train step (``cnn_flax.steps``), set up for benchmarking.
+"""The trainer's own train step (``cnn_flax.training.steps``), set up for benchmarking.
 
 This is the step ``python -m cnn_flax.train`` runs: uint8 images normalised on device, one-hot
 labels, cross-entropy, gradient, optimizer update, BatchNorm statistics and on-device (sum,
@@ -17,15 +17,17 @@ import jax.numpy as jnp
 
 from cnn_flax.perf import jax_steps
 
-DESCRIPTION = "cnn_flax.steps.make_train_step (the trainer's step, SGD momentum, donated state)"
+DESCRIPTION = (
+    "cnn_flax.training.steps.make_train_step (the trainer's step, SGD momentum, donated state)"
+)
 
 
 def available() -> str | None:
     """``None`` if the trainer's step can be built here, else the reason it cannot."""
     try:
         import cnn_flax.configs.base  # noqa: F401
-        import cnn_flax.steps  # noqa: F401
-        import cnn_flax.train_state  # noqa: F401
+        import cnn_flax.training.state  # noqa: F401
+        import cnn_flax.training.steps  # noqa: F401
     except ImportError as err:
         return f"{type(err).__name__}: {err}"
     return None
@@ -39,9 +41,9 @@ def build(
     The optimizer is the same SGD with momentum as the minimal step, so the two measure the same
     work apart from the trainer's input normalisation and metrics.
     """
-    from cnn_flax import steps
     from cnn_flax.configs.base import get_base_config
-    from cnn_flax.train_state import create_train_state
+    from cnn_flax.training import steps
+    from cnn_flax.training.state import create_train_state
 
     config = get_base_config()
     config.dtype = dtype

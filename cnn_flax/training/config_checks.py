@@ -7,7 +7,7 @@ code that implements them (``optim``'s tables, ``steps.DTYPES``, ``model_builder
 a new optimiser or schedule is allowed the moment it exists.
 
 Values that depend on the data set or the devices (steps per epoch, the batch per device) are
-derived once, in :mod:`cnn_flax.run_plan`.
+derived once, in :mod:`cnn_flax.training.run_plan`.
 
 What stays with its owner: a model's own fields (``model_overrides``, checked by name when the
 model is built) and the augmentation policies (their table lives with the TensorFlow ops in
@@ -179,8 +179,8 @@ def _base() -> ml_collections.ConfigDict:
 
 
 def _check_run(config: ml_collections.ConfigDict) -> None:
-    from cnn_flax import steps
-    from cnn_flax.model_builder import BN_MODES
+    from cnn_flax.training import steps
+    from cnn_flax.training.model_builder import BN_MODES
 
     _text(config, "model")
     _choice(config, "dtype", steps.DTYPES)
@@ -223,7 +223,7 @@ def _check_run(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_optimizer(config: ml_collections.ConfigDict) -> None:
-    from cnn_flax import optim
+    from cnn_flax.training import optim
 
     _choice(config, "optimizer.name", optim.OPTIMIZERS)
     # 0 is allowed: the run keeps its initial (or loaded) weights and only BatchNorm statistics
@@ -241,7 +241,7 @@ def _check_optimizer(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_schedule(config: ml_collections.ConfigDict) -> None:
-    from cnn_flax import optim
+    from cnn_flax.training import optim
 
     _choice(config, "schedule.name", optim.SCHEDULES)
     _number(config, "schedule.warmup_epochs", low=0.0)
@@ -307,7 +307,7 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_finetune(config: ml_collections.ConfigDict) -> None:
-    from cnn_flax.optim import TRAINABLE
+    from cnn_flax.training.optim import TRAINABLE
 
     _text(config, "init_from", none_means="random initialisation")
     _text(config, "finetune.weights_format", none_means="detected from the file's keys")

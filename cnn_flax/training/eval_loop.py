@@ -12,8 +12,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from cnn_flax import metrics, parallel, steps
-from cnn_flax.train_state import TrainState
+from cnn_flax.training import metrics, parallel, steps
+from cnn_flax.training.state import TrainState
 
 
 class Evaluator:

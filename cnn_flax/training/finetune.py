@@ -35,8 +35,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from cnn_flax import checkpoint
-from cnn_flax.train_state import TrainState
+from cnn_flax.training import checkpoint
+from cnn_flax.training.state import TrainState
 
 INIT_RECORD = "init_from.json"
 CLASSES_RECORD = "classes.json"
@@ -68,7 +68,7 @@ class Pretrained:
 
 def freezes_batch_norm(config: ml_collections.ConfigDict) -> bool:
     """Whether BatchNorm keeps its loaded statistics: asked for, or implied by a linear probe."""
-    from cnn_flax import optim
+    from cnn_flax.training import optim
 
     finetune = config.get("finetune")
     if finetune is None:
@@ -149,8 +149,8 @@ def _from_checkpoint(path: pathlib.Path) -> Pretrained:
 def _workdir_preprocessing(workdir: pathlib.Path) -> dict | None:
     if not (workdir / "config.json").is_file():
         return None
-    from cnn_flax.evaluate import resolve_config
-    from cnn_flax.preprocessing import Preprocessing
+    from cnn_flax.cli.evaluate import resolve_config
+    from cnn_flax.data.eval_transform import Preprocessing
 
     config = resolve_config(config_name=None, workdir=str(workdir), overrides=[])
     return Preprocessing.from_config(config).to_json()
@@ -175,7 +175,7 @@ def check_fits(pretrained: Pretrained, config: ml_collections.ConfigDict, source
             f"add {flags}."
         )
     if pretrained.preprocessing is not None:
-        from cnn_flax.preprocessing import Preprocessing
+        from cnn_flax.data.eval_transform import Preprocessing
 
         theirs = Preprocessing.from_json(pretrained.preprocessing)
         ours = Preprocessing.from_config(config)
@@ -246,7 +246,7 @@ def initial_state(
     Raises:
       FinetuneError: the weights cannot start this run (nothing is written then).
     """
-    from cnn_flax.train_state import create_train_state
+    from cnn_flax.training.state import create_train_state
 
     source = config.get("init_from")
     pretrained = None

@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 
-from cnn_flax.metrics import Pairs, PendingMetrics
+from cnn_flax.training.metrics import Pairs, PendingMetrics
 
 
 class NonFiniteError(RuntimeError):

@@ -23,7 +23,7 @@ from typing import Any
 
 import ml_collections
 
-from cnn_flax import finetune, steps
+from cnn_flax.training import finetune, steps
 
 BN_MODES = ("global", "per_device")
 

@@ -6,11 +6,11 @@ Everything is built from ``config.optimizer`` and ``config.schedule`` (see
 * Peak learning rate = ``optimizer.lr * batch_size / 256`` (the linear scaling rule of Goyal et
   al. 2017, "Accurate, Large Minibatch SGD"), or ``optimizer.lr`` when ``lr_scaling == "none"``.
 * Steps are counted in optimiser UPDATES, one per ``batch_size`` examples (the
-  :class:`cnn_flax.run_plan.RunPlan`). With ``grad_accum_steps = k`` the trainer feeds ``k``
+  :class:`.run_plan.RunPlan`). With ``grad_accum_steps = k`` the trainer feeds ``k``
   micro-batches of ``batch_size // k`` per update and :class:`optax.MultiSteps` applies the
   update on the k-th.
 * The names each field accepts are the keys of this module's tables (``OPTIMIZERS``,
-  ``SCHEDULES``, ...); :mod:`cnn_flax.config_checks` refuses any other before this code runs.
+  ``SCHEDULES``, ...); :mod:`.config_checks` refuses any other before this code runs.
 * Weight decay is the coupled L2 term of the reference frameworks (added to the gradient before
   momentum, as PyTorch's SGD and TF's ``l2_loss``) for sgd and rmsprop, and decoupled for adamw,
   lars and lamb, as those optimisers are defined.
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from cnn_flax.run_plan import EmaPlan, RunPlan
+from cnn_flax.training.run_plan import EmaPlan, RunPlan
 
 PyTree = Any
 
@@ -129,8 +129,8 @@ def create_learning_rate_schedule(
     Epoch-valued fields are converted with ``plan.schedule_steps_per_epoch``.
 
     Args:
-      config: the full training config, checked by :func:`cnn_flax.config_checks.check_config`.
-      plan: the run's step arithmetic (:func:`cnn_flax.run_plan.make_run_plan`).
+      config: the full training config, checked by :func:`.config_checks.check_config`.
+      plan: the run's step arithmetic (:func:`cnn_flax.training.run_plan.make_run_plan`).
 
     Returns:
       An ``optax.Schedule`` (jit-compatible function of the update count).
@@ -348,7 +348,7 @@ def param_groups(params: PyTree) -> dict[str, str]:
 
 def trainable_part(config: ml_collections.ConfigDict) -> str:
     """``finetune.trainable``: ``"all"``, or ``"head"`` for a linear probe (checked with the rest
-    of the config in :mod:`cnn_flax.config_checks`)."""
+    of the config in :mod:`cnn_flax.training.config_checks`)."""
     finetune = config.get("finetune")
     return "all" if finetune is None else str(finetune.trainable)
 
@@ -391,8 +391,8 @@ def create_optimizer(
     groups (fine-tuning), accumulation.
 
     Args:
-      config: the full training config, checked by :func:`cnn_flax.config_checks.check_config`.
-      plan: the run's step arithmetic (:func:`cnn_flax.run_plan.make_run_plan`).
+      config: the full training config, checked by :func:`.config_checks.check_config`.
+      plan: the run's step arithmetic (:func:`cnn_flax.training.run_plan.make_run_plan`).
 
     Returns:
       An ``optax.GradientTransformation``. With ``plan.grad_accum_steps = k > 1`` it is an
@@ -440,7 +440,7 @@ def ema_update(ema_params: PyTree, params: PyTree, decay: chex.Numeric) -> PyTre
 def ema_step(ema: PyTree, new: PyTree, update: chex.Numeric, plan: EmaPlan) -> PyTree:
     """The average after optimiser update ``update`` (0-based) produced the weights ``new``.
 
-    Follows ``plan`` (:class:`cnn_flax.run_plan.EmaPlan`): unchanged unless the update's index
+    Follows ``plan`` (:class:`.run_plan.EmaPlan`): unchanged unless the update's index
     within its data epoch is a multiple of ``plan.every``; a plain copy of ``new`` through
     ``plan.copy_through``; else :func:`ema_update` with ``plan.decay`` (TF's warm-up applied
     when ``plan.tf_warmup``). ``ema`` and ``new`` may hold BatchNorm statistics as well as

@@ -27,7 +27,7 @@ class EmaPlan:
     its average after every ``every``-th iteration of each epoch (``i % model_ema_steps == 0``,
     ``i`` counted from 0 within the epoch), with a decay adjusted for the batch, the cadence and
     the run's length, and while the learning rate warms up it keeps resetting the average to the
-    weights. :func:`cnn_flax.optim.ema_step` applies this plan.
+    weights. :func:`cnn_flax.training.optim.ema_step` applies this plan.
 
     Attributes:
       decay: decay of one EMA update (after :func:`torchvision_ema_decay` when
@@ -51,7 +51,7 @@ class EmaPlan:
 
     def is_update(self, update: int) -> bool:
         """Whether the EMA advances after update ``update`` (0-based); host-side twin of the
-        on-device test in :func:`cnn_flax.optim.ema_step`."""
+        on-device test in :func:`cnn_flax.training.optim.ema_step`."""
         return (update % self.steps_per_epoch) % self.every == 0
 
     def updates_in(self, first: int, last: int) -> int:
@@ -182,7 +182,7 @@ def steps_for_epochs(num_epochs: float, steps_per_epoch: int) -> int:
 
 
 def make_run_plan(config: ml_collections.ConfigDict, *, num_train: int) -> RunPlan:
-    """The plan of ``config`` (checked by :func:`cnn_flax.config_checks.check_config`) on a
+    """The plan of ``config`` (checked by :func:`cnn_flax.training.config_checks.check_config`) on a
     training split of ``num_train`` examples."""
     batch = int(config.batch_size)
     steps_per_epoch = max(1, num_train // batch)

@@ -25,7 +25,7 @@ class TrainState:
       ema_batch_stats: the same average of ``batch_stats`` (``config.ema_batch_stats``, as
         torchvision's ``AveragedModel(use_buffers=True)``), or ``None``: the EMA weights are then
         evaluated with the raw statistics.
-      loss_scale: ``cnn_flax.optim.DynamicLossScale`` for float16, else ``None``.
+      loss_scale: ``cnn_flax.training.optim.DynamicLossScale`` for float16, else ``None``.
     """
 
     step: jax.Array

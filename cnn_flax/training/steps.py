@@ -18,11 +18,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from cnn_flax import optim
-from cnn_flax.metrics import NONFINITE
 from cnn_flax.models import layers
-from cnn_flax.run_plan import EmaPlan
-from cnn_flax.train_state import TrainState
+from cnn_flax.training import optim
+from cnn_flax.training.metrics import NONFINITE
+from cnn_flax.training.run_plan import EmaPlan
+from cnn_flax.training.state import TrainState
 
 Metrics = dict[str, tuple[jax.Array, jax.Array]]
 Batch = dict[str, jax.Array]
@@ -84,7 +84,7 @@ def make_train_step(
 
     Args:
       model: the Flax module (BatchNorm mode already chosen through its ``norm`` field).
-      tx: the optax optimizer (from ``cnn_flax.optim.create_optimizer``).
+      tx: the optax optimizer (from ``cnn_flax.training.optim.create_optimizer``).
       config: the training config, checked (dtype, seed, label_smoothing, aux_loss_weight,
         data.mean/std and the on-device augmentations of data.augment are read).
       num_classes: classifier outputs, for one-hot labels.
@@ -93,8 +93,8 @@ def make_train_step(
         EMA and the ``lr`` metric advance once per update.
       ema: the weight EMA's plan (``RunPlan.ema``); required when the state carries EMA weights.
     """
-    from cnn_flax import losses
     from cnn_flax.data.mixing import augment_batch, normalize
+    from cnn_flax.training import losses
 
     dtype = compute_dtype(config.dtype)
     mean, std = tuple(config.data.mean), tuple(config.data.std)
@@ -222,7 +222,7 @@ def _advance_ema(
         # Raised while tracing: a caller that keeps EMA weights must say how they advance.
         raise ValueError(
             "The state keeps EMA weights but make_train_step got no ema plan; pass "
-            "ema=run_plan.ema (cnn_flax.run_plan.make_run_plan)."
+            "ema=run_plan.ema (cnn_flax.training.run_plan.make_run_plan)."
         )
     update = state.step // grad_accum_steps
     ema = optim.ema_step(state.ema_params, new_params, update, plan)
@@ -249,8 +249,8 @@ def make_eval_step(
     nothing, so every example of the split is counted exactly once. Metrics: ``loss``, ``top1``,
     ``top5`` as (sum, count), ``count`` being the number of real examples.
     """
-    from cnn_flax import losses
     from cnn_flax.data.mixing import normalize
+    from cnn_flax.training import losses
 
     dtype = compute_dtype(config.dtype)
     mean, std = tuple(config.data.mean), tuple(config.data.std)

@@ -48,11 +48,11 @@ from cnn_flax import (
     steps,
     workdir_lock,
 )
-from cnn_flax.config_checks import check_config
-from cnn_flax.eval_loop import Evaluator
-from cnn_flax.model_builder import build_model
-from cnn_flax.run_plan import RunPlan, make_run_plan
-from cnn_flax.train_state import TrainState, create_train_state
+from cnn_flax.training.config_checks import check_config
+from cnn_flax.training.eval_loop import Evaluator
+from cnn_flax.training.model_builder import build_model
+from cnn_flax.training.run_plan import RunPlan, make_run_plan
+from cnn_flax.training.state import TrainState, create_train_state
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def train(
       TrainingError: the loss, gradient or state became non-finite (the last good checkpoint
         is kept, nothing after it is saved).
     """
-    from cnn_flax import optim
+    from cnn_flax.training import optim
 
     if data_source is None:
         from cnn_flax import data as data_source

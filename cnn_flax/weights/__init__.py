@@ -12,17 +12,17 @@ shape with the freshly initialised model; :func:`load` reads a file or URL, dete
 from its keys and records the weights' :class:`Provenance`.
 """
 
-from cnn_flax.weights.convert import WeightsError, convert, formats_for, model_overrides
-from cnn_flax.weights.files import read_tensors
-from cnn_flax.weights.load import Loaded, Provenance, load
-from cnn_flax.weights.sources import cache_dir, fetch
-from cnn_flax.weights.state_dict import (
+from cnn_flax.models.state_dict import (
     StateDictReader,
     conv_kernel,
     dense_kernel,
     dense_kernel_from_nchw_flatten,
     to_numpy,
 )
+from cnn_flax.weights.convert import WeightsError, convert, formats_for, model_overrides
+from cnn_flax.weights.files import read_tensors
+from cnn_flax.weights.load import Loaded, Provenance, load
+from cnn_flax.weights.sources import cache_dir, fetch
 
 __all__ = [
     "Loaded",

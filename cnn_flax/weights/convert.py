@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_flax.weights.state_dict import StateDictReader
+from cnn_flax.models.state_dict import StateDictReader
 
 
 class WeightsError(ValueError):

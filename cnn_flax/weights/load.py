@@ -186,7 +186,7 @@ def _published(weights: Any, match: str) -> dict[str, str] | None:
 def _preprocessing(weights: Any) -> dict[str, Any] | None:
     if weights is None:
         return None
-    from cnn_flax.preprocessing import Preprocessing
+    from cnn_flax.data.eval_transform import Preprocessing
 
     return Preprocessing.from_weights(weights).to_json()
 

@@ -52,7 +52,7 @@ def main(process_id: int, num_processes: int, port: int, data_dir: str, out: str
     import jax
     import numpy as np
 
-    from cnn_flax import parallel
+    from cnn_flax.training import parallel
 
     parallel.initialize_distributed(
         coordinator_address=f"localhost:{port}",

@@ -7,7 +7,8 @@ import re
 import pytest
 from PIL import Image
 
-from cnn_flax.data import benchmark, make_fake_images
+from cnn_flax.data import make_fake_images
+from cnn_flax.perf import input_pipeline as benchmark
 
 
 @pytest.fixture(scope="module")

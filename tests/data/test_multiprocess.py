@@ -13,7 +13,7 @@ import sys
 import jax
 import numpy as np
 
-from cnn_flax import parallel
+from cnn_flax.training import parallel
 from tests.data import multiprocess_worker as worker
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_flax import parallel
 from cnn_flax.models.norm import GroupBatchNorm
+from cnn_flax.training import parallel
 
 X = jax.random.normal(jax.random.key(0), (8, 3, 3, 5)) * 2.0 + 1.0
 

@@ -17,9 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_flax import configs, optim
+from cnn_flax import configs
 from cnn_flax.models import create_model, layers, swin
-from cnn_flax.run_plan import make_run_plan
+from cnn_flax.training import optim
+from cnn_flax.training.run_plan import make_run_plan
 from cnn_flax.weights import StateDictReader
 
 PARITY_ATOL = 1e-4

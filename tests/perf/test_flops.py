@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from cnn_flax import metrics
 from cnn_flax.perf import flops
+from cnn_flax.training import metrics
 from tests.helpers import reference_rows
 
 

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from cnn_flax import benchmark
+from cnn_flax.cli import benchmark
 from cnn_flax.perf import real_data
 
 TINY = ["--batch-size=2", "--resolution=32", "--steps=2", "--windows=1", "--warmup=1"]

@@ -14,7 +14,7 @@ def main(process_id: int, num_processes: int, port: int, workdir: str, out: str)
     import jax
     import numpy as np
 
-    from cnn_flax import parallel, trainer
+    from cnn_flax.training import parallel, trainer
     from tests.training import fakes
 
     parallel.initialize_distributed(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnn_flax import evaluate, train
+from cnn_flax.cli import evaluate, train
 
 
 def _one_line_error(capsys) -> str:
@@ -87,7 +87,7 @@ def test_a_workdir_that_is_a_file_is_one_line(capsys, tmp_path):
 
 
 def test_a_live_workdir_is_one_line(capsys, tmp_path):
-    from cnn_flax import workdir_lock
+    from cnn_flax.training import workdir_lock
 
     held = workdir_lock.acquire(tmp_path)
     try:
@@ -98,7 +98,7 @@ def test_a_live_workdir_is_one_line(capsys, tmp_path):
 
 
 def test_config_change_flag_reaches_the_trainer(monkeypatch, tmp_path):
-    from cnn_flax import trainer
+    from cnn_flax.training import trainer
 
     seen = []
     done = trainer.TrainResult(None, step=0, stopped="interrupted", eval_metrics={})
@@ -112,7 +112,7 @@ def test_config_change_flag_reaches_the_trainer(monkeypatch, tmp_path):
 def test_a_full_disk_while_training_is_one_line(monkeypatch, capsys, tmp_path):
     import errno
 
-    from cnn_flax import trainer
+    from cnn_flax.training import trainer
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "metrics.jsonl"))
@@ -152,7 +152,7 @@ def test_an_offline_download_fails_at_once_in_one_line(monkeypatch, capsys, tmp_
 
 @pytest.mark.parametrize(("signum", "code"), [(15, 143), (2, 130)])
 def test_a_run_stopped_by_a_signal_exits_128_plus_it(signum, code, monkeypatch, capsys, tmp_path):
-    from cnn_flax import trainer
+    from cnn_flax.training import trainer
 
     stopped = trainer.TrainResult(
         None, step=2, stopped="interrupted", eval_metrics={}, signal=signum

@@ -10,7 +10,7 @@ import chex
 import jax
 import numpy as np
 
-from cnn_flax import checkpoint, trainer
+from cnn_flax.training import checkpoint, trainer
 from tests.training import fakes
 
 

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from cnn_flax import checkpoint, finetune, trainer
+from cnn_flax.training import checkpoint, finetune, trainer
 from tests.training import fakes
 
 CLASS_NAMES = ["top-left", "top-right", "bottom-left", "bottom-right"]
@@ -198,7 +198,7 @@ def test_overrides_and_normalisation_the_weights_need(pretrained):
     )
     with pytest.raises(finetune.FinetuneError, match=r"--config.model_overrides.width=16"):
         finetune.check_fits(loaded, _config(source), "W")
-    from cnn_flax.preprocessing import Preprocessing
+    from cnn_flax.data.eval_transform import Preprocessing
 
     other = Preprocessing(8, 8, mean=(0.5,) * 3, std=(0.5,) * 3)
     loaded = finetune.Pretrained(loaded.variables, fakes.TINY_MODEL, {}, other.to_json(), {})
@@ -213,7 +213,7 @@ def test_predict_from_a_workdir_uses_the_runs_preprocessing_and_class_names(
     the data set's class names (classes.json), the same logits as the eval step computes."""
     from PIL import Image
 
-    from cnn_flax import predict
+    from cnn_flax.cli import predict
     from cnn_flax.data.mixing import normalize
     from cnn_flax.models import create_model
 
@@ -240,7 +240,7 @@ def test_predict_from_a_workdir_uses_the_runs_preprocessing_and_class_names(
 
 
 def test_evaluate_refuses_a_config_with_other_preprocessing(pretrained, capsys):
-    from cnn_flax import evaluate
+    from cnn_flax.cli import evaluate
 
     workdir, _ = pretrained
     code = evaluate.cli(

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from cnn_flax import trainer
+from cnn_flax.training import trainer
 from tests.training import fakes
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

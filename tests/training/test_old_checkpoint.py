@@ -17,9 +17,9 @@ import shutil
 
 import numpy as np
 
-from cnn_flax import checkpoint
-from cnn_flax.evaluate import resolve_config
-from cnn_flax.model_builder import build_model
+from cnn_flax.cli.evaluate import resolve_config
+from cnn_flax.training import checkpoint
+from cnn_flax.training.model_builder import build_model
 
 OLD = pathlib.Path(__file__).parent / "old_workdir"
 
@@ -37,7 +37,7 @@ def test_old_checkpoint_gives_the_old_logits():
 
 
 def test_old_workdir_resumes(tmp_path):
-    from cnn_flax import trainer
+    from cnn_flax.training import trainer
 
     workdir = tmp_path / "run"
     shutil.copytree(OLD, workdir)

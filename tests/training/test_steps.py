@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_flax import metrics as metrics_lib
-from cnn_flax import optim, steps
 from cnn_flax.models import layers
-from cnn_flax.run_plan import make_run_plan
-from cnn_flax.train_state import create_train_state
+from cnn_flax.training import metrics as metrics_lib
+from cnn_flax.training import optim, steps
+from cnn_flax.training.run_plan import make_run_plan
+from cnn_flax.training.state import create_train_state
 from tests.training import fakes
 
 

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from cnn_flax import checkpoint, run_record, trainer, workdir_lock
+from cnn_flax.training import checkpoint, run_record, trainer, workdir_lock
 from tests.training import fakes
 
 
@@ -98,7 +98,7 @@ def test_load_variables_from_workdir(full_run):
 
 
 def test_evaluate_matches_training_eval(full_run, tmp_path):
-    from cnn_flax import evaluate
+    from cnn_flax.cli import evaluate
 
     workdir, config, result, data, _, _ = full_run
     got = evaluate.evaluate(config, workdir, data_source=data)

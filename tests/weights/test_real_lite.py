@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from cnn_flax import weights
+from cnn_flax.cli.predict import load_image
+from cnn_flax.data.eval_transform import Preprocessing
 from cnn_flax.models import create_model
-from cnn_flax.predict import load_image
-from cnn_flax.preprocessing import Preprocessing
 
 torch = pytest.importorskip("torch")
 reference_code = pytest.importorskip("efficientnet_lite_pytorch")

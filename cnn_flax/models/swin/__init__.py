@@ -35,6 +35,7 @@ import functools
 import numpy as np
 
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights, model_info
+from cnn_flax.models.state_dict import StateDictReader
 from cnn_flax.models.swin.model import (
     PatchEmbedding,
     PatchMerging,
@@ -51,7 +52,6 @@ from cnn_flax.models.swin.windows import (
     window_partition,
     window_reverse,
 )
-from cnn_flax.weights import StateDictReader
 
 __all__ = [
     "FAMILY",
