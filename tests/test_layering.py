@@ -1,57 +1,186 @@
-"""Imports run one way: models <- steps <- (model_builder, eval_loop) <- trainer <- entry points.
+"""Imports point down the layers of cnn_flax, never up, and never in a circle.
 
-Read from the source (ast), so the test sees imports inside functions too.
+Every module of the package is read from its source (ast), so imports inside functions count as
+much as those at the top. The order is declared once, in ``LAYERS``; a module belongs to the
+layer of its longest matching prefix. Within a layer any import may run, as long as no circle
+forms. Run ``python tests/test_layering.py`` to print the counts.
 """
 
 from __future__ import annotations
 
 import ast
 import pathlib
-
-import pytest
+import sys
 
 import cnn_flax
 
 PACKAGE = pathlib.Path(cnn_flax.__file__).parent
-ENTRY_POINTS = {
-    "cnn_flax.cli.train",
-    "cnn_flax.cli.evaluate",
-    "cnn_flax.cli.predict",
-    "cnn_flax.cli.benchmark",
-}
 
-
-def _imports(module: str) -> set[str]:
-    path = PACKAGE.joinpath(*module.split(".")[1:]).with_suffix(".py")
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-            names |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return {n for n in names if n.startswith("cnn_flax")}
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        "cnn_flax.training.steps",
-        "cnn_flax.training.optim",
-        "cnn_flax.training.metrics",
-        "cnn_flax.training.intervals",
-        "cnn_flax.training.run_plan",
-        "cnn_flax.training.config_checks",
-        "cnn_flax.training.model_builder",
-        "cnn_flax.training.eval_loop",
-        "cnn_flax.cli.dry_run",
-        "cnn_flax.cli.evaluate",
-    ],
+# Lowest first: a module may import its own layer and those listed before it.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("the zoo", ("cnn_flax.models",)),
+    ("data", ("cnn_flax.data",)),
+    ("weights", ("cnn_flax.weights",)),
+    (
+        "measuring",
+        tuple(
+            f"cnn_flax.perf.{m}"
+            for m in ("flops", "peaks", "rates", "timing", "compile_cache", "profile", "jax_steps")
+        )
+        + ("cnn_flax.perf.conv_ops",),
+    ),
+    ("recipes", ("cnn_flax.configs",)),
+    ("training", ("cnn_flax.training",)),
+    ("benchmarks", ("cnn_flax.perf",)),
+    (
+        "commands",
+        (
+            "cnn_flax",  # the package's face re-exports the public API
+            "cnn_flax.cli",
+            "cnn_flax.convert",
+            "cnn_flax.models.__main__",
+            "cnn_flax.data.benchmark",
+            # the old paths of the commands, forwarding to cli/
+            "cnn_flax.train",
+            "cnn_flax.evaluate",
+            "cnn_flax.predict",
+            "cnn_flax.benchmark",
+        ),
+    ),
 )
-def test_below_the_trainer_nothing_imports_it(module):
-    above = {"cnn_flax.training.trainer"} | ENTRY_POINTS - {module}
-    assert not _imports(module) & above, sorted(_imports(module) & above)
 
 
-def test_trainer_imports_no_entry_point():
-    assert not _imports("cnn_flax.training.trainer") & ENTRY_POINTS
+def modules(package: pathlib.Path = PACKAGE) -> dict[str, pathlib.Path]:
+    found = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = list(path.relative_to(package.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+def imports(mods: dict[str, pathlib.Path]) -> dict[str, dict[str, int]]:
+    """``{module: {imported module: line}}`` over every import statement, wherever it stands.
+
+    ``from a import b`` counts as an import of ``a.b`` when that is a module, else of ``a``.
+    """
+    graph: dict[str, dict[str, int]] = {}
+    for name, path in mods.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        out: dict[str, int] = {}
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                targets = [
+                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in mods else base
+                    for alias in node.names
+                ]
+            else:
+                continue
+            for target in targets:
+                while target and target not in mods:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    out.setdefault(target, node.lineno)
+        graph[name] = out
+    return graph
+
+
+def layer_of(module: str) -> int:
+    best, layer = -1, None
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, layer = len(prefix), index
+    if layer is None:
+        raise AssertionError(f"{module} is in no layer; add it to LAYERS in {__file__}.")
+    return layer
+
+
+def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return groups
+
+
+def upward(graph: dict[str, dict[str, int]]) -> list[str]:
+    return [
+        f"{module}:{line} imports {target} ({LAYERS[layer_of(target)][0]} is above "
+        f"{LAYERS[layer_of(module)][0]})"
+        for module, targets in sorted(graph.items())
+        for target, line in sorted(targets.items())
+        if layer_of(target) > layer_of(module)
+    ]
+
+
+def test_every_module_has_a_layer():
+    for module in modules():
+        layer_of(module)
+
+
+def test_no_import_cycles():
+    assert cycles(imports(modules())) == []
+
+
+def test_imports_point_down_the_layers():
+    assert upward(imports(modules())) == []
+
+
+def test_the_checks_catch_a_cycle_and_an_upward_import():
+    graph = {
+        "cnn_flax.models.a": {"cnn_flax.training.b": 1},
+        "cnn_flax.training.b": {"cnn_flax.models.a": 2},
+    }
+    assert cycles(graph) == [["cnn_flax.models.a", "cnn_flax.training.b"]]
+    assert upward(graph) == [
+        "cnn_flax.models.a:1 imports cnn_flax.training.b (training is above the zoo)"
+    ]
+
+
+if __name__ == "__main__":
+    graph = imports(modules(pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else PACKAGE))
+    inside = sum(len(t) for t in graph.values())
+    print(f"{len(graph)} modules, {inside} internal imports (module pairs)")
+    found = cycles(graph)
+    print(f"import cycles: {len(found)}")
+    for group in found:
+        print(f"  {len(group)} modules: {' '.join(group)}")
+    up = upward(graph)
+    print(f"upward imports: {len(up)}")
+    for line in up:
+        print(f"  {line}")

@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from cnn_flax import (
+from cnn_flax.training import (
     checkpoint,
     finetune,
     intervals,
