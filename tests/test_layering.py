@@ -12,12 +12,11 @@ import ast
 import pathlib
 import sys
 
-import cnn_flax
-
-PACKAGE = pathlib.Path(cnn_flax.__file__).parent
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cnn_flax"
 
 # Lowest first: a module may import its own layer and those listed before it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("foundation", ("cnn_flax.errors",)),
     ("the zoo", ("cnn_flax.models",)),
     ("data", ("cnn_flax.data",)),
     ("weights", ("cnn_flax.weights",)),

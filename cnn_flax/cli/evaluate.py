@@ -20,46 +20,19 @@ twice, raw and EMA.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 from collections.abc import Sequence
 
 import ml_collections
 
-
-def resolve_config(
-    *, config_name: str | None, workdir: str | None, overrides: Sequence[str]
-) -> ml_collections.ConfigDict:
-    """The eval config: ``--config`` if given, else the workdir's ``config.json``; + overrides.
-
-    Raises:
-      ValueError: an unknown config, a bad override or a bad field (:mod:`cnn_flax.config_checks`).
-    """
-    from cnn_flax import configs
-    from cnn_flax.training.config_checks import check_config
-
-    if config_name:
-        config = configs.get_config(config_name)
-    elif workdir and (pathlib.Path(workdir) / "config.json").is_file():
-        saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
-        config = configs.get_config("quickstart")
-        _merge(config, saved)
-    else:
-        raise ValueError("Pass --config=NAME_OR_PATH (the workdir holds no config.json).")
-    config = configs.apply_overrides(config, list(overrides))
-    check_config(config)
-    return config
-
-
-def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:
-    """Writes a saved ``config.json`` over a base config (unlocked, so every key comes back)."""
-    with config.unlocked():
-        for key, value in saved.items():
-            if isinstance(value, dict) and isinstance(config.get(key), ml_collections.ConfigDict):
-                _merge(config[key], value)
-            else:
-                config[key] = tuple(value) if isinstance(value, list) else value
+from cnn_flax.configs import split_config_args
+from cnn_flax.data.eval_transform import check_agrees
+from cnn_flax.training import checkpoint, checkpoint_record, parallel
+from cnn_flax.training.checkpoint import CheckpointError
+from cnn_flax.training.config_checks import load_config
+from cnn_flax.training.eval_loop import Evaluator
+from cnn_flax.training.model_builder import build_model
 
 
 def evaluate(
@@ -74,10 +47,6 @@ def evaluate(
       ``{"top1", "top5", "loss", "num_examples"}`` and, when the checkpoint has EMA weights, the
       same with an ``ema_`` prefix.
     """
-    from cnn_flax.training import checkpoint, parallel
-    from cnn_flax.training.eval_loop import Evaluator
-    from cnn_flax.training.model_builder import build_model
-
     if data_source is None:
         from cnn_flax import data as data_source
     num_classes, _, _ = data_source.get_dataset_info(config.data)
@@ -118,11 +87,9 @@ def evaluate(
 
 def _check_preprocessing(config: ml_collections.ConfigDict, source: str) -> None:
     """A config that evaluates the checkpoint on other inputs than it records is an error."""
-    from cnn_flax.data import eval_transform as preprocessing
-
-    recorded = preprocessing.recorded(source)
+    recorded = checkpoint_record.read(source).preprocessing
     if recorded is not None:
-        preprocessing.check_agrees(config, recorded, where=source)
+        check_agrees(config, recorded, where=source)
 
 
 def _eval_batch_size(batch_size: int, num_devices: int) -> int:
@@ -132,9 +99,6 @@ def _eval_batch_size(batch_size: int, num_devices: int) -> int:
 
 def cli(argv: Sequence[str] | None = None) -> int:
     """``python -m cnn_flax.evaluate``; user errors become one line and exit status 2."""
-    from cnn_flax.configs import split_config_args
-    from cnn_flax.training.checkpoint import CheckpointError
-
     parser = argparse.ArgumentParser(
         prog="python -m cnn_flax.evaluate",
         description=__doc__,
@@ -148,7 +112,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
         rest, overrides = split_config_args(list(sys.argv[1:] if argv is None else argv))
         args = parser.parse_args(rest)
         source = args.workdir or args.checkpoint
-        config = resolve_config(config_name=args.config, workdir=source, overrides=overrides)
+        config = load_config(args.config, overrides, workdir=source)
         _check_preprocessing(config, source)
         results = evaluate(config, source)
     except (ValueError, CheckpointError) as err:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import pathlib
 import re
 import sys
@@ -39,12 +38,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_flax.data.eval_transform import Preprocessing, workdir_of
+from cnn_flax.data.eval_transform import Preprocessing
 from cnn_flax.models import create_model, model_info
 from cnn_flax.models.layers import IMAGENET_MEAN, IMAGENET_STD
+from cnn_flax.training import checkpoint_record
 from cnn_flax.training.checkpoint import CheckpointError, find_model_meta, load_variables
 
-CLASSES_FILE = "classes.json"  # a training workdir's class names, written when training starts
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
@@ -183,28 +182,19 @@ def checkpoint_inputs(checkpoint: pathlib.Path, model: str | None = None) -> Che
       UsageError: unknown model, or ``model`` disagrees with the checkpoint's.
     """
     name, overrides, meta = _resolve_model(model, checkpoint)
-    workdir = workdir_of(checkpoint)
-    if workdir is not None:
-        from cnn_flax.cli.evaluate import resolve_config
-
-        try:
-            config = resolve_config(config_name=None, workdir=str(workdir), overrides=[])
-            preprocessing = Preprocessing.from_config(config)
-        except ValueError as err:
-            raise UsageError(f"{workdir}/config.json: {err}") from None
-        return CheckpointInputs(name, overrides, preprocessing, _run_class_names(workdir, config))
-    if meta.get("preprocessing"):
-        preprocessing = Preprocessing.from_json(meta["preprocessing"])
-    else:
-        preprocessing = Preprocessing.for_model(name)
-    names = meta.get("class_names") or _imagenet_names(int(meta.get("num_classes", 0)))
+    try:
+        record = checkpoint_record.read(checkpoint)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if record.workdir is not None:
+        names = record.class_names or _data_set_class_names(record.config)
+        return CheckpointInputs(name, overrides, record.preprocessing, names)
+    preprocessing = record.preprocessing or Preprocessing.for_model(name)
+    names = record.class_names or _imagenet_names(int(meta.get("num_classes", 0)))
     return CheckpointInputs(name, overrides, preprocessing, names)
 
 
-def _run_class_names(workdir: pathlib.Path, config) -> list[str] | None:
-    path = workdir / CLASSES_FILE
-    if path.is_file():
-        return list(json.loads(path.read_text())["names"])
+def _data_set_class_names(config) -> list[str] | None:
     # Workdirs from before classes.json: ask the data set (cheap for the offline sets).
     try:
         from cnn_flax.data import get_class_names

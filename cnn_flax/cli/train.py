@@ -24,6 +24,12 @@ from collections.abc import Sequence
 from absl import app, flags, logging
 
 from cnn_flax.cli import train_help
+from cnn_flax.cli.dry_run import dry_run
+from cnn_flax.configs import split_config_args
+from cnn_flax.training import checkpoint, parallel, trainer
+from cnn_flax.training.checkpoint import CheckpointError
+from cnn_flax.training.config_checks import load_config
+from cnn_flax.training.trainer import TrainingError
 
 _CONFIG = flags.DEFINE_string("config", None, "Recipe name, model name or path to a .py config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (resumed if it holds checkpoints).")
@@ -54,23 +60,7 @@ class UsageError(ValueError):
     """A command-line mistake; printed as one line."""
 
 
-def load_config(name_or_path: str | None, overrides: Sequence[str]):
-    """The config with its overrides applied; every mistake is a ``ValueError`` (no compute)."""
-    from cnn_flax import configs
-    from cnn_flax.training.config_checks import check_config
-
-    if not name_or_path:
-        raise UsageError("--config is required, e.g. --config=quickstart.")
-    config = configs.get_config(name_or_path)
-    config = configs.apply_overrides(config, list(overrides))
-    check_config(config)
-    return config
-
-
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from cnn_flax.training.checkpoint import CheckpointError
-    from cnn_flax.training.trainer import TrainingError
-
     errors: list[type[BaseException]] = [ValueError, CheckpointError, TrainingError]
     try:
         from cnn_flax.data.datasets import DatasetNotPreparedError
@@ -97,15 +87,14 @@ def main(argv: Sequence[str]) -> int:
     """Runs training from parsed flags; returns the exit status."""
     if len(argv) > 1:
         raise UsageError(f"Unexpected arguments {list(argv[1:])}; see --help.")
-    from cnn_flax.training import checkpoint, parallel, trainer
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
         checkpoint.silence_background_write_errors()  # each is raised, and said, once
+    if not _CONFIG.value:
+        raise UsageError("--config is required, e.g. --config=quickstart.")
     config = load_config(_CONFIG.value, _OVERRIDES)
     if _DRY_RUN.value:
-        from cnn_flax.cli.dry_run import dry_run
-
         dry_run(config, workdir=_WORKDIR.value, num_train=_NUM_TRAIN.value)
         return 0
     if not _WORKDIR.value:
@@ -145,8 +134,6 @@ def _help(rest: list[str], overrides: list[str]) -> str:
 
 def cli(argv: Sequence[str] | None = None) -> int:
     """Entry point (also ``cnn-flax-train``). User errors become one line and exit status 2."""
-    from cnn_flax.configs import split_config_args
-
     argv = list(sys.argv if argv is None else argv)
     # absl keeps flag values between parses: without this, a second call in one process (a test,
     # a notebook) would silently reuse the previous call's --workdir.

@@ -33,6 +33,7 @@ import difflib
 import importlib
 import importlib.util
 import inspect
+import json
 import pathlib
 import pkgutil
 from collections.abc import Sequence
@@ -306,6 +307,42 @@ def apply_overrides(
     return config
 
 
+def load(
+    name_or_path: str | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    workdir: str | pathlib.Path | None = None,
+) -> ml_collections.ConfigDict:
+    """The one way a command gets its config: ``name_or_path`` (:func:`get_config`) if given, else
+    the training workdir's ``config.json``; then ``overrides`` (``["a.b=value", ...]``).
+
+    Fields are not checked here (:func:`cnn_flax.training.config_checks.load_config` checks).
+
+    Raises:
+      ValueError: neither is given, an unknown recipe, or a bad override.
+    """
+    saved = pathlib.Path(workdir) / "config.json" if workdir else None
+    if name_or_path:
+        config = get_config(name_or_path)
+    elif saved is not None and saved.is_file():
+        # Every key a run saved comes back, over the base of any recipe (quickstart's).
+        config = get_config("quickstart")
+        _merge(config, json.loads(saved.read_text()))
+    else:
+        raise ValueError("Pass --config=NAME_OR_PATH (the workdir holds no config.json).")
+    return apply_overrides(config, list(overrides))
+
+
+def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:
+    """Writes a saved ``config.json`` over a base config (unlocked, so every key comes back)."""
+    with config.unlocked():
+        for key, value in saved.items():
+            if isinstance(value, dict) and isinstance(config.get(key), ml_collections.ConfigDict):
+                _merge(config[key], value)
+            else:
+                config[key] = tuple(value) if isinstance(value, list) else value
+
+
 def split_config_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """Splits ``--config.a.b=v`` arguments out of ``argv``.
 
@@ -338,6 +375,7 @@ __all__ = [
     "apply_overrides",
     "get_config",
     "list_recipes",
+    "load",
     "model_recipe_names",
     "split_config_args",
 ]

@@ -10,16 +10,20 @@ normalisation. Two kinds of checkpoint record them differently:
   facts in the registry (``Weights.transform``, ``mean``, ``std``), made the way their publisher
   evaluates them, torchvision's resize-then-crop with PIL (``pipeline="torchvision"``).
 
-``predict`` and ``evaluate`` read it from the checkpoint; a config that disagrees with it is an
+``predict``, ``evaluate`` and fine-tuning read it from the checkpoint
+(:mod:`cnn_flax.training.checkpoint_record`); a config that disagrees with it is an
 error (:func:`check_agrees`), not a silent default. No TensorFlow or torch here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 from collections.abc import Mapping
 from typing import Any
+
+from cnn_flax.data.sizes import eval_sizes
+from cnn_flax.models import model_info
+from cnn_flax.models.layers import IMAGENET_MEAN, IMAGENET_STD
 
 PIPELINES = ("cnn_flax", "torchvision")
 # Normalisation is compared on the [0, 1] scale; configs hold it on the 0-255 scale.
@@ -61,8 +65,6 @@ class Preprocessing:
     @classmethod
     def from_config(cls, config: Any) -> Preprocessing:
         """The evaluation transform of a training config (its ``data`` fields)."""
-        from cnn_flax.data.sizes import eval_sizes
-
         sizes = eval_sizes(config.data)
         return cls(
             resize=sizes.resize,
@@ -82,9 +84,6 @@ class Preprocessing:
     def for_model(cls, name: str) -> Preprocessing:
         """What a checkpoint that records nothing gets: the model's default evaluation transform
         and its default weights' normalisation (the ImageNet statistics unless they differ)."""
-        from cnn_flax.models import model_info
-        from cnn_flax.models.layers import IMAGENET_MEAN, IMAGENET_STD
-
         info = model_info(name)
         weights = info.default_weights()
         if weights is not None:
@@ -130,38 +129,6 @@ class Preprocessing:
             f"--config.data.mean='{_on_255(self.mean)}'",
             f"--config.data.std='{_on_255(self.std)}'",
         ]
-
-
-def workdir_of(path: str | pathlib.Path) -> pathlib.Path | None:
-    """The training workdir ``path`` is (or a checkpoint of), or ``None`` for anything else."""
-    from cnn_flax.training.checkpoint import is_variables_checkpoint
-
-    path = pathlib.Path(path).expanduser().resolve()
-    if is_variables_checkpoint(path):
-        return None
-    for candidate in (path, path.parent, path.parent.parent):
-        if (candidate / "config.json").is_file():
-            return candidate
-    return None
-
-
-def recorded(path: str | pathlib.Path) -> Preprocessing | None:
-    """What the checkpoint at ``path`` records: a workdir's config, a converted checkpoint's
-    ``model.json`` entry, or ``None`` when it records nothing."""
-    workdir = workdir_of(path)
-    if workdir is not None:
-        from cnn_flax.cli.evaluate import resolve_config
-
-        return Preprocessing.from_config(
-            resolve_config(config_name=None, workdir=str(workdir), overrides=[])
-        )
-    from cnn_flax.training.checkpoint import CheckpointError, find_model_meta
-
-    try:
-        meta = find_model_meta(path)
-    except CheckpointError:
-        return None
-    return Preprocessing.from_json(meta["preprocessing"]) if meta.get("preprocessing") else None
 
 
 def check_agrees(config: Any, recorded: Preprocessing, *, where: str) -> None:

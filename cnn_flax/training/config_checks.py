@@ -19,10 +19,13 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-from collections.abc import Iterable
+import pathlib
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import ml_collections
+
+from cnn_flax import configs
 
 _OPEN_GROUPS = ("model_overrides",)  # keys a model defines; not part of the schema
 
@@ -48,6 +51,23 @@ def check_config(config: Any) -> None:
     _check_schedule(config)
     _check_data(config)
     _check_finetune(config)
+
+
+def load_config(
+    name_or_path: str | None,
+    overrides: Sequence[str] = (),
+    *,
+    workdir: str | pathlib.Path | None = None,
+) -> ml_collections.ConfigDict:
+    """The config a command runs: :func:`cnn_flax.configs.load` (``name_or_path``, else the
+    workdir's ``config.json``; then ``overrides``), checked by :func:`check_config`.
+
+    Raises:
+      ValueError: an unknown config, a bad override or a bad field, before any compute.
+    """
+    config = configs.load(name_or_path, overrides, workdir=workdir)
+    check_config(config)
+    return config
 
 
 # --- the schema -----------------------------------------------------------------------------------

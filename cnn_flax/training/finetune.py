@@ -20,7 +20,8 @@ comes from its own checkpoint, so resume is exact as for any run). :func:`initia
 latest checkpoint, raw weights) or a weights file / URL (:func:`cnn_flax.weights.load`).
 Freezing (``finetune.trainable``, ``finetune.freeze_bn_stats``) and the backbone's learning rate
 (``finetune.backbone_lr_mult``) act in the optimiser, the train step and the model
-(:func:`adapt_model`); see ``finetune`` in :mod:`cnn_flax.configs.base`.
+(:func:`cnn_flax.training.model_builder.adapt_model`); see ``finetune`` in
+:mod:`cnn_flax.configs.base`.
 """
 
 from __future__ import annotations
@@ -35,12 +36,16 @@ import jax
 import ml_collections
 import numpy as np
 
-from cnn_flax.training import checkpoint
-from cnn_flax.training.state import TrainState
+from cnn_flax import weights
+from cnn_flax.data.eval_transform import Preprocessing
+from cnn_flax.errors import one_line
+from cnn_flax.models import create_model
+from cnn_flax.training import checkpoint, checkpoint_record
+from cnn_flax.training.checkpoint_record import CLASSES_FILE
+from cnn_flax.training.optim import HEAD
+from cnn_flax.training.state import TrainState, create_train_state
 
 INIT_RECORD = "init_from.json"
-CLASSES_RECORD = "classes.json"
-HEAD = "head"
 
 
 class FinetuneError(ValueError):
@@ -66,24 +71,6 @@ class Pretrained:
     record: dict
 
 
-def freezes_batch_norm(config: ml_collections.ConfigDict) -> bool:
-    """Whether BatchNorm keeps its loaded statistics: asked for, or implied by a linear probe."""
-    from cnn_flax.training import optim
-
-    finetune = config.get("finetune")
-    if finetune is None:
-        return False
-    return bool(finetune.freeze_bn_stats) or optim.trainable_part(config) == "head"
-
-
-def adapt_model(model: Any, config: ml_collections.ConfigDict) -> Any:
-    """The model with :class:`~cnn_flax.models.norm.FrozenBatchNorm` where the config freezes
-    BatchNorm statistics, else unchanged."""
-    from cnn_flax.models.norm import frozen_batch_norm
-
-    return frozen_batch_norm(model) if freezes_batch_norm(config) else model
-
-
 def read_pretrained(source: str, config: ml_collections.ConfigDict) -> Pretrained:
     """Loads ``source`` (see the module docstring) for ``config.model``.
 
@@ -94,14 +81,12 @@ def read_pretrained(source: str, config: ml_collections.ConfigDict) -> Pretraine
     if path.is_dir():
         pretrained = _from_checkpoint(path.resolve())
     else:
-        from cnn_flax import weights
-
         try:
             loaded = weights.load(
                 config.model, source, format=config.finetune.get("weights_format")
             )
         except (weights.WeightsError, TypeError) as err:
-            raise FinetuneError(f"init_from={source}: {_one_line(err)}") from None
+            raise FinetuneError(f"init_from={source}: {one_line(err)}") from None
         provenance = loaded.provenance.to_json()
         pretrained = Pretrained(
             variables=loaded.variables,
@@ -124,7 +109,7 @@ def _from_checkpoint(path: pathlib.Path) -> Pretrained:
         variables = checkpoint.load_variables(path)
         meta = checkpoint.find_model_meta(path)
     except checkpoint.CheckpointError as err:
-        raise FinetuneError(f"init_from={path}: {_one_line(err)}") from None
+        raise FinetuneError(f"init_from={path}: {one_line(err)}") from None
     record: dict[str, Any] = {"source": str(path), "model": meta["model"]}
     preprocessing = meta.get("preprocessing")
     if checkpoint.is_variables_checkpoint(path):
@@ -147,20 +132,13 @@ def _from_checkpoint(path: pathlib.Path) -> Pretrained:
 
 
 def _workdir_preprocessing(workdir: pathlib.Path) -> dict | None:
-    if not (workdir / "config.json").is_file():
-        return None
-    from cnn_flax.cli.evaluate import resolve_config
-    from cnn_flax.data.eval_transform import Preprocessing
-
-    config = resolve_config(config_name=None, workdir=str(workdir), overrides=[])
-    return Preprocessing.from_config(config).to_json()
+    recorded = checkpoint_record.read(workdir).preprocessing
+    return None if recorded is None else recorded.to_json()
 
 
 def check_fits(pretrained: Pretrained, config: ml_collections.ConfigDict, source: str) -> None:
     """Raises :class:`FinetuneError` when the config builds a model the weights do not fit
     beyond their shapes: overrides they need, or their input normalisation."""
-    from cnn_flax.models import create_model
-
     configured = dict(config.model_overrides.to_dict()) if config.model_overrides else {}
     model = create_model(config.model, **configured)
     missing = {
@@ -175,8 +153,6 @@ def check_fits(pretrained: Pretrained, config: ml_collections.ConfigDict, source
             f"add {flags}."
         )
     if pretrained.preprocessing is not None:
-        from cnn_flax.data.eval_transform import Preprocessing
-
         theirs = Preprocessing.from_json(pretrained.preprocessing)
         ours = Preprocessing.from_config(config)
         diffs = [d for d in theirs.differences(ours) if d.startswith(("mean", "std"))]
@@ -206,7 +182,7 @@ def merge(
     loaded_head = pretrained.variables["params"].get(HEAD)
     if fresh_head is None or loaded_head is None:
         raise FinetuneError(f"init_from={source}: no 'head' subtree in the model or the weights.")
-    head_fits = _shapes(fresh_head) == _shapes(loaded_head)
+    head_fits = _flat_shapes(fresh_head) == _flat_shapes(loaded_head)
     keep_head = head_fits and not reset_head
     new = jax.tree_util.tree_map(np.asarray, dict(pretrained.variables))
     new_head = jax.tree.map(np.zeros_like, fresh_head)
@@ -246,8 +222,6 @@ def initial_state(
     Raises:
       FinetuneError: the weights cannot start this run (nothing is written then).
     """
-    from cnn_flax.training.state import create_train_state
-
     source = config.get("init_from")
     pretrained = None
     if source:
@@ -282,7 +256,7 @@ def _write_records(workdir: pathlib.Path, config, data_source: Any, record: dict
     class_names = getattr(data_source, "get_class_names", None)
     if class_names is not None:
         names = {"data": str(config.data.name), "names": list(class_names(config.data))}
-        (workdir / CLASSES_RECORD).write_text(json.dumps(names, indent=2) + "\n")
+        (workdir / CLASSES_FILE).write_text(json.dumps(names, indent=2) + "\n")
 
 
 def _check_same_arrays(fresh: Any, new: Any, *, source: str) -> None:
@@ -309,10 +283,6 @@ def _flat_shapes(tree: Any) -> dict[str, tuple]:
     return {jax.tree_util.keystr(path): tuple(np.shape(leaf)) for path, leaf in leaves}
 
 
-def _shapes(tree: Any) -> dict[str, tuple]:
-    return _flat_shapes(tree)
-
-
 def _classes(head: Any) -> int:
     kernel = head["kernel"] if "kernel" in head else jax.tree.leaves(head)[0]
     return int(np.shape(kernel)[-1])
@@ -320,8 +290,3 @@ def _classes(head: Any) -> int:
 
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
-
-
-def _one_line(err: object) -> str:
-    message = err.args[0] if isinstance(err, Exception) and err.args else err
-    return " ".join(str(message).split())

@@ -23,29 +23,40 @@ from typing import Any
 
 import ml_collections
 
-from cnn_flax.training import finetune, steps
+from cnn_flax.models import create_model, depthwise
+from cnn_flax.models.norm import frozen_batch_norm, per_device_batch_norm
+from cnn_flax.training import optim, steps
 
 BN_MODES = ("global", "per_device")
 
 
 def build_model(config: ml_collections.ConfigDict, *, num_classes: int, num_devices: int) -> Any:
     """The config's model, with per-device BatchNorm injected when ``bn_mode="per_device"``."""
-    from cnn_flax.models import create_model
-    from cnn_flax.models.norm import per_device_batch_norm
-
     overrides = dict(config.model_overrides.to_dict()) if config.model_overrides else {}
     if isinstance(overrides.get("conv"), str):
-        from cnn_flax.models import depthwise
-
         overrides["conv"] = depthwise.conv_preset(overrides["conv"])
     dtype = steps.compute_dtype(config.dtype)
     model = create_model(config.model, num_classes=num_classes, dtype=dtype, **overrides)
-    if finetune.freezes_batch_norm(config):  # no batch statistics at all: bn_mode is moot
-        return finetune.adapt_model(model, config)
+    if freezes_batch_norm(config):  # no batch statistics at all: bn_mode is moot
+        return adapt_model(model, config)
     if config.bn_mode == "per_device":
         # Every BatchNorm the model is given, found by type (models without BatchNorm unchanged).
         model = per_device_batch_norm(model, num_devices)
     return model
 
 
-__all__ = ["BN_MODES", "build_model"]
+def freezes_batch_norm(config: ml_collections.ConfigDict) -> bool:
+    """Whether BatchNorm keeps its loaded statistics: asked for, or implied by a linear probe."""
+    finetune = config.get("finetune")
+    if finetune is None:
+        return False
+    return bool(finetune.freeze_bn_stats) or optim.trainable_part(config) == "head"
+
+
+def adapt_model(model: Any, config: ml_collections.ConfigDict) -> Any:
+    """The model with :class:`~cnn_flax.models.norm.FrozenBatchNorm` where the config freezes
+    BatchNorm statistics (``finetune.freeze_bn_stats``), else unchanged."""
+    return frozen_batch_norm(model) if freezes_batch_norm(config) else model
+
+
+__all__ = ["BN_MODES", "adapt_model", "build_model", "freezes_batch_norm"]

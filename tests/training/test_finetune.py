@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from cnn_flax.training import checkpoint, finetune, trainer
+from cnn_flax.training.checkpoint_record import CLASSES_FILE
 from tests.training import fakes
 
 CLASS_NAMES = ["top-left", "top-right", "bottom-left", "bottom-right"]
@@ -65,7 +66,7 @@ def test_starts_from_a_workdir_with_its_head_when_the_classes_match(pretrained, 
     record = json.loads((tmp_path / finetune.INIT_RECORD).read_text())
     assert record["kind"] == "training workdir" and record["step"] == 3
     assert record["source"] == str(source) and record["head"] == "kept from the weights"
-    classes = json.loads((tmp_path / finetune.CLASSES_RECORD).read_text())
+    classes = json.loads((tmp_path / CLASSES_FILE).read_text())
     assert classes["names"] == CLASS_NAMES
 
 
@@ -100,7 +101,7 @@ def test_new_head_for_another_class_count(pretrained, tmp_path):
     record = json.loads((tmp_path / "run" / finetune.INIT_RECORD).read_text())
     assert record["kind"] == "variables checkpoint"
     assert record["head"] == "new, zeros (class count differs: 7 -> 4 classes)"
-    assert not (tmp_path / "run" / finetune.CLASSES_RECORD).exists()  # FakeData names no classes
+    assert not (tmp_path / "run" / CLASSES_FILE).exists()  # FakeData names no classes
 
 
 def test_reset_head_even_when_the_classes_match(pretrained, tmp_path):

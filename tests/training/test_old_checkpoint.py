@@ -17,8 +17,8 @@ import shutil
 
 import numpy as np
 
-from cnn_flax.cli.evaluate import resolve_config
 from cnn_flax.training import checkpoint
+from cnn_flax.training.config_checks import load_config
 from cnn_flax.training.model_builder import build_model
 
 OLD = pathlib.Path(__file__).parent / "old_workdir"
@@ -29,7 +29,7 @@ def _images() -> np.ndarray:
 
 
 def test_old_checkpoint_gives_the_old_logits():
-    config = resolve_config(config_name=None, workdir=str(OLD), overrides=[])
+    config = load_config(None, workdir=OLD)
     model = build_model(config, num_classes=10, num_devices=1)
     variables = checkpoint.load_variables(OLD)
     logits = np.asarray(model.apply(variables, _images(), train=False))
@@ -41,7 +41,7 @@ def test_old_workdir_resumes(tmp_path):
 
     workdir = tmp_path / "run"
     shutil.copytree(OLD, workdir)
-    config = resolve_config(config_name=None, workdir=str(workdir), overrides=[])
+    config = load_config(None, workdir=workdir)
     config.total_steps = 4
     config.eval_every_steps = 4
     # A longer run of the same workdir: it restores step 3 (state, optimiser, step) and goes on.

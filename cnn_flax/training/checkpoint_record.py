@@ -1,0 +1,106 @@
+"""What a checkpoint records about itself, read one way for ``predict``, ``evaluate`` and
+fine-tuning alike.
+
+Two kinds of checkpoint record it differently:
+
+* a training workdir (or a step folder inside one): ``model.json`` (model, classes, overrides),
+  ``config.json`` (the run's config, hence its evaluation transform) and ``classes.json`` (the
+  data set's class names, written when training starts);
+* a variables checkpoint (``python -m cnn_flax.convert``): ``model.json`` alone, with the
+  published weights' evaluation transform (``preprocessing``) and class names where known.
+
+A reader that needs one of these facts asks :func:`read`, so the three commands cannot drift
+apart on, say, which config a workdir holds or where its class names are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+import ml_collections
+
+from cnn_flax import configs
+from cnn_flax.data.eval_transform import Preprocessing
+from cnn_flax.training.checkpoint import (
+    CheckpointError,
+    find_model_meta,
+    is_variables_checkpoint,
+)
+
+CLASSES_FILE = "classes.json"  # a training workdir's class names, written when training starts
+CONFIG_FILE = "config.json"  # a training workdir's config, written when training starts
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """What the checkpoint at ``path`` says about its model, inputs and outputs.
+
+    Attributes:
+      path: the checkpoint as given.
+      workdir: the training workdir it is (or lies in), ``None`` for a variables checkpoint.
+      meta: its ``model.json`` (``{}`` when there is none).
+      config: the workdir's config (``config.json`` over the base recipe), else ``None``.
+      preprocessing: its evaluation transform, ``None`` when it records none.
+      class_names: its output classes' names, ``None`` when it records none.
+    """
+
+    path: pathlib.Path
+    workdir: pathlib.Path | None
+    meta: dict
+    config: ml_collections.ConfigDict | None
+    preprocessing: Preprocessing | None
+    class_names: list[str] | None
+
+    @property
+    def model(self) -> str | None:
+        return self.meta.get("model")
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        return dict(self.meta.get("overrides") or {})
+
+
+def workdir_of(path: str | pathlib.Path) -> pathlib.Path | None:
+    """The training workdir ``path`` is (or a checkpoint of), or ``None`` for anything else."""
+    path = pathlib.Path(path).expanduser().resolve()
+    if is_variables_checkpoint(path):
+        return None
+    for candidate in (path, path.parent, path.parent.parent):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    return None
+
+
+def read(path: str | pathlib.Path) -> Record:
+    """Reads what the checkpoint (or workdir) at ``path`` records; nothing is required.
+
+    Raises:
+      ValueError: a workdir whose ``config.json`` no longer loads, naming the file.
+    """
+    path = pathlib.Path(path).expanduser()
+    try:
+        meta = find_model_meta(path)
+    except CheckpointError:
+        meta = {}
+    workdir = workdir_of(path)
+    if workdir is None:
+        preprocessing = meta.get("preprocessing")
+        return Record(
+            path=path,
+            workdir=None,
+            meta=meta,
+            config=None,
+            preprocessing=Preprocessing.from_json(preprocessing) if preprocessing else None,
+            class_names=meta.get("class_names"),
+        )
+    try:
+        config = configs.load(workdir=workdir)
+        preprocessing = Preprocessing.from_config(config)
+    except ValueError as err:
+        raise ValueError(f"{workdir / CONFIG_FILE}: {err}") from None
+    classes = workdir / CLASSES_FILE
+    names = list(json.loads(classes.read_text())["names"]) if classes.is_file() else None
+    return Record(path, workdir, meta, config, preprocessing, names)
