@@ -9,8 +9,6 @@ from __future__ import annotations
 
 
 def one_line(message: object) -> str:
-    """``message`` with its whitespace runs (newlines included) made single spaces; of an
-    exception, its first argument (the message without the type's decoration)."""
-    if isinstance(message, BaseException) and message.args:
-        message = message.args[0]
+    """``message`` (text, or an exception's ``str``) with every run of whitespace, newlines
+    included, made one space."""
     return " ".join(str(message).split())

@@ -17,7 +17,9 @@ def test_mesh_spans_every_device():
 
 def test_batch_is_split_and_state_replicated():
     mesh = parallel.create_mesh()
-    batch = parallel.host_to_global(np.arange(16.0).reshape(16, 1), parallel.data_sharding(mesh))
+    batch = jax.make_array_from_process_local_data(
+        parallel.data_sharding(mesh), np.arange(16.0).reshape(16, 1)
+    )
     assert {s.data.shape for s in batch.addressable_shards} == {(2, 1)}
     state = parallel.replicate({"w": np.ones(3)}, mesh)
     assert {s.data.shape for s in state["w"].addressable_shards} == {(3,)}

@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cnn_flax import weights
+from cnn_flax.errors import one_line
 from cnn_flax.models import list_models, model_info
 from cnn_flax.training.checkpoint import CheckpointError, save_variables
 
@@ -103,9 +104,9 @@ def convert_checkpoint(
     try:
         variables, provenance = weights.load(name, source, format=format, overrides=overrides)
     except KeyError as err:
-        raise UsageError(_one_line(err.args[0] if err.args else err)) from None
+        raise UsageError(one_line(err.args[0] if err.args else err)) from None
     except (ValueError, TypeError) as err:  # WeightsError is a ValueError
-        raise UsageError(_one_line(err)) from None
+        raise UsageError(one_line(err)) from None
     log(
         f"Converted {provenance.tensors} tensors ({provenance.format} names, SHA-256 "
         f"{provenance.sha256[:12]}...) to cnn_flax {name!r}"
@@ -127,13 +128,9 @@ def convert_checkpoint(
     try:
         save_variables(out, variables, meta=meta)
     except CheckpointError as err:
-        raise UsageError(_one_line(err)) from None
+        raise UsageError(one_line(err)) from None
     log(f"Done in {time.perf_counter() - start:.1f} s: {name}, {num_classes} classes -> {out}")
     return meta
-
-
-def _one_line(message: object) -> str:
-    return " ".join(str(message).split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides=overrides,
         )
     except UsageError as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     return 0
 

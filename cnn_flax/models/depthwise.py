@@ -104,27 +104,6 @@ def _check_depthwise(x: jax.Array, kernel: jax.Array) -> None:
         )
 
 
-def depthwise_xla(
-    x: jax.Array,
-    kernel: jax.Array,
-    *,
-    strides: tuple[int, int],
-    padding: Pads,
-    precision: lax.PrecisionLike = None,
-) -> jax.Array:
-    """The reference: XLA's grouped convolution with one group per channel."""
-    _check_depthwise(x, kernel)
-    return lax.conv_general_dilated(
-        x,
-        kernel,
-        window_strides=strides,
-        padding=padding,
-        dimension_numbers=_DIMENSION_NUMBERS,
-        feature_group_count=x.shape[3],
-        precision=precision,
-    )
-
-
 def _strided_tap(xp: jax.Array, i: int, j: int, out_hw: tuple[int, int], strides) -> jax.Array:
     """The ``[N, H_out, W_out, C]`` pixels of ``xp`` that kernel tap ``(i, j)`` multiplies."""
     n, _, _, c = xp.shape

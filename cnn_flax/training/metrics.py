@@ -20,11 +20,9 @@ from typing import Any
 import jax
 import numpy as np
 
-Pairs = Mapping[str, tuple[Any, Any]]
+from cnn_flax.training.steps import NONFINITE
 
-# Flags, not means: a metric named NONFINITE (loss or gradient norm) or NONFINITE_<part> (a part
-# of the new training state) is 1 for a step whose value went inf or nan.
-NONFINITE = "nonfinite"
+Pairs = Mapping[str, tuple[Any, Any]]
 
 
 def is_flag(name: str) -> bool:

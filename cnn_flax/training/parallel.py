@@ -97,15 +97,6 @@ def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
         )
 
 
-def host_to_global(batch: Any, sharding: NamedSharding) -> Any:
-    """Assembles per-process numpy arrays into global arrays sharded by ``sharding``.
-
-    Every process passes its own slice of the global batch (leading dimension = global batch /
-    process count); the result is one logical array spanning all processes.
-    """
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
-
-
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Places a pytree of host values as replicated global arrays on ``mesh``."""
     sharding = replicated_sharding(mesh)

@@ -20,13 +20,15 @@ import optax
 
 from cnn_flax.models import layers
 from cnn_flax.training import optim
-from cnn_flax.training.metrics import NONFINITE
 from cnn_flax.training.run_plan import EmaPlan
 from cnn_flax.training.state import TrainState
 
 Metrics = dict[str, tuple[jax.Array, jax.Array]]
 Batch = dict[str, jax.Array]
 
+# Flags, not means: a metric named NONFINITE (loss or gradient norm) or NONFINITE_<part> (a part
+# of the new training state) is 1 for a step whose value went inf or nan.
+NONFINITE = "nonfinite"
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from cnn_flax.errors import one_line
 from cnn_flax.weights.convert import WeightsError
 
 CONTAINERS = ("safetensors", "torch")
@@ -70,7 +71,7 @@ def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
         return dict(load_file(str(path)))
     except Exception as err:  # safetensors raises SafetensorError, TypeError for bf16, ...
         raise WeightsError(
-            f"cannot read {path} as safetensors ({type(err).__name__}: {_one_line(err)[:200]}); "
+            f"cannot read {path} as safetensors ({type(err).__name__}: {one_line(err)[:200]}); "
             "numpy has no bfloat16, so such files must be converted to float32 first."
         ) from None
 
@@ -111,10 +112,6 @@ def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
 
 def _unreadable(path: pathlib.Path, err: Exception) -> str:
     return (
-        f"cannot read {path} with torch.load ({type(err).__name__}: {_one_line(err)[:200]}); "
+        f"cannot read {path} with torch.load ({type(err).__name__}: {one_line(err)[:200]}); "
         "is it a file written by torch.save?"
     )
-
-
-def _one_line(message: object) -> str:
-    return " ".join(str(message).split())

@@ -21,6 +21,7 @@ import pathlib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from cnn_flax.errors import one_line
 from cnn_flax.weights import files, sources
 from cnn_flax.weights.convert import WeightsError, convert, model_overrides
 
@@ -121,7 +122,7 @@ def load(
         try:
             variables = convert(name, tensors, format=candidate, **{**conventions, **explicit})
         except (WeightsError, KeyError, ValueError) as err:
-            failures.append(f"{candidate}: {_one_line(err.args[0] if err.args else err)[:240]}")
+            failures.append(f"{candidate}: {one_line(err.args[0] if err.args else err)[:240]}")
             continue
         chosen = published
         if chosen is None and candidate == "torchvision":
@@ -189,7 +190,3 @@ def _preprocessing(weights: Any) -> dict[str, Any] | None:
     from cnn_flax.data.eval_transform import Preprocessing
 
     return Preprocessing.from_weights(weights).to_json()
-
-
-def _one_line(message: object) -> str:
-    return " ".join(str(message).split())
