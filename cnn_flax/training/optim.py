@@ -359,8 +359,11 @@ def stop_frozen_gradients(params: PyTree, config: ml_collections.ConfigDict) -> 
     The gradients of frozen parameters are then zeros without being computed: XLA drops the
     backward pass through the backbone, which is most of a probe's cost.
     """
-    if trainable_part(config) == "all":
-        return params
+    return params if trainable_part(config) == "all" else freeze_backbone(params)
+
+
+def freeze_backbone(params: PyTree) -> PyTree:
+    """``params`` with everything but the head behind ``stop_gradient``."""
     return {k: v if k == HEAD else jax.lax.stop_gradient(v) for k, v in params.items()}
 
 

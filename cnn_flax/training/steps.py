@@ -8,6 +8,7 @@ up and divides only when it logs, so no step ever waits for the device.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,8 +19,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from cnn_flax.data.mixing import augment_batch, normalize
 from cnn_flax.models import layers
-from cnn_flax.training import optim
+from cnn_flax.training import losses, optim
 from cnn_flax.training.run_plan import EmaPlan
 from cnn_flax.training.state import TrainState
 
@@ -68,6 +70,108 @@ def state_finiteness(parts: Mapping[str, Any]) -> Metrics:
 # --- steps ----------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class OnDeviceAugment:
+    """``config.data.augment``'s on-device part (:func:`cnn_flax.data.mixing.augment_batch`)."""
+
+    random_erasing: float
+    random_erasing_noise: bool
+    mixup_alpha: float
+    cutmix_alpha: float
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    """What the train step takes from the config, read once before tracing: nothing inside the
+    jitted step looks at the ``ConfigDict``.
+
+    Attributes:
+      dtype: the compute dtype (``config.dtype``).
+      mean: per-channel mean on the 0-255 scale (``data.mean``).
+      std: per-channel standard deviation on the 0-255 scale (``data.std``).
+      seed: the run's seed; a step's randomness is ``fold_in(key(seed), step)``.
+      label_smoothing: of the cross-entropy.
+      aux_loss_weight: of the auxiliary heads' losses (GoogLeNet, Inception v3).
+      head_only: a linear probe (``finetune.trainable="head"``): gradients reach the head alone.
+      augment: random erasing, mixup and CutMix.
+    """
+
+    dtype: Any
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    seed: int
+    label_smoothing: float
+    aux_loss_weight: float
+    head_only: bool
+    augment: OnDeviceAugment
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> StepSettings:
+        """The settings of a checked training config."""
+        augment = config.data.augment
+        return cls(
+            dtype=compute_dtype(config.dtype),
+            mean=tuple(config.data.mean),
+            std=tuple(config.data.std),
+            seed=int(config.seed),
+            label_smoothing=float(config.label_smoothing),
+            aux_loss_weight=float(config.aux_loss_weight),
+            head_only=optim.trainable_part(config) == "head",
+            augment=OnDeviceAugment(
+                random_erasing=float(augment.random_erasing),
+                random_erasing_noise=bool(augment.random_erasing_noise),
+                mixup_alpha=float(augment.mixup_alpha),
+                cutmix_alpha=float(augment.cutmix_alpha),
+            ),
+        )
+
+
+def make_loss(model: nn.Module, settings: StepSettings) -> Callable:
+    """The differentiated loss ``(params, batch_stats, images, targets, dropout_rng, loss_scale)
+    -> (scaled total, (loss, logits, new batch_stats))``.
+
+    The total adds the auxiliary heads' losses (weighted) to the main one and is multiplied by
+    the float16 loss scale when there is one; ``loss`` is the main head's, for the metrics.
+    """
+    smoothing, aux_weight = settings.label_smoothing, settings.aux_loss_weight
+
+    def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+        total, count = losses.cross_entropy(
+            logits.astype(jnp.float32), targets, label_smoothing=smoothing
+        )
+        return total / count
+
+    def loss_fn(params, batch_stats, images, targets, dropout_rng, loss_scale):
+        if settings.head_only:
+            params = optim.freeze_backbone(params)
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": batch_stats},
+            images,
+            train=True,
+            mutable=["batch_stats", layers.AUX_COLLECTION],
+            rngs={"dropout": dropout_rng},
+        )
+        aux = layers.aux_outputs(updates)
+        if aux and not aux_weight:
+            # Raised while tracing, before the first step runs: auxiliary heads that the loss
+            # ignores would be trained for nothing (and an ablation of them would compare a
+            # model with itself).
+            raise ValueError(
+                f"The model returns {len(aux)} auxiliary outputs but aux_loss_weight is 0; "
+                "set config.aux_loss_weight (0.3 in Szegedy et al. 2015) or turn the heads "
+                "off with config.model_overrides.aux_logits=False."
+            )
+        loss = cross_entropy(logits, targets)
+        total = loss
+        for aux_logits in aux:
+            total = total + aux_weight * cross_entropy(aux_logits, targets)
+        if loss_scale is not None:
+            total = optim.scale_loss(loss_scale, total)
+        return total, (loss, logits, updates.get("batch_stats", {}))
+
+    return loss_fn
+
+
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -80,133 +184,117 @@ def make_train_step(
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """Builds the pure train step ``(state, batch) -> (state, metrics)``.
 
-    Randomness (dropout, drop path, random erasing, mixup/cutmix) comes from
-    ``fold_in(key(seed), step)``, so a resumed run draws exactly the numbers an uninterrupted one
-    would.
+    Top to bottom: normalise and augment the batch, differentiate :func:`make_loss`, update
+    the weights, advance the EMA (:func:`_advance_ema`), undo a float16 overflow
+    (:func:`_skip_overflow`), and count (:func:`_train_metrics`). Randomness (dropout, drop
+    path, random erasing, mixup/cutmix) comes from ``fold_in(key(seed), step)``, so a resumed
+    run draws exactly the numbers an uninterrupted one would.
 
     Args:
       model: the Flax module (BatchNorm mode already chosen through its ``norm`` field).
       tx: the optax optimizer (from ``cnn_flax.training.optim.create_optimizer``).
-      config: the training config, checked (dtype, seed, label_smoothing, aux_loss_weight,
-        data.mean/std and the on-device augmentations of data.augment are read).
+      config: the training config, checked; read once, into :class:`StepSettings`.
       num_classes: classifier outputs, for one-hot labels.
       learning_rate_fn: schedule evaluated for the ``lr`` metric (optional).
       grad_accum_steps: micro-steps per optimizer update (``RunPlan.grad_accum_steps``): the
         EMA and the ``lr`` metric advance once per update.
       ema: the weight EMA's plan (``RunPlan.ema``); required when the state carries EMA weights.
     """
-    from cnn_flax.data.mixing import augment_batch, normalize
-    from cnn_flax.training import losses
-
-    dtype = compute_dtype(config.dtype)
-    mean, std = tuple(config.data.mean), tuple(config.data.std)
-    label_smoothing = float(config.label_smoothing)
-    aux_weight = float(config.aux_loss_weight)
-    accum = grad_accum_steps
-    base_key = jax.random.key(int(config.seed))
+    settings = StepSettings.from_config(config)
+    loss_fn = make_loss(model, settings)
+    base_key = jax.random.key(settings.seed)
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-        rng = jax.random.fold_in(base_key, state.step)
-        mix_rng, dropout_rng = jax.random.split(rng)
-        images = normalize(batch["image"], mean=mean, std=std, dtype=dtype)
-        int_labels = batch["label"]
-        targets = jax.nn.one_hot(int_labels, num_classes, dtype=jnp.float32)
+        mix_rng, dropout_rng = jax.random.split(jax.random.fold_in(base_key, state.step))
+        images = normalize(
+            batch["image"], mean=settings.mean, std=settings.std, dtype=settings.dtype
+        )
+        targets = jax.nn.one_hot(batch["label"], num_classes, dtype=jnp.float32)
         # Random erasing per image, then mixup / CutMix (each a no-op when off).
-        images, targets = augment_batch(mix_rng, images, targets, config.data.augment)
-
-        def loss_fn(params):
-            params = optim.stop_frozen_gradients(params, config)  # linear probe: head only
-            logits, updates = model.apply(
-                {"params": params, "batch_stats": state.batch_stats},
-                images,
-                train=True,
-                mutable=["batch_stats", layers.AUX_COLLECTION],
-                rngs={"dropout": dropout_rng},
-            )
-            aux = layers.aux_outputs(updates)
-            if aux and not aux_weight:
-                # Raised while tracing, before the first step runs: auxiliary heads that the loss
-                # ignores would be trained for nothing (and an ablation of them would compare a
-                # model with itself).
-                raise ValueError(
-                    f"The model returns {len(aux)} auxiliary outputs but aux_loss_weight is 0; "
-                    "set config.aux_loss_weight (0.3 in Szegedy et al. 2015) or turn the heads "
-                    "off with config.model_overrides.aux_logits=False."
-                )
-            loss_sum, count = losses.cross_entropy(
-                logits.astype(jnp.float32), targets, label_smoothing=label_smoothing
-            )
-            loss = loss_sum / count
-            total = loss
-            for aux_logits in aux:
-                aux_sum, aux_count = losses.cross_entropy(
-                    aux_logits.astype(jnp.float32), targets, label_smoothing=label_smoothing
-                )
-                total = total + aux_weight * aux_sum / aux_count
-            if state.loss_scale is not None:
-                total = optim.scale_loss(state.loss_scale, total)
-            return total, (loss, logits, updates.get("batch_stats", {}))
-
-        grads, (loss, logits, new_batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+        images, targets = augment_batch(mix_rng, images, targets, settings.augment)
+        grads, (loss, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(
+            state.params, state.batch_stats, images, targets, dropout_rng, state.loss_scale
+        )
         if state.loss_scale is not None:
             grads = optim.unscale_grads(state.loss_scale, grads)
         grad_norm = optax.tree.norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-
-        updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-        new_params = optax.apply_updates(state.params, updates)
-        new_ema, new_ema_stats = _advance_ema(
-            state, new_params, new_batch_stats, plan=ema, grad_accum_steps=accum
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema_params, ema_stats = _advance_ema(
+            state, params, batch_stats, plan=ema, grad_accum_steps=grad_accum_steps
         )
-        new_loss_scale = state.loss_scale
-        if state.loss_scale is not None:
-            # float16 overflow is expected now and then: skip the update, shrink the scale.
-            grads_finite = optim.all_finite(grads)
-            keep = functools.partial(optim.select_tree, grads_finite)
-            new_params = keep(new_params, state.params)
-            new_opt_state = keep(new_opt_state, state.opt_state)
-            new_batch_stats = keep(new_batch_stats, state.batch_stats)
-            if new_ema is not None:
-                new_ema = keep(new_ema, state.ema_params)
-            if new_ema_stats is not None:
-                new_ema_stats = keep(new_ema_stats, state.ema_batch_stats)
-            new_loss_scale = optim.adjust_loss_scale(state.loss_scale, grads_finite)
-            finite = jnp.isfinite(loss)
-
-        correct, count = losses.topk_correct(logits.astype(jnp.float32), int_labels, k=1)
-        metrics: Metrics = {
-            "loss": (loss * count, count),
-            "accuracy": (correct, count),
-            "grad_norm": _pair(grad_norm),
-            NONFINITE: _pair(~finite),  # the loss or the gradient norm
-        }
-        metrics.update(
-            state_finiteness(
-                {
-                    "params": new_params,
-                    "batch_stats": new_batch_stats,
-                    "opt_state": new_opt_state,
-                    "ema_params": new_ema,
-                    "ema_batch_stats": new_ema_stats,
-                }
-            )
-        )
-        if learning_rate_fn is not None:
-            metrics["lr"] = _pair(learning_rate_fn(state.step // accum))
-        if new_loss_scale is not None:
-            metrics["loss_scale"] = _pair(new_loss_scale.scale)
         new_state = state.replace(
             step=state.step + 1,
-            params=new_params,
-            batch_stats=new_batch_stats,
-            opt_state=new_opt_state,
-            ema_params=new_ema,
-            ema_batch_stats=new_ema_stats,
-            loss_scale=new_loss_scale,
+            params=params,
+            batch_stats=batch_stats,
+            opt_state=opt_state,
+            ema_params=ema_params,
+            ema_batch_stats=ema_stats,
         )
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        if state.loss_scale is not None:
+            new_state = _skip_overflow(state, new_state, grads)
+            finite = jnp.isfinite(loss)  # an overflowing gradient is expected now and then
+        metrics = _train_metrics(
+            new_state,
+            loss=loss,
+            logits=logits,
+            labels=batch["label"],
+            grad_norm=grad_norm,
+            finite=finite,
+        )
+        if learning_rate_fn is not None:
+            metrics["lr"] = _pair(learning_rate_fn(state.step // grad_accum_steps))
+        if new_state.loss_scale is not None:
+            metrics["loss_scale"] = _pair(new_state.loss_scale.scale)
         return new_state, metrics
 
     return train_step
+
+
+def _skip_overflow(old: TrainState, new: TrainState, grads: Any) -> TrainState:
+    """The float16 guard: a step whose gradients overflowed keeps the old state (weights,
+    optimiser, statistics, EMA) and shrinks the loss scale; a finite one may grow it."""
+    grads_finite = optim.all_finite(grads)
+    keep = functools.partial(optim.select_tree, grads_finite)
+    return new.replace(
+        params=keep(new.params, old.params),
+        opt_state=keep(new.opt_state, old.opt_state),
+        batch_stats=keep(new.batch_stats, old.batch_stats),
+        ema_params=None if new.ema_params is None else keep(new.ema_params, old.ema_params),
+        ema_batch_stats=(
+            None if new.ema_batch_stats is None else keep(new.ema_batch_stats, old.ema_batch_stats)
+        ),
+        loss_scale=optim.adjust_loss_scale(old.loss_scale, grads_finite),
+    )
+
+
+def _train_metrics(
+    state: TrainState,
+    *,
+    loss: jax.Array,
+    logits: jax.Array,
+    labels: jax.Array,
+    grad_norm: jax.Array,
+    finite: jax.Array,
+) -> Metrics:
+    """The step's (sum, count) pairs: loss, accuracy, gradient norm and the non-finite flags of
+    the loss and of every part of the new state."""
+    correct, count = losses.topk_correct(logits.astype(jnp.float32), labels, k=1)
+    metrics: Metrics = {
+        "loss": (loss * count, count),
+        "accuracy": (correct, count),
+        "grad_norm": _pair(grad_norm),
+        NONFINITE: _pair(~finite),  # the loss or the gradient norm
+    }
+    parts = {
+        "params": state.params,
+        "batch_stats": state.batch_stats,
+        "opt_state": state.opt_state,
+        "ema_params": state.ema_params,
+        "ema_batch_stats": state.ema_batch_stats,
+    }
+    return metrics | state_finiteness(parts)
 
 
 def _advance_ema(
@@ -251,9 +339,6 @@ def make_eval_step(
     nothing, so every example of the split is counted exactly once. Metrics: ``loss``, ``top1``,
     ``top5`` as (sum, count), ``count`` being the number of real examples.
     """
-    from cnn_flax.data.mixing import normalize
-    from cnn_flax.training import losses
-
     dtype = compute_dtype(config.dtype)
     mean, std = tuple(config.data.mean), tuple(config.data.std)
     top_k = min(5, num_classes)
