@@ -235,10 +235,11 @@ def test_published_lite0_weights_predict_a_cat(photos, tmp_path, capsys):
 def test_an_undecodable_file_through_the_training_transform_is_one_plain_line(tmp_path):
     from cnn_flax.cli.predict import ImageError, load_image_as_trained
     from cnn_flax.data.eval_transform import Preprocessing
+    from cnn_flax.models import EvalTransform
 
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
-    transform = Preprocessing(16, 16, (0.5,) * 3, (0.5,) * 3, pipeline="cnn_flax")
+    transform = Preprocessing(EvalTransform(16, 16), (0.5,) * 3, (0.5,) * 3, pipeline="cnn_flax")
     with pytest.raises(ImageError) as caught:
         load_image_as_trained(bad, transform)
     message = str(caught.value)

@@ -24,51 +24,57 @@ from typing import Any
 from cnn_flax.data.sizes import eval_sizes
 from cnn_flax.models import model_info
 from cnn_flax.models.layers import IMAGENET_MEAN, IMAGENET_STD
+from cnn_flax.models.registry import EvalTransform
 
 PIPELINES = ("cnn_flax", "torchvision")
 # Normalisation is compared on the [0, 1] scale; configs hold it on the 0-255 scale.
 _TOLERANCE = 1e-6
+_RECORD_FIELDS = ("resize", "crop", "mean", "std", "interpolation", "pipeline")
 
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
-    """The evaluation transform of a checkpoint.
+    """The evaluation inputs of a checkpoint: its transform and its normalisation.
 
     Attributes:
-      resize: the shorter side is resized to this (conceptually: the data pipeline crops
-        ``crop / resize`` of the shorter side and resizes that to ``crop``).
-      crop: side of the centre crop the model sees.
+      transform: resize, centre crop and interpolation (the interpolation is the torchvision
+        pipeline's; the data pipeline always resizes bilinearly with antialiasing, cropping
+        ``crop_ratio`` of the shorter side and resizing that to ``crop``).
       mean: per-channel mean on the [0, 1] scale.
       std: per-channel standard deviation on the [0, 1] scale.
-      interpolation: ``"bilinear"`` or ``"bicubic"`` (the torchvision pipeline; the data pipeline
-        always resizes bilinearly with antialiasing).
       pipeline: ``"cnn_flax"`` (the training data pipeline's transform) or ``"torchvision"``.
     """
 
-    resize: int
-    crop: int
+    transform: EvalTransform
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    interpolation: str = "bilinear"
     pipeline: str = "torchvision"
 
     def __post_init__(self):
         if self.pipeline not in PIPELINES:
             raise ValueError(f"pipeline={self.pipeline!r} is not one of {PIPELINES}.")
-        if not 0 < self.crop <= self.resize:
-            raise ValueError(f"preprocessing needs 0 < crop <= resize, got {self}.")
+
+    @property
+    def resize(self) -> int:
+        return self.transform.resize
+
+    @property
+    def crop(self) -> int:
+        return self.transform.crop
 
     @property
     def crop_ratio(self) -> float:
-        return self.crop / self.resize
+        return self.transform.crop_ratio
+
+    @property
+    def interpolation(self) -> str:
+        return self.transform.interpolation
 
     @classmethod
     def from_config(cls, config: Any) -> Preprocessing:
-        """The evaluation transform of a training config (its ``data`` fields)."""
-        sizes = eval_sizes(config.data)
+        """The evaluation inputs of a training config (its ``data`` fields)."""
         return cls(
-            resize=sizes.resize,
-            crop=sizes.crop,
+            eval_sizes(config.data),
             mean=_unit_scale(config.data.mean),
             std=_unit_scale(config.data.std),
             pipeline="cnn_flax",
@@ -76,9 +82,8 @@ class Preprocessing:
 
     @classmethod
     def from_weights(cls, weights: Any) -> Preprocessing:
-        """The transform a published weight set (``registry.Weights``) is evaluated with."""
-        t = weights.transform
-        return cls(t.resize, t.crop, tuple(weights.mean), tuple(weights.std), t.interpolation)
+        """The inputs a published weight set (``registry.Weights``) is evaluated with."""
+        return cls(weights.transform, tuple(weights.mean), tuple(weights.std))
 
     @classmethod
     def for_model(cls, name: str) -> Preprocessing:
@@ -88,22 +93,36 @@ class Preprocessing:
         weights = info.default_weights()
         if weights is not None:
             return cls.from_weights(weights)
-        t = info.transform
-        return cls(t.resize, t.crop, IMAGENET_MEAN, IMAGENET_STD, t.interpolation)
+        return cls(info.transform, IMAGENET_MEAN, IMAGENET_STD)
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        """The record in ``model.json`` and ``init_from.json`` (its fields unchanged since the
+        record was introduced, so older checkpoints read back)."""
+        return {
+            "resize": self.resize,
+            "crop": self.crop,
+            "mean": self.mean,
+            "std": self.std,
+            "interpolation": self.interpolation,
+            "pipeline": self.pipeline,
+        }
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> Preprocessing:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(record) - fields)
+        unknown = sorted(set(record) - set(_RECORD_FIELDS))
         if unknown:
             raise ValueError(f"preprocessing record has unknown fields {unknown}.")
-        values = dict(record)
-        for key in ("mean", "std"):
-            values[key] = tuple(float(v) for v in values[key])
-        return cls(**values)
+        transform = EvalTransform(
+            int(record["crop"]),
+            int(record["resize"]),
+            record.get("interpolation", "bilinear"),
+        )
+        return cls(
+            transform,
+            mean=tuple(float(v) for v in record["mean"]),
+            std=tuple(float(v) for v in record["std"]),
+            pipeline=record.get("pipeline", "torchvision"),
+        )
 
     def differences(self, other: Preprocessing) -> list[str]:
         """What the model would see differently under ``other``: sizes and normalisation.

@@ -5,13 +5,9 @@ dry runs read these too."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
-
-class EvalSizes(NamedTuple):
-    resize: int  # shorter side after resizing, before the centre crop
-    crop: int  # side of the centre crop the model sees
-    crop_ratio: float  # crop side / shorter side, as cut from the original image
+from cnn_flax.models.registry import EvalTransform
 
 
 def _positive(name: str, value: Any) -> int:
@@ -25,10 +21,11 @@ def train_size(data_config: Any) -> int:
     return _positive("image_size", data_config.image_size)
 
 
-def eval_sizes(data_config: Any) -> EvalSizes:
-    """(resize, crop, crop ratio) of evaluation. The crop is eval_crop_size, else image_size. With
-    eval_resize_size set the ratio is crop / resize; unset, the ratio is eval_crop_ratio (exactly,
-    so configs written before these fields evaluate as they did) and resize = round(crop / it)."""
+def eval_sizes(data_config: Any) -> EvalTransform:
+    """The evaluation transform of a data config: the crop is eval_crop_size, else image_size.
+    With eval_resize_size set the ratio is crop / resize; unset, the ratio is eval_crop_ratio
+    (exactly, so configs written before these fields evaluate as they did) and resize =
+    round(crop / it)."""
     crop = data_config.eval_crop_size
     crop = train_size(data_config) if crop is None else _positive("eval_crop_size", crop)
     resize = data_config.eval_resize_size
@@ -36,11 +33,12 @@ def eval_sizes(data_config: Any) -> EvalSizes:
         ratio = float(data_config.eval_crop_ratio)
         if not 0 < ratio <= 1:
             raise ValueError(f"data.eval_crop_ratio must be in (0, 1], got {ratio}")
-        return EvalSizes(round(crop / ratio), crop, ratio)
+        return EvalTransform(crop, round(crop / ratio), ratio=ratio)
     resize = _positive("eval_resize_size", resize)
-    if resize < crop:
+    try:
+        return EvalTransform(crop, resize)
+    except ValueError:  # the transform's own rule, crop <= resize, said in the config's words
         raise ValueError(
             f"data.eval_resize_size={resize} is smaller than the eval crop ({crop}): a centre "
             "crop larger than the image would need padding; set eval_resize_size >= the crop"
-        )
-    return EvalSizes(resize, crop, crop / resize)
+        ) from None

@@ -50,18 +50,23 @@ def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class EvalTransform:
-    """torchvision's evaluation transform: ``Resize(resize)`` of the shorter side, then
-    ``CenterCrop(crop)``, with the given interpolation.
+    """The evaluation transform, the one type for it: ``Resize(resize)`` of the shorter side,
+    then ``CenterCrop(crop)``, with the given interpolation (torchvision's). A weight set's facts
+    state one; a training config's data fields give one (:func:`cnn_flax.data.sizes.eval_sizes`);
+    a checkpoint's :class:`cnn_flax.data.eval_transform.Preprocessing` adds its normalisation.
 
     Attributes:
       crop: centre-crop size in pixels (the model's input resolution).
       resize: the shorter side is resized to this before cropping.
       interpolation: ``"bilinear"`` or ``"bicubic"``.
+      ratio: the crop ratio exactly, when it was stated as one (a config's ``eval_crop_ratio``,
+        of which ``resize`` is the rounding); ``None``: ``crop / resize``.
     """
 
     crop: int
     resize: int
     interpolation: str = "bilinear"
+    ratio: float | None = None
 
     def __post_init__(self):
         if self.interpolation not in INTERPOLATIONS:
@@ -71,8 +76,8 @@ class EvalTransform:
 
     @property
     def crop_ratio(self) -> float:
-        """``crop / resize`` (0.875 for the classic 224-of-256)."""
-        return self.crop / self.resize
+        """``crop / resize`` (0.875 for the classic 224-of-256), or the ratio as stated."""
+        return self.crop / self.resize if self.ratio is None else self.ratio
 
     @classmethod
     def from_ratio(cls, crop: int, ratio: float, interpolation: str = "bilinear") -> EvalTransform:

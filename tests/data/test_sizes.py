@@ -15,15 +15,20 @@ from cnn_flax.data import pipeline, preprocess, sizes
 from tests.data.conftest import data_config
 
 
+def _sizes(data_config) -> tuple[int, int, float]:
+    transform = sizes.eval_sizes(data_config)
+    return transform.resize, transform.crop, transform.crop_ratio
+
+
 def test_old_configs_keep_their_eval_crop_ratio_and_v2_sets_each_size():
     config = get_data_config()  # image_size 224, eval_crop_ratio 0.875: torchvision's V1
     assert sizes.train_size(config) == 224
-    assert sizes.eval_sizes(config) == (256, 224, 0.875)
+    assert _sizes(config) == (256, 224, 0.875)
     config.eval_crop_ratio = 0.95  # an exact ratio, not crop / round(crop / ratio)
     assert sizes.eval_sizes(config).crop_ratio == 0.95
     config.update(dict(image_size=176, eval_resize_size=232, eval_crop_size=224))  # V2 recipe
     assert sizes.train_size(config) == 176
-    assert sizes.eval_sizes(config) == (232, 224, 224 / 232)
+    assert _sizes(config) == (232, 224, 224 / 232)
     config.eval_resize_size = 200
     with pytest.raises(ValueError, match="eval_resize_size=200 is smaller than the eval crop"):
         sizes.eval_sizes(config)

@@ -200,8 +200,9 @@ def test_overrides_and_normalisation_the_weights_need(pretrained):
     with pytest.raises(finetune.FinetuneError, match=r"--config.model_overrides.width=16"):
         finetune.check_fits(loaded, _config(source), "W")
     from cnn_flax.data.eval_transform import Preprocessing
+    from cnn_flax.models import EvalTransform
 
-    other = Preprocessing(8, 8, mean=(0.5,) * 3, std=(0.5,) * 3)
+    other = Preprocessing(EvalTransform(8, 8), mean=(0.5,) * 3, std=(0.5,) * 3)
     loaded = finetune.Pretrained(loaded.variables, fakes.TINY_MODEL, {}, other.to_json(), {})
     with pytest.raises(finetune.FinetuneError, match=r"normalised otherwise.*data.mean='\(127.5"):
         finetune.check_fits(loaded, _config(source), "W")
