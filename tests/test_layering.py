@@ -16,7 +16,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cnn_flax"
 
 # Lowest first: a module may import its own layer and those listed before it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("cnn_flax.errors",)),
+    ("foundation", ("cnn_flax.errors", "cnn_flax.trees")),
     ("the zoo", ("cnn_flax.models",)),
     ("data", ("cnn_flax.data",)),
     ("weights", ("cnn_flax.weights",)),

@@ -25,6 +25,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from cnn_flax.trees import shape_differences
+
 VARIABLES_ITEM = "variables"
 MODEL_META = "model.json"
 
@@ -408,7 +410,8 @@ def _check_shapes(state: Any, abstract_state: Any, where: pathlib.Path) -> None:
     got = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), state)
     want = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), abstract_state)
     if got != want:
+        differences = "; ".join(shape_differences(abstract_state, state)) or "array dtypes differ"
         raise MismatchError(
-            f"Checkpoint {where} does not match this model/config (array shapes or dtypes "
-            "differ). Train in a fresh --workdir, or use the config it was trained with."
+            f"Checkpoint {where} does not match this model/config ({differences}). Train in a "
+            "fresh --workdir, or use the config it was trained with."
         )

@@ -44,6 +44,7 @@ from cnn_flax.training import checkpoint, checkpoint_record
 from cnn_flax.training.checkpoint_record import CLASSES_FILE
 from cnn_flax.training.optim import HEAD
 from cnn_flax.training.state import TrainState, create_train_state
+from cnn_flax.trees import flat_shapes, shape_differences
 
 INIT_RECORD = "init_from.json"
 
@@ -182,7 +183,7 @@ def merge(
     loaded_head = pretrained.variables["params"].get(HEAD)
     if fresh_head is None or loaded_head is None:
         raise FinetuneError(f"init_from={source}: no 'head' subtree in the model or the weights.")
-    head_fits = _flat_shapes(fresh_head) == _flat_shapes(loaded_head)
+    head_fits = flat_shapes(fresh_head) == flat_shapes(loaded_head)
     keep_head = head_fits and not reset_head
     new = jax.tree_util.tree_map(np.asarray, dict(pretrained.variables))
     new_head = jax.tree.map(np.zeros_like, fresh_head)
@@ -260,27 +261,12 @@ def _write_records(workdir: pathlib.Path, config, data_source: Any, record: dict
 
 
 def _check_same_arrays(fresh: Any, new: Any, *, source: str) -> None:
-    want, got = _flat_shapes(fresh), _flat_shapes(new)
-    missing = sorted(set(want) - set(got))
-    extra = sorted(set(got) - set(want))
-    wrong = sorted(k for k in want.keys() & got.keys() if want[k] != got[k])
-    if missing or extra or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:5]}")
-        if extra:
-            parts.append(f"unexpected {extra[:5]}")
-        if wrong:
-            parts.append("shape " + ", ".join(f"{k}: {got[k]} vs {want[k]}" for k in wrong[:5]))
+    parts = shape_differences(fresh, new)
+    if parts:
         raise FinetuneError(
             f"init_from={source}: the weights do not fit this model ({'; '.join(parts)}); are "
             "they weights of this model with the same model_overrides?"
         )
-
-
-def _flat_shapes(tree: Any) -> dict[str, tuple]:
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {jax.tree_util.keystr(path): tuple(np.shape(leaf)) for path, leaf in leaves}
 
 
 def _classes(head: Any) -> int:

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_flax.models.state_dict import StateDictReader
+from cnn_flax.trees import shape_differences
 
 
 class WeightsError(ValueError):
@@ -101,24 +102,8 @@ def check_shapes(name: str, variables: Any, *, num_classes: int, **overrides: An
     expected = jax.eval_shape(
         lambda: model.init(jax.random.key(0), jnp.zeros((1, res, res, 3)), train=False)
     )
-    want = {jax.tree_util.keystr(p): v.shape for p, v in _flat(expected)}
-    got = {jax.tree_util.keystr(p): tuple(np.shape(v)) for p, v in _flat(variables)}
-    missing = sorted(set(want) - set(got))
-    extra = sorted(set(got) - set(want))
-    wrong = sorted(k for k in want.keys() & got.keys() if want[k] != got[k])
-    if missing or extra or wrong:
-        details = []
-        if missing:
-            details.append(f"missing {missing[:5]}")
-        if extra:
-            details.append(f"unexpected {extra[:5]}")
-        if wrong:
-            shapes = ", ".join(f"{k}: {got[k]} vs {want[k]}" for k in wrong[:5])
-            details.append(f"shape mismatch {shapes}")
+    details = shape_differences(expected, variables)
+    if details:
         raise WeightsError(
             f"Converted {name!r} does not fit the cnn_flax model: {'; '.join(details)}"
         )
-
-
-def _flat(tree: Any):
-    return jax.tree_util.tree_flatten_with_path(tree)[0]

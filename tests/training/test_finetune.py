@@ -114,7 +114,7 @@ def test_reset_head_even_when_the_classes_match(pretrained, tmp_path):
 @pytest.mark.parametrize(
     ("break_it", "message"),
     [
-        ("shape", r"do not fit this model \(shape \['params'\]\['conv0'\]\['kernel'\]: "),
+        ("shape", r"do not fit this model \(shape mismatch \['params'\]\['conv0'\]\['kernel'\]: "),
         ("missing", r"missing \[\"\['batch_stats'\]\['bn1'\]"),
         ("model", r"holds 'resnet18' weights but config.model is 'test_tiny_cnn'"),
     ],
