@@ -11,17 +11,19 @@ Rerunning the same command on an existing workdir resumes from its latest checkp
 under SLURM or on Cloud TPU the processes find each other on their own; elsewhere pass
 ``--coordinator_address=host:port --num_processes=N --process_id=I`` to every process.
 
-``--config.a.b=v`` overrides are taken out of the command line before absl parses it and applied
-with type checks, so a mistyped key or value fails in one line before anything is compiled.
+``--config.a.b=v`` overrides are taken out of the command line before the flags are parsed and
+applied with type checks, so a mistyped key or value fails in one line before anything is
+compiled.
 """
 
 from __future__ import annotations
 
+import argparse
 import errno
 import sys
 from collections.abc import Sequence
 
-from absl import app, flags, logging
+from absl import logging
 
 from cnn_flax.cli import train_help
 from cnn_flax.cli.dry_run import dry_run
@@ -31,29 +33,31 @@ from cnn_flax.training.checkpoint import CheckpointError
 from cnn_flax.training.config_checks import load_config
 from cnn_flax.training.trainer import TrainingError
 
-_CONFIG = flags.DEFINE_string("config", None, "Recipe name, model name or path to a .py config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (resumed if it holds checkpoints).")
-_PROFILE = flags.DEFINE_bool("profile", False, "Capture a jax.profiler trace into WORKDIR/profile.")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "Multi-host: host:port of process 0."
-)
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: index of this process.")
-_CONFIG_CHANGE = flags.DEFINE_enum(
-    "config_change",
-    "refuse",
-    ["refuse", "allow"],
-    "A workdir that has trained with another config: refuse to resume it, or allow the change "
-    "(recorded in WORKDIR/config_history.jsonl).",
-)
-_DRY_RUN = flags.DEFINE_bool(
-    "dry_run", False, "Print the resolved config and schedule, plot it; compile and read nothing."
-)
-_NUM_TRAIN = flags.DEFINE_integer(
-    "num_train", None, "Dry run: training examples, when the data set's metadata lacks them."
-)
 
-_OVERRIDES: list[str] = []
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cnn_flax.train", add_help=False)
+    add = parser.add_argument
+    add("--config", help="Recipe name, model name or path to a .py config.")
+    add("--workdir", help="Output folder (resumed if it holds checkpoints).")
+    add("--profile", action="store_true", help="Capture a jax.profiler trace into WORKDIR/profile.")
+    add("--coordinator_address", help="Multi-host: host:port of process 0.")
+    add("--num_processes", type=int, help="Multi-host: number of processes.")
+    add("--process_id", type=int, help="Multi-host: index of this process.")
+    add(
+        "--config_change",
+        choices=("refuse", "allow"),
+        default="refuse",
+        help="A workdir that has trained with another config: refuse to resume it, or allow the "
+        "change (recorded in WORKDIR/config_history.jsonl).",
+    )
+    add(
+        "--dry_run",
+        action="store_true",
+        help="Print the resolved config and schedule, plot it; compile and read nothing.",
+    )
+    add("--num_train", type=int, help="Dry run: training examples, when the metadata lacks them.")
+    add("--verbosity", type=int, help="absl logging level (default: warnings only).")
+    return parser
 
 
 class UsageError(ValueError):
@@ -83,32 +87,31 @@ def _disk_error(err: OSError) -> str:
     )
 
 
-def main(argv: Sequence[str]) -> int:
+def main(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     """Runs training from parsed flags; returns the exit status."""
-    if len(argv) > 1:
-        raise UsageError(f"Unexpected arguments {list(argv[1:])}; see --help.")
-
-    if not flags.FLAGS["verbosity"].present:
+    if args.verbosity is None:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
         checkpoint.silence_background_write_errors()  # each is raised, and said, once
-    if not _CONFIG.value:
+    else:
+        logging.set_verbosity(args.verbosity)
+    if not args.config:
         raise UsageError("--config is required, e.g. --config=quickstart.")
-    config = load_config(_CONFIG.value, _OVERRIDES)
-    if _DRY_RUN.value:
-        dry_run(config, workdir=_WORKDIR.value, num_train=_NUM_TRAIN.value)
+    config = load_config(args.config, overrides)
+    if args.dry_run:
+        dry_run(config, workdir=args.workdir, num_train=args.num_train)
         return 0
-    if not _WORKDIR.value:
+    if not args.workdir:
         raise UsageError("--workdir is required, e.g. --workdir=/tmp/run.")
     parallel.initialize_distributed(
-        coordinator_address=_COORDINATOR.value,
-        num_processes=_NUM_PROCESSES.value,
-        process_id=_PROCESS_ID.value,
+        coordinator_address=args.coordinator_address,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
     )
     result = trainer.train(
         config,
-        _WORKDIR.value,
-        profile=_PROFILE.value,
-        allow_config_change=_CONFIG_CHANGE.value == "allow",
+        args.workdir,
+        profile=args.profile,
+        allow_config_change=args.config_change == "allow",
     )
     if result.signal is not None:
         # The trainer said where it stopped; a scheduler must not read this as finished.
@@ -117,7 +120,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"Interrupted at step {result.step}; rerun the same command to resume.")
     elif result.eval_metrics:
         top1 = 100 * result.eval_metrics["eval_top1"]
-        print(f"Done: {result.step} steps, eval top-1 {top1:.2f}%. Workdir: {_WORKDIR.value}")
+        print(f"Done: {result.step} steps, eval top-1 {top1:.2f}%. Workdir: {args.workdir}")
     return 0
 
 
@@ -126,7 +129,7 @@ def _help(rest: list[str], overrides: list[str]) -> str:
     config = next((a.split("=", 1)[1] for a in rest if a.startswith("--config=")), None)
     return train_help.help_text(
         usage=__doc__,
-        flags_help=flags.FLAGS.module_help(sys.modules[__name__]),
+        flags_help=_parser().format_help().partition("options:")[2],
         config_name=config,
         overrides=overrides,
     )
@@ -134,38 +137,24 @@ def _help(rest: list[str], overrides: list[str]) -> str:
 
 def cli(argv: Sequence[str] | None = None) -> int:
     """Entry point (also ``cnn-flax-train``). User errors become one line and exit status 2."""
-    argv = list(sys.argv if argv is None else argv)
-    # absl keeps flag values between parses: without this, a second call in one process (a test,
-    # a notebook) would silently reuse the previous call's --workdir.
-    flags.FLAGS.unparse_flags()
+    argv = list(sys.argv if argv is None else argv)  # argv[0]: the program, as sys.argv
     try:
         rest, overrides = split_config_args(argv)
         if train_help.wants_help(rest):
             print(_help(rest, overrides), end="")
             return 0
-    except ValueError as err:
+        args, unexpected = _parser().parse_known_args(rest[1:])
+        if unexpected:
+            raise UsageError(f"Unexpected arguments {unexpected}; see --help.")
+        return main(args, overrides)
+    except _user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    _OVERRIDES[:] = overrides
-
-    def run(parsed: Sequence[str]) -> None:
-        try:
-            code = main(parsed)
-        except _user_errors() as err:
-            print(f"error: {err}", file=sys.stderr)
-            code = 2
-        except OSError as err:
-            if err.errno not in _DISK_ERRNOS:
-                raise  # not the user's disk: a bug, keep its traceback
-            print(f"error: {_disk_error(err)}", file=sys.stderr)
-            code = 2
-        sys.exit(code)
-
-    try:
-        app.run(run, argv=rest)
-    except SystemExit as exit_:
-        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 1
-    return 0
+    except OSError as err:
+        if err.errno not in _DISK_ERRNOS:
+            raise  # not the user's disk: a bug, keep its traceback
+        print(f"error: {_disk_error(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

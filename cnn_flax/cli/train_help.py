@@ -1,7 +1,7 @@
 """``python -m cnn_flax.train --help``: the flags, every recipe, and how to see a config's keys.
 
-absl's own ``--help`` exits with status 1 and knows nothing of the recipes or of ``--config.x=y``
-keys, so the train entry point answers ``--help`` here (exit status 0). With ``--config=NAME``
+A parser's own ``--help`` knows nothing of the recipes or of ``--config.x=y`` keys, so the train
+entry point answers ``--help`` here (exit status 0). With ``--config=NAME``
 the help lists that config's keys with their values, overrides applied: the keys one can set.
 """
 
@@ -27,7 +27,7 @@ def help_text(*, usage: str, flags_help: str, config_name: str | None, overrides
     """
     from cnn_flax import configs
 
-    # Without absl's "<module>:" heading.
+    # The flags alone, without a usage line or heading.
     flag_lines = [line for line in flags_help.splitlines() if line.startswith(" ")]
     parts = [usage.strip(), "Flags:\n" + "\n".join(flag_lines)]
     if config_name:
