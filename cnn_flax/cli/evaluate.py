@@ -14,8 +14,6 @@ Every example of the split is counted exactly once. A checkpoint with EMA weight
 twice, raw and EMA.
 """
 
-# argparse rather than absl flags here: ``train`` and ``evaluate`` both define ``--config``, and
-# absl flags are process-global, so the two could not be imported together (e.g. in tests).
 
 from __future__ import annotations
 
