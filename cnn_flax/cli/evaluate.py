@@ -14,7 +14,6 @@ Every example of the split is counted exactly once. A checkpoint with EMA weight
 twice, raw and EMA.
 """
 
-
 from __future__ import annotations
 
 import argparse
