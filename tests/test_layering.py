@@ -171,10 +171,31 @@ def test_the_checks_catch_a_cycle_and_an_upward_import():
     ]
 
 
+def _statements(mods: dict[str, pathlib.Path]) -> tuple[int, int]:
+    """Import statements of the package's own modules: (at module top, anywhere else)."""
+    top = nested = 0
+    for path in mods.values():
+        tree = ast.parse(path.read_text())
+        at_top = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                own = node.level > 0 or (node.module or "").startswith("cnn_flax")
+            elif isinstance(node, ast.Import):
+                own = any(alias.name.startswith("cnn_flax") for alias in node.names)
+            else:
+                own = False
+            if own:
+                top, nested = (top + 1, nested) if id(node) in at_top else (top, nested + 1)
+    return top, nested
+
+
 if __name__ == "__main__":
-    graph = imports(modules(pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else PACKAGE))
-    inside = sum(len(t) for t in graph.values())
-    print(f"{len(graph)} modules, {inside} internal imports (module pairs)")
+    mods = modules(pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else PACKAGE)
+    graph = imports(mods)
+    pairs = sum(len(t) for t in graph.values())
+    top, nested = _statements(mods)
+    print(f"{len(graph)} modules, {pairs} internal imports (module pairs)")
+    print(f"internal import statements: {top} at module top, {nested} inside functions")
     found = cycles(graph)
     print(f"import cycles: {len(found)}")
     for group in found:
