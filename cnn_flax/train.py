@@ -124,7 +124,7 @@ def main(argv: Sequence[str]) -> int:
     if result.signal is not None:
         # The trainer said where it stopped; a scheduler must not read this as finished.
         return 128 + result.signal
-    if result.stopped == "interrupted":
+    if result.stopped.interrupted:
         print(f"Interrupted at step {result.step}; rerun the same command to resume.")
     elif result.eval_metrics:
         top1 = 100 * result.eval_metrics["eval_top1"]
