@@ -113,6 +113,9 @@ class _Run:
     manager: checkpoint.CheckpointManager
     writer: metrics.MetricWriter
     is_main: bool
+    change: run_record.ConfigChange | None = (
+        None  # an allowed change, recorded once training goes on
+    )
 
 
 # --- train ----------------------------------------------------------------------------------------
@@ -167,12 +170,19 @@ def train(
     with contextlib.ExitStack() as cleanup:  # closed in reverse: writer, checkpoints, lock
         # Before the data set is read (minutes for a large folder): a second run is refused at once.
         cleanup.callback(workdir_lock.acquire(workdir, enabled=is_main).release)
-        run = _set_up(config, workdir, mesh=mesh, data_source=data_source, is_main=is_main)
+        run = _set_up(
+            config,
+            workdir,
+            mesh=mesh,
+            data_source=data_source,
+            is_main=is_main,
+            allow_config_change=allow_config_change,
+        )
         cleanup.callback(run.manager.close)
         cleanup.callback(run.writer.close)
-        start_step, state = _starting_state(run, allow_config_change=allow_config_change)
+        start_step, state = _starting_state(run)
         if start_step >= run.plan.micro(run.plan.total_steps):
-            _say(is_main, _finished_message(workdir, run.plan, start_step))
+            _say(is_main, _finished_message(workdir, run.plan, start_step, allow_config_change))
             return TrainResult(state, run.plan.updates(start_step), StopReason.FINISHED, {})
         return _loop(
             run,
@@ -191,16 +201,26 @@ def _set_up(
     mesh: jax.sharding.Mesh,
     data_source: Any,
     is_main: bool,
+    allow_config_change: bool,
 ) -> _Run:
-    """Reads the data set's size, plans the run, builds the model and the optimizer."""
+    """Reads the data set's size, checks a config change, plans the run (from the point where
+    its batch size took effect), builds the model and the optimizer."""
     from cnn_flax import optim
+
+    manager = checkpoint.CheckpointManager(
+        workdir, keep=int(config.keep_checkpoints), keep_best=bool(config.keep_best)
+    )
+    # Refused before anything is read; recorded only once the run goes on.
+    latest = (manager.latest_step() or 0) // int(config.grad_accum_steps)
+    change = run_record.check(workdir, config, step=latest, allow_change=allow_config_change)
 
     # Each start-up phase that takes seconds says so first (imports and data set preparation,
     # the model's initialisation, the compile), so a run is never silent for long.
     _say(is_main, f"Reading data set {config.data.name} ...")
     # Data errors (unknown name, ImageNet not prepared) surface here, before any compile.
     num_classes, num_train, _ = data_source.get_dataset_info(config.data)
-    plan = make_run_plan(config, num_train=num_train)
+    origin = run_record.batch_origin(workdir, change)
+    plan = make_run_plan(config, num_train=num_train, origin=origin)
     # Each jitted step sees one micro-batch; the optimizer updates every grad_accum_steps.
     parallel.check_batch_size(plan.micro_batch, mesh)
     model = build_model(config, num_classes=num_classes, num_devices=mesh.size)
@@ -215,15 +235,14 @@ def _set_up(
         num_classes=num_classes,
         data=data_source,
         workdir=workdir,
-        manager=checkpoint.CheckpointManager(
-            workdir, keep=int(config.keep_checkpoints), keep_best=plan.keep_best
-        ),
+        manager=manager,
         writer=metrics.MetricWriter(workdir, enabled=is_main),
         is_main=is_main,
+        change=change,
     )
 
 
-def _starting_state(run: _Run, *, allow_config_change: bool) -> tuple[int, TrainState]:
+def _starting_state(run: _Run) -> tuple[int, TrainState]:
     """``(micro-step, state)`` the run starts from: the newest checkpoint that restores, else the
     initial weights (random or ``config.init_from``'s). Records an allowed config change and
     writes the run's files once the run goes on."""
@@ -231,10 +250,6 @@ def _starting_state(run: _Run, *, allow_config_change: bool) -> tuple[int, Train
     init_state = _state_initializer(config, run.model, run.tx)
     replicated = parallel.replicated_sharding(run.mesh)
     start_step = run.manager.latest_step() or 0
-    # Refused before the restore; recorded only once the run goes on.
-    change = run_record.check(
-        workdir, config, step=plan.updates(start_step), allow_change=allow_config_change
-    )
     if start_step:
         abstract_state = _abstract(jax.eval_shape(init_state), replicated)
         start_step, state = _restore(run.manager, abstract_state, plan=plan, is_main=run.is_main)
@@ -250,7 +265,7 @@ def _starting_state(run: _Run, *, allow_config_change: bool) -> tuple[int, Train
             loss_scale=steps.initial_loss_scale(config),
         )
     if run.is_main and start_step < plan.micro(plan.total_steps):
-        run_record.record(workdir, change)
+        run_record.record(workdir, run.change)
         _write_run_files(workdir, config, num_classes=run.num_classes)
     return start_step, state
 
@@ -304,11 +319,14 @@ def _say(enabled: bool, message: str) -> None:
         print(message, flush=True)
 
 
-def _finished_message(workdir: pathlib.Path, plan: RunPlan, start_step: int) -> str:
+def _finished_message(
+    workdir: pathlib.Path, plan: RunPlan, start_step: int, allow_config_change: bool
+) -> str:
+    flag = "" if allow_config_change else " (with --config_change=allow)"
     return (
         f"Workdir {workdir} already finished at step {plan.updates(start_step)} (total_steps "
-        f"{plan.total_steps}); nothing to train. Raise --config.total_steps or "
-        "--config.num_epochs (with --config_change=allow) to train longer, or pass a new "
+        f"{plan.total_steps}, {plan.epoch(start_step):.2f} epochs); nothing to train. Raise "
+        f"--config.total_steps or --config.num_epochs{flag} to train longer, or pass a new "
         "--workdir."
     )
 
@@ -615,12 +633,15 @@ def _loop(
         data_source=run.data,
         batch_size=plan.global_batch,
     )
+    # After a change of batch size the stream goes on from the images seen, not from a step.
+    moved = {"start_example": plan.images(start_step)} if plan.schedule_offset else {}
     batches = run.data.create_train_iterator(
         run.config.data,
         global_batch_size=plan.micro_batch,
         seed=int(run.config.seed),
         start_step=start_step,
         sharding=parallel.data_sharding(run.mesh),
+        **moved,
     )
     bar = metrics.ProgressBar(total=total, initial=start_step, enabled=show_progress)
     clock = intervals.Stopwatch()

@@ -58,6 +58,15 @@ def train_batch(step: int, *, global_batch_size: int, seed: int) -> dict[str, np
     return {"image": TRAIN[0][rows], "label": TRAIN[1][rows]}
 
 
+def stream_batch(first: int, size: int, *, seed: int) -> dict[str, np.ndarray]:
+    """Examples ``[first, first + size)`` of the stream that reshuffles every ``NUM_TRAIN``."""
+    rows = [
+        np.random.default_rng([seed, g // NUM_TRAIN]).permutation(NUM_TRAIN)[g % NUM_TRAIN]
+        for g in range(first, first + size)
+    ]
+    return {"image": TRAIN[0][rows], "label": TRAIN[1][rows]}
+
+
 class FakeData(types.SimpleNamespace):
     """Implements get_dataset_info / create_train_iterator / create_eval_iterator of the data API.
 
@@ -66,20 +75,26 @@ class FakeData(types.SimpleNamespace):
     """
 
     def __init__(self, on_step=None, ready=0):
-        super().__init__(on_step=on_step, ready=ready, eval_batches_yielded=0)
+        super().__init__(on_step=on_step, ready=ready, eval_batches_yielded=0, start_examples=[])
 
     @staticmethod
     def get_dataset_info(data_config):
         return (NUM_CLASSES, NUM_TRAIN, NUM_EVAL)
 
     def create_train_iterator(
-        self, data_config, *, global_batch_size, seed, start_step=0, sharding
+        self, data_config, *, global_batch_size, seed, start_step=0, sharding, start_example=None
     ):
         """``ready``: this many batches are put on the devices before the first is yielded (a
-        pipeline that keeps up, so that dispatching a step never waits for a transfer)."""
+        pipeline that keeps up, so that dispatching a step never waits for a transfer).
+        ``start_example``: the stream goes on from this example (recorded in start_examples)."""
+        self.start_examples.append(start_example)
 
         def make(step):
-            batch = train_batch(step, global_batch_size=global_batch_size, seed=seed)
+            if start_example is None:
+                batch = train_batch(step, global_batch_size=global_batch_size, seed=seed)
+            else:
+                first = start_example + (step - start_step) * global_batch_size
+                batch = stream_batch(first, global_batch_size, seed=seed)
             rows = _local_rows(global_batch_size)
             return _to_global({k: v[rows] for k, v in batch.items()}, sharding)
 
