@@ -207,11 +207,9 @@ def _set_up(
     its batch size took effect), builds the model and the optimizer."""
     from cnn_flax import optim
 
-    manager = checkpoint.CheckpointManager(
-        workdir, keep=int(config.keep_checkpoints), keep_best=bool(config.keep_best)
-    )
-    # Refused before anything is read; recorded only once the run goes on.
-    latest = (manager.latest_step() or 0) // int(config.grad_accum_steps)
+    # Refused before anything is read or created; recorded only once the run goes on.
+    latest_dir = checkpoint.training_step_dir(workdir / checkpoint.CHECKPOINTS_DIR)
+    latest = (int(latest_dir.name) if latest_dir else 0) // int(config.grad_accum_steps)
     change = run_record.check(workdir, config, step=latest, allow_change=allow_config_change)
 
     # Each start-up phase that takes seconds says so first (imports and data set preparation,
@@ -235,7 +233,9 @@ def _set_up(
         num_classes=num_classes,
         data=data_source,
         workdir=workdir,
-        manager=manager,
+        manager=checkpoint.CheckpointManager(
+            workdir, keep=int(config.keep_checkpoints), keep_best=plan.keep_best
+        ),
         writer=metrics.MetricWriter(workdir, enabled=is_main),
         is_main=is_main,
         change=change,

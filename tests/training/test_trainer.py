@@ -118,7 +118,7 @@ def test_rerun_on_a_finished_workdir_says_so_and_changes_nothing(full_run, capsy
     again = trainer.train(config, workdir, data_source=fakes.FakeData(), show_progress=False)
     assert again.stopped is trainer.StopReason.FINISHED and again.step == 6
     out = capsys.readouterr().out
-    assert f"Workdir {workdir} already finished at step 6 (total_steps 6)" in out, out
+    assert f"Workdir {workdir} already finished at step 6 (total_steps 6, 1.50 epochs)" in out, out
     assert "Compiling" not in out
     assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before
 
