@@ -128,7 +128,12 @@ def main(argv: Sequence[str]) -> int:
         print(f"Interrupted at step {result.step}; rerun the same command to resume.")
     elif result.eval_metrics:
         top1 = 100 * result.eval_metrics["eval_top1"]
-        print(f"Done: {result.step} steps, eval top-1 {top1:.2f}%. Workdir: {_WORKDIR.value}")
+        ema = result.eval_metrics.get("eval_ema_top1")
+        averaged = "" if ema is None else f"; averaged (EMA) weights {100 * ema:.2f}%"
+        print(
+            f"Done: {result.step} steps, eval top-1 {top1:.2f}% (raw weights{averaged}). "
+            f"Workdir: {_WORKDIR.value}"
+        )
     return 0
 
 

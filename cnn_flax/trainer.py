@@ -28,6 +28,7 @@ import dataclasses
 import enum
 import json
 import logging
+import math
 import pathlib
 import signal
 import threading
@@ -219,6 +220,7 @@ def _set_up(
     num_classes, num_train, _ = data_source.get_dataset_info(config.data)
     origin = run_record.batch_origin(workdir, change)
     plan = make_run_plan(config, num_train=num_train, origin=origin)
+    _check_start(config, plan, num_train=num_train, fresh=not latest, is_main=is_main)
     # Each jitted step sees one micro-batch; the optimizer updates every grad_accum_steps.
     parallel.check_batch_size(plan.micro_batch, mesh)
     model = build_model(config, num_classes=num_classes, num_devices=mesh.size)
@@ -240,6 +242,61 @@ def _set_up(
         is_main=is_main,
         change=change,
     )
+
+
+def _check_start(
+    config: ml_collections.ConfigDict,
+    plan: RunPlan,
+    *,
+    num_train: int,
+    fresh: bool,
+    is_main: bool,
+) -> None:
+    """Refuses (``ValueError``) or names, before any work, a start that would look like success
+    and is not: a fine-tune from random weights, a batch larger than the training split, an
+    average of the weights that cannot move in the run's length, ImageNet rates on weights."""
+    from cnn_flax import optim
+
+    finetune_recipe = str(config.recipe or "").startswith("finetune")
+    if fresh and finetune_recipe and not config.init_from:
+        raise ValueError(
+            "--config=finetune starts from published weights, but --config.init_from is not "
+            "set: pass --config.init_from=WEIGHTS (a .pth or .safetensors file, a converted "
+            "checkpoint or a workdir), or train from random weights on purpose with the "
+            f"model's own recipe, --config={config.model}."
+        )
+    if plan.global_batch > num_train:
+        raise ValueError(
+            f"batch_size {plan.global_batch} is larger than the training split of "
+            f"{config.data.name} ({num_train} examples): every step would repeat images and "
+            f"the learning rate would scale to {optim.peak_learning_rate(config, plan):.3g}. "
+            f"Pass --config.batch_size={_largest_batch_under(num_train)} or less."
+        )
+    if fresh and config.init_from and not finetune_recipe:
+        _say(
+            is_main,
+            f"Note: --config.init_from with the recipe {config.recipe!r} (made to train from "
+            "scratch: its learning rates, schedule and weight average are sized for it); to "
+            f"fine-tune, --config=finetune:{config.model}.",
+        )
+    ema = plan.ema
+    if ema is not None and not ema.tf_warmup and 0 < ema.decay < 1:
+        half_life = math.log(0.5) / math.log(ema.decay)
+        ema_updates = -(-plan.total_steps // ema.every)
+        if half_life > ema_updates:
+            _say(
+                is_main,
+                f"Note: the weight average (ema_decay {ema.decay:g}) has a half-life of "
+                f"{half_life:,.0f} updates, longer than this run's {ema_updates:,}: the "
+                "averaged weights stay close to the starting ones. Evaluation reports both; "
+                "the Done line and checkpoints' raw weights are the trained ones. Set "
+                "--config.ema_decay=None or a smaller decay to average within the run.",
+            )
+
+
+def _largest_batch_under(n: int) -> int:
+    """The largest power of two not above ``n`` (a batch size that fits the split)."""
+    return 1 << (max(n, 1).bit_length() - 1)
 
 
 def _starting_state(run: _Run) -> tuple[int, TrainState]:
@@ -566,6 +623,7 @@ def _evaluate_and_save(
         if evaluate:
             evaluated = {"eval_" + k: v for k, v in evaluator(state).items()}
             step = plan.updates(done)
+            _check_eval_finite(evaluated, step=step, last_saved=checkpoints.last_saved, plan=plan)
             run.writer.write(
                 step, {k[len("eval_") :]: v for k, v in evaluated.items()}, prefix="eval"
             )
@@ -573,6 +631,22 @@ def _evaluate_and_save(
         if save:
             checkpoints.save(done, state, eval_metrics=evaluated)
     return evaluated
+
+
+def _check_eval_finite(
+    evaluated: dict[str, float], *, step: int, last_saved: int | None, plan: RunPlan
+) -> None:
+    """A non-finite evaluation loss fails the run as a non-finite train state does: the weights
+    are finite but predict nonsense (e.g. a batch far too large for its learning rate)."""
+    bad = [k for k in ("eval_loss", "eval_ema_loss") if not math.isfinite(evaluated.get(k, 0.0))]
+    if bad:
+        good = f"step {plan.updates(last_saved)}" if last_saved else "none yet"
+        raise TrainingError(
+            f"The evaluation loss ({', '.join(bad)}) is non-finite (inf or nan) at step {step}; "
+            f"training stopped and this state was not saved (last checkpoint: {good}). Lower "
+            "optimizer.lr or batch_size, add warm-up (schedule.warmup_epochs), or set "
+            "clip_grad_norm."
+        )
 
 
 def _stop_requested(stop: _StopSignal, *, done: int, plan: RunPlan) -> bool:

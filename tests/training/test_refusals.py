@@ -1,0 +1,58 @@
+"""Starts that would look like success and are not are refused (or named) before any work."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from cnn_flax import trainer
+from cnn_flax.configs import get_config
+from tests.training import fakes
+
+
+def _finetune_config(**changes):
+    config = get_config(f"finetune:{fakes.TINY_MODEL}")
+    base = fakes.tiny_config()
+    for key in ("total_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
+        config[key] = base[key]
+    config.data.image_size = fakes.SIZE
+    config.data.cache = False
+    config.update(changes)
+    return config
+
+
+def test_finetune_without_weights_is_refused(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"init_from is not set.*--config=test_tiny_cnn"):
+        trainer.train(_finetune_config(), tmp_path, data_source=fakes.FakeData())
+    assert not (tmp_path / "checkpoints").exists()
+    assert "Compiling" not in capsys.readouterr().out
+
+
+def test_batch_larger_than_the_training_split_is_refused(tmp_path):
+    config = fakes.tiny_config(batch_size=128)  # the fake split holds 64
+    with pytest.raises(ValueError, match=r"batch_size 128 is larger than the training split"):
+        trainer.train(config, tmp_path, data_source=fakes.FakeData())
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_non_finite_evaluation_loss_fails_the_run(tmp_path, monkeypatch):
+    class NanEvaluator:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __call__(self, state):
+            return {"top1": 0.25, "top5": 1.0, "loss": math.inf, "num_examples": 37.0}
+
+    monkeypatch.setattr(trainer, "Evaluator", NanEvaluator)
+    config = fakes.tiny_config(total_steps=3, checkpoint_every_steps=0)
+    with pytest.raises(trainer.TrainingError, match=r"evaluation loss \(eval_loss\) is non-fin"):
+        trainer.train(config, tmp_path, data_source=fakes.FakeData(), show_progress=False)
+    assert not (tmp_path / "checkpoints" / "3").exists()
+
+
+def test_an_average_that_cannot_move_in_the_run_is_named(tmp_path, capsys):
+    config = fakes.tiny_config(ema_decay=0.9999, total_steps=2, eval_every_steps=2)
+    trainer.train(config, tmp_path, data_source=fakes.FakeData(), show_progress=False)
+    out = capsys.readouterr().out
+    assert "half-life of 6,931 updates, longer than this run's 2" in out, out
