@@ -93,6 +93,24 @@ def _disk_error(err: OSError) -> str:
     )
 
 
+def _out_of_memory(err: Exception) -> bool:
+    """Whether ``err`` is XLA running out of device (or host) memory."""
+    import jax
+
+    return isinstance(err, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(err)
+
+
+def _out_of_memory_message(config, err: Exception) -> str:
+    detail = str(err).splitlines()[0].removeprefix("RESOURCE_EXHAUSTED: ")[:160]
+    accum = int(config.grad_accum_steps)
+    return (
+        f"Out of memory at batch_size {config.batch_size} (grad_accum_steps {accum}) for "
+        f"{config.model} at {config.data.image_size} px ({detail}). Lower --config.batch_size, "
+        f"or keep it and pass --config.grad_accum_steps={2 * accum} (smaller micro-batches), "
+        "or --config.dtype=bfloat16; the rerun resumes from the last checkpoint."
+    )
+
+
 def main(argv: Sequence[str]) -> int:
     """Runs training from parsed flags; returns the exit status."""
     if len(argv) > 1:
@@ -115,12 +133,17 @@ def main(argv: Sequence[str]) -> int:
         num_processes=_NUM_PROCESSES.value,
         process_id=_PROCESS_ID.value,
     )
-    result = trainer.train(
-        config,
-        _WORKDIR.value,
-        profile=_PROFILE.value,
-        allow_config_change=_CONFIG_CHANGE.value == "allow",
-    )
+    try:
+        result = trainer.train(
+            config,
+            _WORKDIR.value,
+            profile=_PROFILE.value,
+            allow_config_change=_CONFIG_CHANGE.value == "allow",
+        )
+    except Exception as err:
+        if not _out_of_memory(err):
+            raise
+        raise UsageError(_out_of_memory_message(config, err)) from None
     if result.signal is not None:
         # The trainer said where it stopped; a scheduler must not read this as finished.
         return 128 + result.signal

@@ -56,3 +56,33 @@ def test_an_average_that_cannot_move_in_the_run_is_named(tmp_path, capsys):
     trainer.train(config, tmp_path, data_source=fakes.FakeData(), show_progress=False)
     out = capsys.readouterr().out
     assert "half-life of 6,931 updates, longer than this run's 2" in out, out
+
+
+def test_a_data_dir_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys):
+    from cnn_flax import train
+
+    not_a_folder = tmp_path / "data"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("TFDS_DATA_DIR", str(not_a_folder))
+    code = train.cli(["train", "--config=quickstart", f"--workdir={tmp_path / 'w'}"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "a file, not a folder" in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "w"]  # no tfds lock beside it
+
+
+def test_out_of_memory_is_one_line_naming_the_batch(tmp_path, monkeypatch, capsys):
+    import jax
+
+    from cnn_flax import train
+
+    def out_of_memory(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError(
+            "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 12.50GiB.\nmore lines"
+        )
+
+    monkeypatch.setattr(trainer, "train", out_of_memory)
+    code = train.cli(["train", "--config=quickstart", f"--workdir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "Out of memory at batch_size 32" in err and "grad_accum_steps=2" in err, err
