@@ -289,8 +289,8 @@ def _check_start(
                 f"Note: the weight average (ema_decay {ema.decay:g}) has a half-life of "
                 f"{half_life:,.0f} updates, longer than this run's {ema_updates:,}: the "
                 "averaged weights stay close to the starting ones. Evaluation reports both; "
-                "the Done line and checkpoints' raw weights are the trained ones. Set "
-                "--config.ema_decay=None or a smaller decay to average within the run.",
+                "the Done line reports the raw weights. Set --config.ema_decay=None or a "
+                "smaller decay to average within the run.",
             )
 
 
