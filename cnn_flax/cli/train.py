@@ -23,6 +23,7 @@ import errno
 import sys
 from collections.abc import Sequence
 
+import jax
 from absl import logging
 
 from cnn_flax.cli import train_help
@@ -87,6 +88,22 @@ def _disk_error(err: OSError) -> str:
     )
 
 
+def _out_of_memory(err: Exception) -> bool:
+    """Whether ``err`` is XLA running out of device (or host) memory."""
+    return isinstance(err, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(err)
+
+
+def _out_of_memory_message(config, err: Exception) -> str:
+    detail = str(err).splitlines()[0].removeprefix("RESOURCE_EXHAUSTED: ")[:160]
+    accum = int(config.grad_accum_steps)
+    return (
+        f"Out of memory at batch_size {config.batch_size} (grad_accum_steps {accum}) for "
+        f"{config.model} at {config.data.image_size} px ({detail}). Lower --config.batch_size, "
+        f"or keep it and pass --config.grad_accum_steps={2 * accum} (smaller micro-batches), "
+        "or --config.dtype=bfloat16; the rerun resumes from the last checkpoint."
+    )
+
+
 def main(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     """Runs training from parsed flags; returns the exit status."""
     if args.verbosity is None:
@@ -107,20 +124,30 @@ def main(args: argparse.Namespace, overrides: Sequence[str]) -> int:
         num_processes=args.num_processes,
         process_id=args.process_id,
     )
-    result = trainer.train(
-        config,
-        args.workdir,
-        profile=args.profile,
-        allow_config_change=args.config_change == "allow",
-    )
+    try:
+        result = trainer.train(
+            config,
+            args.workdir,
+            profile=args.profile,
+            allow_config_change=args.config_change == "allow",
+        )
+    except Exception as err:
+        if not _out_of_memory(err):
+            raise
+        raise UsageError(_out_of_memory_message(config, err)) from None
     if result.signal is not None:
         # The trainer said where it stopped; a scheduler must not read this as finished.
         return 128 + result.signal
-    if result.stopped == "interrupted":
+    if result.stopped.interrupted:
         print(f"Interrupted at step {result.step}; rerun the same command to resume.")
     elif result.eval_metrics:
         top1 = 100 * result.eval_metrics["eval_top1"]
-        print(f"Done: {result.step} steps, eval top-1 {top1:.2f}%. Workdir: {args.workdir}")
+        ema = result.eval_metrics.get("eval_ema_top1")
+        averaged = "" if ema is None else f"; averaged (EMA) weights {100 * ema:.2f}%"
+        print(
+            f"Done: {result.step} steps, eval top-1 {top1:.2f}% (raw weights{averaged}). "
+            f"Workdir: {args.workdir}"
+        )
     return 0
 
 

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import io
 import os
+import re
 import socket
 import threading
 from typing import Any, NamedTuple
@@ -58,8 +59,20 @@ class DatasetNotPreparedError(RuntimeError):
 
 
 def resolve_data_dir(data_dir: str | None) -> str | None:
-    """Config value, else $TFDS_DATA_DIR, else None (tfds' default, ~/tensorflow_datasets)."""
-    return data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    """Config value, else $TFDS_DATA_DIR, else None (tfds' default, ~/tensorflow_datasets).
+
+    Raises:
+      ValueError: the folder is an existing file (tfds would fail deep inside, after taking a
+        lock next to it).
+    """
+    resolved = data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    if resolved and "://" not in resolved and os.path.isfile(resolved):
+        where = "--config.data.data_dir" if data_dir else "$TFDS_DATA_DIR"
+        raise ValueError(
+            f"{where} is {resolved}, a file, not a folder: point it at a folder (or unset "
+            "it for ~/tensorflow_datasets)."
+        )
+    return resolved
 
 
 class ArraySource:
@@ -315,10 +328,48 @@ def _get_source_cached(name: str, data_dir: str | None, auto_prepare: bool, max_
 
 
 def splits(data_config: Any, source) -> tuple[str, str]:
-    """(train_split, eval_split): the config's, or the dataset's defaults when unset."""
-    train = data_config.train_split or source.default_splits[0]
-    evals = data_config.eval_split or source.default_splits[1]
-    return str(train), str(evals)
+    """(train_split, eval_split): the config's, or the dataset's defaults when unset.
+
+    A folder set with no sub-folder for the configured eval split (a recipe's ``test`` or
+    ``validation``) and only ``train`` images holds out its own stratified 10% instead, said once
+    in one line, as the ``finetune`` recipe does by default."""
+    train = str(data_config.train_split or source.default_splits[0])
+    evals = str(data_config.eval_split or source.default_splits[1])
+    if source.kind == "files":
+        train, evals = _folder_splits(source, train, evals)
+    return train, evals
+
+
+_ANNOUNCED: set[tuple[str, str]] = set()
+
+
+def _folder_splits(source, train: str, evals: str) -> tuple[str, str]:
+    index = source.index
+    wanted = re.match(r"\w+", evals)
+    if train != "train" or set(index.files) != {"train"} or not wanted:
+        return train, evals
+    if wanted.group(0) in index.files:
+        return train, evals
+    train, held_out = index.default_splits
+    if (index.root, evals) not in _ANNOUNCED:
+        _ANNOUNCED.add((index.root, evals))
+        message = (
+            f"Folder {index.root} has no {wanted.group(0)}/ sub-folder: training on {train} and "
+            f"evaluating on {held_out}, held out per class (fixed seed)."
+        )
+        sides = {name: set(index.split(name)[1]) for name in (train, held_out)}
+        short = [
+            cls
+            for label, cls in enumerate(index.class_names)
+            if any(label not in labels for labels in sides.values())
+        ]
+        if short:
+            message += (
+                f" Too few images for both sides in class(es) {', '.join(short[:10])}: add "
+                "images, or a val/ folder."
+            )
+        print(message, flush=True)
+    return train, held_out
 
 
 def sizes_without_reading(data_config: Any) -> tuple[DatasetInfo, str]:

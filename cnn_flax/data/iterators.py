@@ -32,12 +32,14 @@ def create_train_iterator(
     seed: int,
     start_step: int = 0,
     sharding: jax.sharding.NamedSharding,
+    start_example: int | None = None,
 ) -> Iterator[dict[str, jax.Array]]:
     """Infinite train batches {"image": uint8 [B, H, W, 3], "label": int32 [B]} sharded over
     `sharding`; batch i is a pure function of (seed, start_step + i), so a resumed run sees
     exactly the batches of an uninterrupted one. Each process computes only the rows it holds;
     for in-memory and file-list data sets the global batches do not depend on the number of
-    processes (see pipeline.py)."""
+    processes (see pipeline.py). `start_example`: examples of the stream already seen, when they
+    are not `start_step` batches of this size (a run resumed with another batch size)."""
     from cnn_flax.data import device, pipeline
 
     stream = pipeline.TrainStream(
@@ -45,6 +47,7 @@ def create_train_iterator(
         global_batch_size=global_batch_size,
         seed=seed,
         start_step=start_step,
+        start_example=start_example,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         rows=device.process_rows(sharding, global_batch_size),

@@ -168,10 +168,13 @@ class TrainStream:
         process_count: int = 1,
         rows: Sequence[int] | None = None,
         source: Any = None,
+        start_example: int | None = None,
     ):
         """`rows`: the rows of the global batch this process fills, in the order of its local
         batch (default: the `process_index`-th contiguous block; see device.process_rows).
-        `source` overrides the dataset named by the config (tests)."""
+        `source` overrides the dataset named by the config (tests). `start_example`: position
+        in the global stream of the first batch's first example, when not `start_step` batches
+        (a run resumed with another batch size goes on from the images it has seen)."""
         if start_step < 0:
             raise ValueError(f"start_step must be >= 0, got {start_step}")
         self.config = data_config
@@ -181,6 +184,10 @@ class TrainStream:
         self.batch = per_process_batch(global_batch_size, process_count)
         self.seed = int(seed)
         self.start_step = int(start_step)
+        # Examples of the global stream before the first batch beyond start_step whole batches.
+        self.shift = (
+            0 if start_example is None else int(start_example) - start_step * global_batch_size
+        )
         if rows is None:
             rows = range(process_index * self.batch, (process_index + 1) * self.batch)
         self.rows = np.asarray(rows, np.int64)
@@ -236,7 +243,7 @@ class TrainStream:
         seed = self.seed
 
         def element(k):
-            g = self._global_position(k)
+            g = self._global_position(k) + self.shift
             epoch = g // n
             index = tf.random.experimental.index_shuffle(
                 (g % n) // r, seed=tf.stack([tf.constant(seed, tf.int64), epoch]), max_index=n - 1
@@ -279,7 +286,8 @@ class TrainStream:
         """Epoch by epoch. A batch straddling two epochs is assembled from the end of one and a
         short head pipeline of the next (which reads only the shuffle buffer's worth)."""
         n, b = self.shard_size, self.batch
-        position = self.start_step * b
+        # A shifted start is spread over the processes' shards (exact with one process).
+        position = self.start_step * b + self.shift * b // self.global_batch
         carry: list[dict[str, np.ndarray]] = []
         while True:
             epoch = position // n

@@ -1,5 +1,7 @@
 """The model zoo as a table: ``python -m cnn_flax.models [--markdown] [--family=NAME]``.
 
+``--names`` lists the names alone (with family and resolution) in a second, without counting.
+
 For every registered model it prints the family, the parameter count, the multiply-accumulates
 of one forward pass at the default resolution, the resolution, and the published top-1 accuracy
 of its default weights where it has some (the family's facts, see
@@ -144,6 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--family", help="only this family, e.g. resnet")
+    parser.add_argument(
+        "--names",
+        action="store_true",
+        help="only the names, family and resolution (instant; the full table counts every "
+        "model and takes minutes)",
+    )
     args = parser.parse_args(argv)
 
     if args.family is not None and args.family not in list_families():
@@ -153,6 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     names = list_models(args.family)
+    if args.names:
+        width = max(len(n) for n in names)
+        for name in names:
+            info = model_info(name)
+            print(f"{name.ljust(width)}  {info.family.ljust(14)}  {info.resolution}")
+        return 0
     # Rows are printed as they are counted, so the column widths are fixed up front.
     widths = [max(len(_HEADER[0]), *(len(n) for n in names)), max(len(_HEADER[1]), 12)]
     widths += [len(_HEADER[2]), len(_HEADER[3]), 7, len(_HEADER[5]), len(_HEADER[6])]

@@ -47,7 +47,8 @@ class PendingMetrics:
     Attributes:
       first_step: optimizer step (0-based) of the first entry.
       steps: per-step ``{name: (sum, count)}`` device scalars.
-      wall_time: host seconds the interval took (dispatch to dispatch).
+      wall_time: seconds from the completion of the step before the interval to that of its
+        last step (results seen ready, not steps dispatched), pauses left out.
     """
 
     def __init__(self, first_step: int, steps: list[Pairs], wall_time: float):

@@ -126,7 +126,9 @@ def create_learning_rate_schedule(
       (MnasNet, EfficientNet).
     * ``constant``: ``p``.
 
-    Epoch-valued fields are converted with ``plan.schedule_steps_per_epoch``.
+    Epoch-valued fields are converted with ``plan.schedule_steps_per_epoch``. After a change
+    of batch size the update count is shifted by ``plan.schedule_offset``, so the schedule stays
+    the same function of the images seen (its peak follows the new batch by the linear rule).
 
     Args:
       config: the full training config, checked by :func:`.config_checks.check_config`.
@@ -145,13 +147,17 @@ def create_learning_rate_schedule(
         peak=peak,
         end=peak * sched.end_lr_factor,
         warmup=warmup,
-        total=plan.total_steps,
+        # After a change of batch size: the run's end in updates of the new batch from image 0.
+        total=plan.total_steps + plan.schedule_offset if plan.schedule_offset else plan.total_steps,
         spe=spe,
     )
+    offset = plan.schedule_offset
     linear_warmup = sched.warmup_shape == "linear"
 
     def schedule(step: chex.Numeric) -> jax.Array:
         step = jnp.asarray(step, jnp.float32)
+        if offset:  # resumed with another batch size: the same point in images
+            step = step + offset
         lr = main(step)
         if warmup > 0:
             ramp = init + (peak - init) * step / warmup if linear_warmup else init

@@ -9,6 +9,13 @@ what ``total_steps``, the cadences, the logs and the learning-rate schedule coun
 *micro-step* is one jitted train step over ``batch_size / grad_accum_steps`` examples; it is what
 ``TrainState.step``, the input order and checkpoint names count. They differ only when
 ``grad_accum_steps > 1``.
+
+A run resumed with another batch size (``--config_change=allow``) keeps its length and its
+schedule in *images*: the plan carries the change point (:class:`Origin`, the updates done and
+images seen when the current batch size took effect), and the schedule, the epoch counter, the
+end of the run and the position in the data stream are functions of the images seen since the
+start. A run that never changed its batch has the origin (0, 0) and the step arithmetic of an
+unchanged run, bit for bit.
 """
 
 from __future__ import annotations
@@ -115,6 +122,15 @@ def make_ema_plan(
 
 
 @dataclasses.dataclass(frozen=True)
+class Origin:
+    """Where the current batch size took effect: after ``updates`` updates that had seen
+    ``images`` examples (``(0, 0)``: the run's first batch size)."""
+
+    updates: int = 0
+    images: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class RunPlan:
     """The step arithmetic of one run.
 
@@ -133,6 +149,11 @@ class RunPlan:
       checkpoint_every: updates between checkpoints; 0 saves only at the end.
       keep_best: every evaluated state is also a checkpoint candidate.
       ema: the weight EMA's plan, or ``None`` without one.
+      origin: the change point of the current batch size (:class:`Origin`).
+      schedule_offset: update count of this batch size's schedule at update 0, ``origin.images /
+        global_batch - origin.updates``: the schedule, the epoch counter and ``total_steps`` are
+        in updates of the current batch counted from the run's first image (0 without a
+        change of batch size).
     """
 
     global_batch: int
@@ -146,6 +167,8 @@ class RunPlan:
     keep_best: bool
     warmup_steps: int = 0
     ema: EmaPlan | None = None
+    origin: Origin = Origin()
+    schedule_offset: float = 0.0
 
     @property
     def micro_batch(self) -> int:
@@ -161,8 +184,16 @@ class RunPlan:
         return micro_steps // self.grad_accum_steps
 
     def epoch(self, micro_steps: int) -> float:
-        """Epochs (fractional) done after ``micro_steps`` micro-steps."""
-        return micro_steps / self.micro(self.steps_per_epoch)
+        """Epochs (fractional, of ``steps_per_epoch`` updates each) done after ``micro_steps``
+        micro-steps, counted in images from the run's start."""
+        if not self.schedule_offset:
+            return micro_steps / self.micro(self.steps_per_epoch)
+        return (micro_steps / self.grad_accum_steps + self.schedule_offset) / self.steps_per_epoch
+
+    def images(self, micro_steps: int) -> int:
+        """Examples seen from the run's start after ``micro_steps`` micro-steps."""
+        since = micro_steps - self.micro(self.origin.updates)
+        return self.origin.images + since * self.micro_batch
 
     def is_log_step(self, done: int) -> bool:
         """Whether the loop logs after micro-step count ``done``."""
@@ -181,9 +212,12 @@ def steps_for_epochs(num_epochs: float, steps_per_epoch: int) -> int:
     return int(math.ceil(num_epochs * steps_per_epoch - 1e-9))
 
 
-def make_run_plan(config: ml_collections.ConfigDict, *, num_train: int) -> RunPlan:
+def make_run_plan(
+    config: ml_collections.ConfigDict, *, num_train: int, origin: Origin = Origin()
+) -> RunPlan:
     """The plan of ``config`` (checked by :func:`cnn_flax.training.config_checks.check_config`) on a
-    training split of ``num_train`` examples."""
+    training split of ``num_train`` examples, with the current batch size in effect from
+    ``origin`` (a resume after a change of batch size; see :class:`Origin`)."""
     batch = int(config.batch_size)
     steps_per_epoch = max(1, num_train // batch)
     if config.total_steps is not None:
@@ -193,6 +227,9 @@ def make_run_plan(config: ml_collections.ConfigDict, *, num_train: int) -> RunPl
         total = steps_for_epochs(float(config.num_epochs), steps_per_epoch)
         schedule_spe = float(steps_per_epoch)
     warmup = int(round(float(config.schedule.warmup_epochs) * schedule_spe))
+    offset = origin.images / batch - origin.updates
+    if offset:  # the run's end in images, in updates of the current batch from the origin
+        total = max(origin.updates, steps_for_epochs(total - offset, 1))
     return RunPlan(
         global_batch=batch,
         grad_accum_steps=int(config.grad_accum_steps),
@@ -205,11 +242,14 @@ def make_run_plan(config: ml_collections.ConfigDict, *, num_train: int) -> RunPl
         keep_best=bool(config.keep_best),
         warmup_steps=warmup,
         ema=make_ema_plan(config, steps_per_epoch=steps_per_epoch, warmup_steps=warmup),
+        origin=origin,
+        schedule_offset=offset,
     )
 
 
 __all__ = [
     "EmaPlan",
+    "Origin",
     "RunPlan",
     "make_ema_plan",
     "make_run_plan",

@@ -18,6 +18,8 @@ from typing import Any
 
 import ml_collections
 
+from cnn_flax.training.run_plan import Origin
+
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "config_history.jsonl"
 
@@ -106,5 +108,29 @@ def record(workdir: pathlib.Path, change: ConfigChange | None) -> None:
         file.write(json.dumps(entry, sort_keys=True) + "\n")
     print(
         f"Config changed at step {change.step} (recorded in {history}): "
-        + "; ".join(change.changes)
+        + "; ".join(change.changes),
+        flush=True,
     )
+
+
+def batch_origin(workdir: pathlib.Path, change: ConfigChange | None) -> Origin:
+    """Updates done and images seen when the workdir's latest config (``change``'s, if one is
+    about to be recorded) took effect, from ``config_history.jsonl``: each config trained from
+    its entry's step to the next one's with its own ``batch_size``. ``Origin()`` without a
+    history."""
+    entries = []
+    history = workdir / HISTORY_FILE
+    if history.is_file():
+        for line in history.read_text().splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                entries.append((int(entry["step"]), entry["config"].get("batch_size")))
+    if change is not None:
+        if not entries:
+            entries.append((0, change.old.get("batch_size")))
+        entries.append((change.step, change.new.get("batch_size")))
+    images, (step, batch) = 0, (entries[0] if entries else (0, None))
+    for next_step, next_batch in entries[1:]:
+        images += (next_step - step) * int(batch or 0)
+        step, batch = next_step, next_batch
+    return Origin(updates=step, images=images)

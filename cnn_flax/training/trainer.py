@@ -12,7 +12,9 @@ crash after a checkpoint) and resuming ends with the parameters of an uninterrup
 
 The loop (:func:`_loop`) reads top to bottom; its pieces each keep their own state:
 :class:`cnn_flax.intervals.MetricIntervals` (metrics fetched one interval late, non-finite steps
-caught), :class:`cnn_flax.intervals.Stopwatch` (evaluation and saves left out of images/s),
+caught, at most :data:`STEPS_AHEAD` steps queued on the device and each timed when its result is
+ready, so images/s, MFU and the bar count computed steps and a stop signal acts within a step or
+two), :class:`cnn_flax.intervals.Stopwatch` (evaluation and saves left out of images/s),
 :class:`cnn_flax.run_plan.RunPlan` (the log / eval / checkpoint cadences), and here
 :class:`_TrainStep` (compiled once), :class:`_Checkpoints`, :class:`_Profile` and
 :class:`_StopSignal`. The model is built by :mod:`cnn_flax.model_builder` and evaluated by
@@ -23,12 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import json
 import logging
+import math
 import pathlib
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -61,6 +65,19 @@ class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became non-finite)."""
 
 
+class StopReason(enum.Enum):
+    """Why the loop ended. Only ``FINISHED`` means the run is complete; the others saved a
+    checkpoint to resume from."""
+
+    FINISHED = "finished"
+    SIGNAL = "a stop signal"  # SIGTERM/SIGINT (on any process)
+    STOP_AFTER = "stop_after"  # train(stop_after=N): tests and time-limited jobs
+
+    @property
+    def interrupted(self) -> bool:
+        return self is not StopReason.FINISHED
+
+
 @dataclasses.dataclass
 class TrainResult:
     """What :func:`train` returns.
@@ -69,14 +86,14 @@ class TrainResult:
       state: the final state (replicated global arrays).
       step: optimizer updates taken in total (``state.step`` counts micro-steps, which
         differ when ``grad_accum_steps > 1``).
-      stopped: ``"finished"``, or ``"interrupted"`` (signal or ``stop_after``; resumable).
+      stopped: why the loop ended (:class:`StopReason`; all but ``FINISHED`` are resumable).
       eval_metrics: the last evaluation (``{}`` if none ran).
       signal: the signal that stopped the run (``signal.SIGTERM``, ``SIGINT``), if one did.
     """
 
     state: TrainState
     step: int
-    stopped: str
+    stopped: StopReason
     eval_metrics: dict[str, float]
     signal: int | None = None
 
@@ -97,6 +114,9 @@ class _Run:
     manager: checkpoint.CheckpointManager
     writer: metrics.MetricWriter
     is_main: bool
+    change: run_record.ConfigChange | None = (
+        None  # an allowed change, recorded once training goes on
+    )
 
 
 # --- train ----------------------------------------------------------------------------------------
@@ -139,8 +159,6 @@ def train(
       TrainingError: the loss, gradient or state became non-finite (the last good checkpoint
         is kept, nothing after it is saved).
     """
-    from cnn_flax.training import optim
-
     if data_source is None:
         from cnn_flax import data as data_source
     check_config(config)
@@ -149,84 +167,164 @@ def train(
     mesh = parallel.create_mesh(devices)
     if config.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", config.compilation_cache_dir)
-
     is_main = jax.process_index() == 0
-    # Before the data set is read (minutes for a large folder): a second run is refused at once.
-    lock = workdir_lock.acquire(workdir, enabled=is_main)
-    try:
-        # Each start-up phase that takes seconds says so first (imports and data set preparation,
-        # the model's initialisation, the compile), so a run is never silent for long.
-        _say(is_main, f"Reading data set {config.data.name} ...")
-        # Data errors (unknown name, ImageNet not prepared) surface here, before any compile.
-        num_classes, num_train, _ = data_source.get_dataset_info(config.data)
-        plan = make_run_plan(config, num_train=num_train)
-        # Each jitted step sees one micro-batch; the optimizer updates every grad_accum_steps.
-        parallel.check_batch_size(plan.micro_batch, mesh)
-        model = build_model(config, num_classes=num_classes, num_devices=mesh.size)
-        tx = optim.create_optimizer(config, plan)
-        init_state = _state_initializer(config, model, tx)
-        replicated = parallel.replicated_sharding(mesh)
-        manager = checkpoint.CheckpointManager(
-            workdir, keep=int(config.keep_checkpoints), keep_best=plan.keep_best
-        )
-    except BaseException:
-        lock.release()
-        raise
-    try:
-        start_step = manager.latest_step() or 0
-        # Refused before the restore; recorded only once the run goes on.
-        change = run_record.check(
-            workdir, config, step=plan.updates(start_step), allow_change=allow_config_change
-        )
-        if start_step:
-            abstract_state = _abstract(jax.eval_shape(init_state), replicated)
-            start_step, state = _restore(manager, abstract_state, plan=plan, is_main=is_main)
-        else:  # random, or from config.init_from's weights; records what the run starts from
-            _say(is_main, f"Initialising {config.model} ...")
-            state = finetune.initial_state(
-                config,
-                init_state,
-                tx=tx,
-                sharding=replicated,
-                workdir=workdir,
-                data_source=data_source,
-                loss_scale=steps.initial_loss_scale(config),
-            )
-        if start_step >= plan.micro(plan.total_steps):
-            _say(is_main, _finished_message(workdir, plan, start_step))
-            return TrainResult(state, plan.updates(start_step), "finished", eval_metrics={})
-        if is_main:
-            run_record.record(workdir, change)
-            _write_run_files(workdir, config, num_classes=num_classes)
-        writer = metrics.MetricWriter(workdir, enabled=is_main)
-        run = _Run(
-            config=config,
-            plan=plan,
-            model=model,
-            tx=tx,
-            lr_fn=optim.create_learning_rate_schedule(config, plan),
+    with contextlib.ExitStack() as cleanup:  # closed in reverse: writer, checkpoints, lock
+        # Before the data set is read (minutes for a large folder): a second run is refused at once.
+        cleanup.callback(workdir_lock.acquire(workdir, enabled=is_main).release)
+        run = _set_up(
+            config,
+            workdir,
             mesh=mesh,
-            num_classes=num_classes,
-            data=data_source,
-            workdir=workdir,
-            manager=manager,
-            writer=writer,
+            data_source=data_source,
             is_main=is_main,
+            allow_config_change=allow_config_change,
         )
-        try:
-            return _loop(
-                run,
-                state,
-                start_step=start_step,
-                stop_after=stop_after,
-                profile=profile,
-                show_progress=show_progress and is_main,
+        cleanup.callback(run.manager.close)
+        cleanup.callback(run.writer.close)
+        start_step, state = _starting_state(run)
+        if start_step >= run.plan.micro(run.plan.total_steps):
+            _say(is_main, _finished_message(workdir, run.plan, start_step, allow_config_change))
+            return TrainResult(state, run.plan.updates(start_step), StopReason.FINISHED, {})
+        return _loop(
+            run,
+            state,
+            start_step=start_step,
+            stop_after=stop_after,
+            profile=profile,
+            show_progress=show_progress and is_main,
+        )
+
+
+def _set_up(
+    config: ml_collections.ConfigDict,
+    workdir: pathlib.Path,
+    *,
+    mesh: jax.sharding.Mesh,
+    data_source: Any,
+    is_main: bool,
+    allow_config_change: bool,
+) -> _Run:
+    """Reads the data set's size, checks a config change, plans the run (from the point where
+    its batch size took effect), builds the model and the optimizer."""
+    from cnn_flax.training import optim
+
+    # Refused before anything is read or created; recorded only once the run goes on.
+    latest_dir = checkpoint.training_step_dir(workdir / checkpoint.CHECKPOINTS_DIR)
+    latest = (int(latest_dir.name) if latest_dir else 0) // int(config.grad_accum_steps)
+    change = run_record.check(workdir, config, step=latest, allow_change=allow_config_change)
+
+    # Each start-up phase that takes seconds says so first (imports and data set preparation,
+    # the model's initialisation, the compile), so a run is never silent for long.
+    _say(is_main, f"Reading data set {config.data.name} ...")
+    # Data errors (unknown name, ImageNet not prepared) surface here, before any compile.
+    num_classes, num_train, _ = data_source.get_dataset_info(config.data)
+    origin = run_record.batch_origin(workdir, change)
+    plan = make_run_plan(config, num_train=num_train, origin=origin)
+    _check_start(config, plan, num_train=num_train, fresh=not latest, is_main=is_main)
+    # Each jitted step sees one micro-batch; the optimizer updates every grad_accum_steps.
+    parallel.check_batch_size(plan.micro_batch, mesh)
+    model = build_model(config, num_classes=num_classes, num_devices=mesh.size)
+    tx = optim.create_optimizer(config, plan)
+    return _Run(
+        config=config,
+        plan=plan,
+        model=model,
+        tx=tx,
+        lr_fn=optim.create_learning_rate_schedule(config, plan),
+        mesh=mesh,
+        num_classes=num_classes,
+        data=data_source,
+        workdir=workdir,
+        manager=checkpoint.CheckpointManager(
+            workdir, keep=int(config.keep_checkpoints), keep_best=plan.keep_best
+        ),
+        writer=metrics.MetricWriter(workdir, enabled=is_main),
+        is_main=is_main,
+        change=change,
+    )
+
+
+def _check_start(
+    config: ml_collections.ConfigDict,
+    plan: RunPlan,
+    *,
+    num_train: int,
+    fresh: bool,
+    is_main: bool,
+) -> None:
+    """Refuses (``ValueError``) or names, before any work, a start that would look like success
+    and is not: a fine-tune from random weights, a batch larger than the training split, an
+    average of the weights that cannot move in the run's length, ImageNet rates on weights."""
+    from cnn_flax.training import optim
+
+    finetune_recipe = str(config.recipe or "").startswith("finetune")
+    if fresh and finetune_recipe and not config.init_from:
+        raise ValueError(
+            "--config=finetune starts from published weights, but --config.init_from is not "
+            "set: pass --config.init_from=WEIGHTS (a .pth or .safetensors file, a converted "
+            "checkpoint or a workdir), or train from random weights on purpose with the "
+            f"model's own recipe, --config={config.model}."
+        )
+    if plan.global_batch > num_train:
+        raise ValueError(
+            f"batch_size {plan.global_batch} is larger than the training split of "
+            f"{config.data.name} ({num_train} examples): every step would repeat images and "
+            f"the learning rate would scale to {optim.peak_learning_rate(config, plan):.3g}. "
+            f"Pass --config.batch_size={_largest_batch_under(num_train)} or less."
+        )
+    if fresh and config.init_from and not finetune_recipe:
+        _say(
+            is_main,
+            f"Note: --config.init_from with the recipe {config.recipe!r} (made to train from "
+            "scratch: its learning rates, schedule and weight average are sized for it); to "
+            f"fine-tune, --config=finetune:{config.model}.",
+        )
+    ema = plan.ema
+    if ema is not None and not ema.tf_warmup and 0 < ema.decay < 1:
+        half_life = math.log(0.5) / math.log(ema.decay)
+        ema_updates = -(-plan.total_steps // ema.every)
+        if half_life > ema_updates:
+            _say(
+                is_main,
+                f"Note: the weight average (ema_decay {ema.decay:g}) has a half-life of "
+                f"{half_life:,.0f} updates, longer than this run's {ema_updates:,}: the "
+                "averaged weights stay close to the starting ones. Evaluation reports both; "
+                "the Done line reports the raw weights. Set --config.ema_decay=None or a "
+                "smaller decay to average within the run.",
             )
-        finally:
-            writer.close()
-    finally:
-        manager.close()
-        lock.release()
+
+
+def _largest_batch_under(n: int) -> int:
+    """The largest power of two not above ``n`` (a batch size that fits the split)."""
+    return 1 << (max(n, 1).bit_length() - 1)
+
+
+def _starting_state(run: _Run) -> tuple[int, TrainState]:
+    """``(micro-step, state)`` the run starts from: the newest checkpoint that restores, else the
+    initial weights (random or ``config.init_from``'s). Records an allowed config change and
+    writes the run's files once the run goes on."""
+    config, plan, workdir = run.config, run.plan, run.workdir
+    init_state = _state_initializer(config, run.model, run.tx)
+    replicated = parallel.replicated_sharding(run.mesh)
+    start_step = run.manager.latest_step() or 0
+    if start_step:
+        abstract_state = _abstract(jax.eval_shape(init_state), replicated)
+        start_step, state = _restore(run.manager, abstract_state, plan=plan, is_main=run.is_main)
+    else:  # random, or from config.init_from's weights; records what the run starts from
+        _say(run.is_main, f"Initialising {config.model} ...")
+        state = finetune.initial_state(
+            config,
+            init_state,
+            tx=run.tx,
+            sharding=replicated,
+            workdir=workdir,
+            data_source=run.data,
+            loss_scale=steps.initial_loss_scale(config),
+        )
+    if run.is_main and start_step < plan.micro(plan.total_steps):
+        run_record.record(workdir, run.change)
+        _write_run_files(workdir, config, num_classes=run.num_classes)
+    return start_step, state
 
 
 def _state_initializer(
@@ -278,11 +376,14 @@ def _say(enabled: bool, message: str) -> None:
         print(message, flush=True)
 
 
-def _finished_message(workdir: pathlib.Path, plan: RunPlan, start_step: int) -> str:
+def _finished_message(
+    workdir: pathlib.Path, plan: RunPlan, start_step: int, allow_config_change: bool
+) -> str:
+    flag = "" if allow_config_change else " (with --config_change=allow)"
     return (
         f"Workdir {workdir} already finished at step {plan.updates(start_step)} (total_steps "
-        f"{plan.total_steps}); nothing to train. Raise --config.total_steps or "
-        "--config.num_epochs (with --config_change=allow) to train longer, or pass a new "
+        f"{plan.total_steps}, {plan.epoch(start_step):.2f} epochs); nothing to train. Raise "
+        f"--config.total_steps or --config.num_epochs{flag} to train longer, or pass a new "
         "--workdir."
     )
 
@@ -504,32 +605,53 @@ def _evaluate_and_save(
     evaluator: Evaluator,
     metric_intervals: intervals.MetricIntervals,
     checkpoints: _Checkpoints,
+    clock: intervals.Stopwatch,
     bar: metrics.ProgressBar,
 ) -> dict[str, float] | None:
     """The evaluation and checkpoint due after ``done`` micro-steps; returns the evaluation
     (``{"eval_top1": ...}``) if one ran."""
-    evaluated = None
-    if run.plan.is_eval_step(done):
-        metric_intervals.settle()
-        evaluated = {"eval_" + k: v for k, v in evaluator(state).items()}
-        step = run.plan.updates(done)
-        run.writer.write(step, {k[len("eval_") :]: v for k, v in evaluated.items()}, prefix="eval")
-        bar.write(_format_eval(step, evaluated))
+    plan = run.plan
+    evaluate = plan.is_eval_step(done)
     # keep_best: every evaluated state is a candidate for the best checkpoint.
-    if run.plan.is_checkpoint_step(done) or (evaluated is not None and run.plan.keep_best):
-        checkpoints.save(done, state, eval_metrics=evaluated)
+    save = plan.is_checkpoint_step(done) or (evaluate and plan.keep_best)
+    if not (evaluate or save):
+        return None
+    # Outside the pause: waiting for the steps in flight is their own time, counted in img/s.
+    metric_intervals.settle()
+    evaluated = None
+    with clock.paused():  # evaluation and saves do not count towards img/s
+        if evaluate:
+            evaluated = {"eval_" + k: v for k, v in evaluator(state).items()}
+            step = plan.updates(done)
+            _check_eval_finite(evaluated, step=step, last_saved=checkpoints.last_saved, plan=plan)
+            run.writer.write(
+                step, {k[len("eval_") :]: v for k, v in evaluated.items()}, prefix="eval"
+            )
+            bar.write(_format_eval(step, evaluated))
+        if save:
+            checkpoints.save(done, state, eval_metrics=evaluated)
     return evaluated
 
 
-def _stop_reason(
-    stop: _StopSignal, *, at_log: bool, done: int, end: int, total: int, stop_after: int | None
-) -> str | None:
-    """Why the loop stops early after ``done`` micro-steps, or ``None`` to go on."""
-    if _signal_agreed(stop, at_log=at_log):
-        return "a stop signal"
-    if stop_after is not None and done == end < total:
-        return f"stop_after={stop_after}"
-    return None
+def _check_eval_finite(
+    evaluated: dict[str, float], *, step: int, last_saved: int | None, plan: RunPlan
+) -> None:
+    """A non-finite evaluation loss fails the run as a non-finite train state does: the weights
+    are finite but predict nonsense (e.g. a batch far too large for its learning rate)."""
+    bad = [k for k in ("eval_loss", "eval_ema_loss") if not math.isfinite(evaluated.get(k, 0.0))]
+    if bad:
+        good = f"step {plan.updates(last_saved)}" if last_saved else "none yet"
+        raise TrainingError(
+            f"The evaluation loss ({', '.join(bad)}) is non-finite (inf or nan) at step {step}; "
+            f"training stopped and this state was not saved (last checkpoint: {good}). Lower "
+            "optimizer.lr or batch_size, add warm-up (schedule.warmup_epochs), or set "
+            "clip_grad_norm."
+        )
+
+
+def _stop_requested(stop: _StopSignal, *, done: int, plan: RunPlan) -> bool:
+    """Whether a signal asks to stop before the step after ``done`` is queued."""
+    return _signal_agreed(stop, at_log=plan.is_log_step(done))
 
 
 def _format_eval(step: int, evaluated: dict[str, float]) -> str:
@@ -557,6 +679,11 @@ def _release_in_background(last_reference: list) -> None:
 # --- the loop -------------------------------------------------------------------------------------
 
 
+# At most this many train steps are queued on the device: enough to keep it busy (one runs while
+# the next waits), few enough that a stop signal finds little left to finish.
+STEPS_AHEAD = 2
+
+
 def _loop(
     run: _Run,
     state: TrainState,
@@ -580,66 +707,69 @@ def _loop(
         data_source=run.data,
         batch_size=plan.global_batch,
     )
-    batches: Iterator[dict] = run.data.create_train_iterator(
+    # After a change of batch size the stream goes on from the images seen, not from a step.
+    moved = {"start_example": plan.images(start_step)} if plan.schedule_offset else {}
+    batches = run.data.create_train_iterator(
         run.config.data,
         global_batch_size=plan.micro_batch,
         seed=int(run.config.seed),
         start_step=start_step,
         sharding=parallel.data_sharding(run.mesh),
+        **moved,
     )
     bar = metrics.ProgressBar(total=total, initial=start_step, enabled=show_progress)
     clock = intervals.Stopwatch()
     reporter = _Reporter(run, bar)
     metric_intervals = intervals.MetricIntervals(
-        first_step=start_step, stopwatch=clock, report=reporter
+        first_step=start_step,
+        stopwatch=clock,
+        report=reporter,
+        limit=STEPS_AHEAD,
+        on_done=bar.update,  # the bar counts steps completed, not queued
     )
     checkpoints = _Checkpoints(run, metric_intervals, start_step=start_step)
     profiler = _Profile(run.workdir / "profile", start_step=start_step, enabled=profile)
     eval_metrics: dict[str, float] = {}
-    stopped = "finished"
-    stopped_by: int | None = None
+    reason = StopReason.FINISHED
     done = start_step
     try:
         with _StopSignal() as stop:
-            for step in range(start_step, end):
+            while done < end:
+                metric_intervals.make_room()  # waits for the oldest step while STEPS_AHEAD run
+                if _stop_requested(stop, done=done, plan=plan):
+                    reason = StopReason.SIGNAL
+                    break
                 batch = next(batches)
                 if not train_step.compiled:
                     reporter.throughput = _compile(run, train_step, state, batch)
-                    clock.restart()
-                profiler.before_step(step)
+                    metric_intervals.restart_clock()
+                profiler.before_step(done)
                 state, step_metrics = train_step(state, batch)
-                done = step + 1
+                done += 1
                 metric_intervals.add(step_metrics)
-                bar.update()
                 profiler.after_step(done, state)
-
-                at_log = plan.is_log_step(done)
-                if at_log:
+                if plan.is_log_step(done):
                     metric_intervals.close(done)
-                with clock.paused():  # evaluation and saves do not count towards img/s
-                    evaluated = _evaluate_and_save(
-                        run,
-                        state,
-                        done=done,
-                        evaluator=evaluator,
-                        metric_intervals=metric_intervals,
-                        checkpoints=checkpoints,
-                        bar=bar,
-                    )
-                eval_metrics = evaluated or eval_metrics
-                why = _stop_reason(
-                    stop, at_log=at_log, done=done, end=end, total=total, stop_after=stop_after
+                evaluated = _evaluate_and_save(
+                    run,
+                    state,
+                    done=done,
+                    evaluator=evaluator,
+                    metric_intervals=metric_intervals,
+                    checkpoints=checkpoints,
+                    clock=clock,
+                    bar=bar,
                 )
-                if why is not None:
-                    stopped = "interrupted"
-                    if why == "a stop signal":  # another process's, when not this one's
-                        stopped_by = stop.received or signal.SIGTERM
-                    checkpoints.save_if_new(done, state)
-                    bar.write(
-                        f"Stopped at step {plan.updates(done)} on {why}; checkpoint saved, "
-                        "rerun to resume."
-                    )
-                    break
+                eval_metrics = evaluated or eval_metrics
+            if reason is StopReason.FINISHED and done < total:
+                reason = StopReason.STOP_AFTER
+            if reason.interrupted:
+                checkpoints.save_if_new(done, state)  # waits for the steps in flight first
+                why = reason.value if reason is StopReason.SIGNAL else f"stop_after={stop_after}"
+                bar.write(
+                    f"Stopped at step {plan.updates(done)} on {why}; checkpoint saved, "
+                    "rerun to resume."
+                )
             profiler.stop(state)
             metric_intervals.settle()
             run.manager.wait()
@@ -650,13 +780,15 @@ def _loop(
     last_reference = [batches]
     del batches
     _release_in_background(last_reference)
+    # With several processes a stop can be another process's signal: it is reported as SIGTERM.
+    by = (stop.received or signal.SIGTERM) if reason is StopReason.SIGNAL else None
     return TrainResult(
         state=state,
         step=plan.updates(done),
-        stopped=stopped,
+        stopped=reason,
         eval_metrics=eval_metrics,
-        signal=stopped_by,
+        signal=by,
     )
 
 
-__all__ = ["TrainResult", "TrainingError", "throughput_meter", "train"]
+__all__ = ["StopReason", "TrainResult", "TrainingError", "throughput_meter", "train"]

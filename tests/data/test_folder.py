@@ -180,3 +180,29 @@ def test_list_images_names_the_indexed_files_without_tensorflow(jpeg_folder, tmp
         assert sorted(zip(paths, labels)) == sorted(zip(*index.split(split)))
     with pytest.raises(FolderDatasetError, match="no 'test' split"):
         folder.list_images(str(jpeg_folder), "test")
+
+
+def test_held_out_part_is_stratified():
+    """Every class, however small, keeps about its share on each side of a 90% cut; a plain
+    shuffle (the earlier order) left some class with no held-out image."""
+    labels = [0] * 90 + [1] * 20 + [2] * 10
+    order = folder.stratified_order(labels, seed=0)
+    assert sorted(order) == list(range(120))
+    held_out = [labels[i] for i in order[108:]]
+    assert [held_out.count(c) for c in (0, 1, 2)] == [9, 2, 1], held_out
+
+
+def test_a_recipe_eval_split_missing_from_a_flat_folder_holds_out_its_own(
+    jpeg_folder, tmp_path, capsys
+):
+    """A recipe whose eval split is ``test`` on a folder with only class folders: the folder's
+    stratified 10% instead of ``split 'test' is not in folder dataset``, said once."""
+    root = _flat_copy(jpeg_folder, tmp_path)
+    source = datasets.FileSource(_index(root, tmp_path))
+    config = data_config(f"folder:{root}", str(tmp_path), eval_split="test", train_split="train")
+    assert datasets.splits(config, source) == ("train[:90%]", "train[90%:]")
+    assert datasets.splits(config, source) == ("train[:90%]", "train[90%:]")
+    out = capsys.readouterr().out
+    assert out.count("has no test/ sub-folder") == 1, out
+    # 7 images a class, 2 held out in all: a class is left without one, and is named.
+    assert "Too few images for both sides in class(es) c" in out, out

@@ -121,3 +121,20 @@ def test_default_weights_facts_match_the_reference_csv():
         checked.add(info.torchvision)
     registered = {model_info(n).torchvision for n in list_models()}
     assert checked == registered & set(rows)
+
+
+def test_names_lists_every_model_without_counting(capsys, monkeypatch):
+    """``--names`` is the quick listing: the full table counts every model (minutes)."""
+    import cnn_flax.models.__main__ as table
+
+    def no_counting(*args, **kwargs):
+        raise AssertionError("--names must not count parameters or MACs")
+
+    monkeypatch.setattr(table, "describe", no_counting)
+    assert main(["--names"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list_models()
+    assert lines[0].split()[1:] == [
+        model_info(list_models()[0]).family,
+        str(model_info(list_models()[0]).resolution),
+    ]

@@ -58,6 +58,15 @@ def train_batch(step: int, *, global_batch_size: int, seed: int) -> dict[str, np
     return {"image": TRAIN[0][rows], "label": TRAIN[1][rows]}
 
 
+def stream_batch(first: int, size: int, *, seed: int) -> dict[str, np.ndarray]:
+    """Examples ``[first, first + size)`` of the stream that reshuffles every ``NUM_TRAIN``."""
+    rows = [
+        np.random.default_rng([seed, g // NUM_TRAIN]).permutation(NUM_TRAIN)[g % NUM_TRAIN]
+        for g in range(first, first + size)
+    ]
+    return {"image": TRAIN[0][rows], "label": TRAIN[1][rows]}
+
+
 class FakeData(types.SimpleNamespace):
     """Implements get_dataset_info / create_train_iterator / create_eval_iterator of the data API.
 
@@ -65,23 +74,37 @@ class FakeData(types.SimpleNamespace):
       on_step: optional callback run before each train batch is yielded (e.g. to send SIGTERM).
     """
 
-    def __init__(self, on_step=None):
-        super().__init__(on_step=on_step, eval_batches_yielded=0)
+    def __init__(self, on_step=None, ready=0):
+        super().__init__(on_step=on_step, ready=ready, eval_batches_yielded=0, start_examples=[])
 
     @staticmethod
     def get_dataset_info(data_config):
         return (NUM_CLASSES, NUM_TRAIN, NUM_EVAL)
 
     def create_train_iterator(
-        self, data_config, *, global_batch_size, seed, start_step=0, sharding
+        self, data_config, *, global_batch_size, seed, start_step=0, sharding, start_example=None
     ):
+        """``ready``: this many batches are put on the devices before the first is yielded (a
+        pipeline that keeps up, so that dispatching a step never waits for a transfer).
+        ``start_example``: the stream goes on from this example (recorded in start_examples)."""
+        self.start_examples.append(start_example)
+
+        def make(step):
+            if start_example is None:
+                batch = train_batch(step, global_batch_size=global_batch_size, seed=seed)
+            else:
+                first = start_example + (step - start_step) * global_batch_size
+                batch = stream_batch(first, global_batch_size, seed=seed)
+            rows = _local_rows(global_batch_size)
+            return _to_global({k: v[rows] for k, v in batch.items()}, sharding)
+
+        ready = [make(step) for step in range(start_step, start_step + self.ready)]
+        jax.block_until_ready(ready)
         step = start_step
         while True:
             if self.on_step is not None:
                 self.on_step(step)
-            batch = train_batch(step, global_batch_size=global_batch_size, seed=seed)
-            rows = _local_rows(global_batch_size)
-            yield _to_global({k: v[rows] for k, v in batch.items()}, sharding)
+            yield ready[step - start_step] if step - start_step < len(ready) else make(step)
             step += 1
 
     def create_eval_iterator(self, data_config, *, global_batch_size, sharding):
@@ -126,6 +149,33 @@ class TinyCNN(nn.Module):
         return x.astype(jnp.float32)
 
 
+SLOW_MODEL = "test_slow_cnn"
+
+
+def heavy_work(x: jax.Array, *, size: int, repeats: int) -> jax.Array:
+    """A scalar that costs ``repeats`` float32 matmuls of ``size`` squared (no gradient): a step
+    whose device time dwarfs its dispatch, as a big model's does. (A host callback would not do:
+    it makes dispatch synchronous on CPU.)"""
+    m = jnp.resize(jax.lax.stop_gradient(x).astype(jnp.float32).reshape(-1), (size, size))
+    m = m / (255.0 * size)
+    for _ in range(repeats):
+        m = jnp.tanh(m @ m)
+    return m.mean()
+
+
+class SlowCNN(TinyCNN):
+    """:class:`TinyCNN` whose training forward pass also runs :func:`heavy_work`."""
+
+    size: int = 512
+    repeats: int = 3
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        if train:
+            x = x.astype(jnp.float32) + 0.0 * heavy_work(x, size=self.size, repeats=self.repeats)
+        return super().__call__(x, train=train)
+
+
 def register_tiny_model() -> None:
     """Registers :class:`TinyCNN` (idempotent). Call at test run time, not at collection, so
     other modules' ``parametrize(list_models())`` never see it; see :func:`unregister_tiny_model`.
@@ -133,13 +183,16 @@ def register_tiny_model() -> None:
     from cnn_flax.models import Family, list_models
 
     if TINY_MODEL not in list_models():
-        Family("test", reference="test stand-in").register(TINY_MODEL, TinyCNN, resolution=SIZE)
+        family = Family("test", reference="test stand-in")
+        family.register(TINY_MODEL, TinyCNN, resolution=SIZE)
+        family.register(SLOW_MODEL, SlowCNN, resolution=SIZE)
 
 
 def unregister_tiny_model() -> None:
     from cnn_flax.models import registry
 
     registry._REGISTRY.pop(TINY_MODEL, None)
+    registry._REGISTRY.pop(SLOW_MODEL, None)
 
 
 def tiny_config(**changes) -> ml_collections.ConfigDict:

@@ -101,7 +101,7 @@ def test_config_change_flag_reaches_the_trainer(monkeypatch, tmp_path):
     from cnn_flax.training import trainer
 
     seen = []
-    done = trainer.TrainResult(None, step=0, stopped="interrupted", eval_metrics={})
+    done = trainer.TrainResult(None, step=0, stopped=trainer.StopReason.STOP_AFTER, eval_metrics={})
     monkeypatch.setattr(trainer, "train", lambda *a, **k: seen.append(k) or done)
     argv = ["train", "--config=quickstart", f"--workdir={tmp_path}"]
     assert train.cli(argv) == 0
@@ -155,7 +155,7 @@ def test_a_run_stopped_by_a_signal_exits_128_plus_it(signum, code, monkeypatch, 
     from cnn_flax.training import trainer
 
     stopped = trainer.TrainResult(
-        None, step=2, stopped="interrupted", eval_metrics={}, signal=signum
+        None, step=2, stopped=trainer.StopReason.SIGNAL, eval_metrics={}, signal=signum
     )
     monkeypatch.setattr(trainer, "train", lambda *a, **k: stopped)
     assert train.cli(["train", "--config=quickstart", f"--workdir={tmp_path}"]) == code

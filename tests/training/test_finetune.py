@@ -180,7 +180,7 @@ def test_resume_of_a_finetuning_run_is_exact(pretrained, tmp_path):
     first = trainer.train(
         config, tmp_path / "split", data_source=fakes.FakeData(), show_progress=False, stop_after=2
     )
-    assert first.stopped == "interrupted"
+    assert first.stopped is trainer.StopReason.STOP_AFTER
     resumed = trainer.train(
         config, tmp_path / "split", data_source=fakes.FakeData(), show_progress=False
     )

@@ -57,10 +57,11 @@ class _CompileCounter(logging.Handler):
 
 def test_run_writes_workdir_and_compiles_once(full_run):
     workdir, _, result, _, compiles, printed = full_run
-    assert result.stopped == "finished" and result.step == 6
+    assert result.stopped is trainer.StopReason.FINISHED and result.step == 6
     assert compiles == 1, f"the train step compiled {compiles} times"
     # Every start-up phase that takes seconds is announced before it starts.
-    assert printed.splitlines()[:3] == [
+    phases = [line for line in printed.splitlines() if not line.startswith("Note:")]
+    assert phases[:3] == [
         "Reading data set digits/16 ...",
         f"Initialising {fakes.TINY_MODEL} ...",
         f"Compiling the train step ({fakes.TINY_MODEL}) ...",
@@ -116,9 +117,9 @@ def test_rerun_on_a_finished_workdir_says_so_and_changes_nothing(full_run, capsy
     workdir, config, _, _, _, _ = full_run
     before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
     again = trainer.train(config, workdir, data_source=fakes.FakeData(), show_progress=False)
-    assert again.stopped == "finished" and again.step == 6
+    assert again.stopped is trainer.StopReason.FINISHED and again.step == 6
     out = capsys.readouterr().out
-    assert f"Workdir {workdir} already finished at step 6 (total_steps 6)" in out, out
+    assert f"Workdir {workdir} already finished at step 6 (total_steps 6, 1.50 epochs)" in out, out
     assert "Compiling" not in out
     assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before
 
@@ -133,13 +134,17 @@ def test_sigterm_then_resume_equals_uninterrupted(full_run, tmp_path, capsys):
     first = trainer.train(
         config, tmp_path, data_source=fakes.FakeData(on_step=send_sigterm), show_progress=False
     )
-    assert first.stopped == "interrupted" and first.step == 2 and first.signal == signal.SIGTERM
+    assert (
+        first.stopped is trainer.StopReason.SIGNAL
+        and first.step == 2
+        and first.signal == signal.SIGTERM
+    )
     assert checkpoint.training_step_dir(tmp_path).name == "2"
     assert "Stopped at step 2 on a stop signal" in capsys.readouterr().out
     resumed = trainer.train(
         config, tmp_path, data_source=fakes.FakeData(), show_progress=False, profile=True
     )
-    assert resumed.stopped == "finished" and resumed.step == 6
+    assert resumed.stopped is trainer.StopReason.FINISHED and resumed.step == 6
     assert f"Resuming from step 2 (workdir {tmp_path.resolve()})." in capsys.readouterr().out
     assert any(p.is_file() for p in (tmp_path / "profile").rglob("*")), "no profiler trace"
     chex.assert_trees_all_equal(
@@ -164,7 +169,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(full_run, tmp_
     assert "Skipped checkpoint step 6: DATA_LOSS" in out, out
     assert "Resuming from step 3 instead, the newest that restores." in out, out
     assert "moved to" in out and (tmp_path / "w" / "checkpoints" / "6.unrestorable").is_dir()
-    assert resumed.stopped == "finished" and resumed.step == 6
+    assert resumed.stopped is trainer.StopReason.FINISHED and resumed.step == 6
     chex.assert_trees_all_equal(
         fakes.params_of(resumed.state), fakes.params_of(uninterrupted.state)
     )

@@ -327,6 +327,22 @@ def list_images(path: str, split: str = "train") -> tuple[list[str], list[int]]:
     return paths, labels
 
 
+def stratified_order(labels: list[int], *, seed: int) -> np.ndarray:
+    """A fixed shuffle (as tfds does when preparing) in which every class is spread evenly: the
+    ``k``-th of a class's ``n`` images (in a seeded random order) sits at fraction ``(k + 0.5) /
+    n`` of the whole. So a slice such as ``train[90%:]`` holds about a tenth of every class,
+    where a plain shuffle could leave a small class with no held-out (or no training) image."""
+    labels_arr = np.asarray(labels, np.int64)
+    rng = np.random.default_rng(seed)
+    keys = np.empty(len(labels_arr))
+    for label in np.unique(labels_arr):
+        members = np.flatnonzero(labels_arr == label)
+        members = members[rng.permutation(len(members))]
+        keys[members] = (np.arange(len(members)) + 0.5) / len(members)
+    tie_break = rng.random(len(labels_arr))
+    return np.lexsort((tie_break, keys))
+
+
 def index_folder(
     path: str, *, max_pixels: int, data_dir: str | None = None, progress: bool = True
 ) -> FolderIndex:
@@ -373,9 +389,7 @@ def index_folder(
                 skipped.append((str(root / split / cls), "class folder without a readable image"))
             paths += kept
             labels += [label] * len(kept)
-        # A fixed shuffle (as tfds does when preparing) so that slices such as "train[90%:]"
-        # hold every class, not the last ones.
-        order = np.random.default_rng(0).permutation(len(paths))
+        order = stratified_order(labels, seed=0)
         files[split] = (tuple(paths[i] for i in order), tuple(labels[i] for i in order))
     _report(root, skipped, total, cache)
     _refuse_empty_classes(root, kept_train, after=" once the skipped files are left out")
