@@ -38,7 +38,7 @@ from cnn_flax.models.inverted_residual import (
     MBConvSpec,
     torchvision_sequential_block,
 )
-from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.models.registry import Family, Recipe, torchvision_weights
 from cnn_flax.weights import StateDictReader
 
 
@@ -267,6 +267,29 @@ _VARIANTS = {
     "efficientnet_v2_l": (L_STAGES, 32, 0.4, "bicubic", 480, (384, 480),
                           85.808, 97.788, 56.08, 118_515_272),
 }  # fmt: skip
+# Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
+# interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
+# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
+# metadata; tests/models/test_weights_facts.py checks them against it.
+# fmt: off
+_PUBLISHED = {
+    "efficientnet_v2_s": (
+        torchvision_weights("IMAGENET1K_V1", "efficientnet_v2_s-dd5fe13b.pth", 384, 384,
+                            "bilinear", 84.228, 96.878, 8.366, 21_458_488, 82.704),
+    ),
+    "efficientnet_v2_m": (
+        torchvision_weights("IMAGENET1K_V1", "efficientnet_v2_m-dc08266a.pth", 480, 480,
+                            "bilinear", 85.112, 97.156, 24.582, 54_139_356, 208.01),
+    ),
+    "efficientnet_v2_l": (
+        torchvision_weights("IMAGENET1K_V1", "efficientnet_v2_l-59c71312.pth", 480, 480, "bicubic",
+                            85.808, 97.788, 56.08, 118_515_272, 454.573, mean=(0.5, 0.5, 0.5),
+                            std=(0.5, 0.5, 0.5)),
+    ),
+}
+# fmt: on
+
+
 for _name, _v in _VARIANTS.items():
     _stages, _stem, _dropout, _interp, _res, _recipe_sizes, _top1, _top5, _gmacs, _params = _v
     _recipe = FAMILY.recipe.but(_sizes(*_recipe_sizes))
@@ -287,16 +310,6 @@ for _name, _v in _VARIANTS.items():
         functools.partial(EfficientNetV2, stages=_stages, stem_features=_stem, dropout=_dropout),
         resolution=_res,
         torchvision=_name,
-        weights=(
-            Weights(
-                "torchvision",
-                "IMAGENET1K_V1",
-                EvalTransform(_res, _res, _interp),
-                top1=_top1,
-                top5=_top5,
-                params=_params,
-                gmacs=_gmacs,
-            ),
-        ),
+        weights=_PUBLISHED[_name],
         recipe=_recipe,
     )
