@@ -12,6 +12,7 @@ shape with the freshly initialised model; :func:`load` reads a file or URL, dete
 from its keys and records the weights' :class:`Provenance`.
 """
 
+from cnn_flax.weights import torch_zip
 from cnn_flax.weights.convert import WeightsError, convert, formats_for, model_overrides
 from cnn_flax.weights.files import read_tensors
 from cnn_flax.weights.load import Loaded, Provenance, load
@@ -40,4 +41,5 @@ __all__ = [
     "model_overrides",
     "read_tensors",
     "to_numpy",
+    "torch_zip",
 ]
