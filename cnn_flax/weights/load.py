@@ -205,7 +205,8 @@ def published_set(name: str, source: str) -> Any | None:
         )
     if sources.is_url(source) or not _looks_like_a_name(source):
         return None
-    for other in list_models():
+    # torchvision's tags are shared by many models; a source-prefixed name names one model's set.
+    for other in list_models() if ":" in source else ():
         if other != name and any(w.name == source for w in model_info(other).weights):
             raise WeightsError(
                 f"{source} is a weight set of {other}, not of {name}; use --model={other}, or "
