@@ -109,3 +109,20 @@ def test_every_timm_classifier_of_the_mapped_architectures_is_listed():
         assert ours == [r["model"] for r in timm_rows(name)], name
     assert len(TIMM_ARCHITECTURES) == len(WITH_TIMM)
     del timm
+
+
+def test_weights_listing(capsys):
+    from cnn_flax.models.__main__ import main
+
+    assert main(["--weights", "resnet50"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "timm does not record" in lines[0]
+    assert lines[1].split() == [
+        "resnet50",
+        "IMAGENET1K_V2",
+        "80.858",
+        "25.6M",
+        "97.8",
+        "https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+    ]
+    assert "timm:resnet50.a1_in1k" in lines[3]
