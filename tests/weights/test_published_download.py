@@ -127,3 +127,20 @@ def test_hub_by_name_through_hf_endpoint(host, tmp_path):
         weights.load("mobilenet_v3_small", "timm:tf_mobilenetv3_small_100.in1k")  # not served
     assert "\n" not in str(err.value)
     np.testing.assert_equal(len(provenance.sha256), 64)
+
+
+def test_predict_with_a_published_set(host, monkeypatch, state_dict_bytes, tmp_path, capsys):
+    """`python -m cnn_flax.predict --model=M --weights=TAG IMAGE` downloads the set and
+    classifies with its own preprocessing (squeezenet1_1 V1: resize 256, crop 224)."""
+    from PIL import Image
+
+    from cnn_flax import predict
+
+    host.add(_publish(monkeypatch, state_dict_bytes), state_dict_bytes)
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), np.uint8)).save(image)
+    assert predict.main(["--model", MODEL, "--weights", "IMAGENET1K_V1", str(image)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == str(image) and len(out) == 6
+    assert predict.main(["--weights", "IMAGENET1K_V1", str(image)]) == 2
+    assert "--weights needs --model" in capsys.readouterr().err
