@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import pathlib
+import zipfile
 from collections.abc import Mapping
 
 import numpy as np
@@ -76,7 +77,7 @@ def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
 
 
 def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
-    obj = torch_zip.read(path)
+    obj = torch_zip.read(path) if zipfile.is_zipfile(path) else _read_legacy(path)
     if not isinstance(obj, Mapping) or not all(
         isinstance(k, str) and isinstance(v, np.ndarray) for k, v in obj.items()
     ):
@@ -87,6 +88,32 @@ def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
         )
     # numpy has no bfloat16 (read as float32); float16 widens too, as the variables are float32.
     return {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in obj.items()}
+
+
+def _read_legacy(path: pathlib.Path) -> dict:
+    """torch's pre-1.6 format (the Lite packages ship it): only torch reads it, with
+    ``weights_only=True``; without torch, one line says so."""
+    try:
+        import torch
+    except ImportError:
+        raise WeightsError(
+            f"cannot read {path} without torch: it is not a torch.save zip file (the legacy "
+            "format of torch < 1.6, or no torch file); `pip install torch`, or re-save it."
+        ) from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError...
+        raise WeightsError(
+            f"cannot read {path} with torch.load ({type(err).__name__}: "
+            f"{_one_line(err)[:160]}); is it a file written by torch.save?"
+        ) from None
+    if not isinstance(obj, Mapping):
+        return obj
+    widen = (torch.bfloat16, torch.float16)
+    return {
+        k: (v.float() if v.dtype in widen else v).cpu().numpy() if torch.is_tensor(v) else v
+        for k, v in obj.items()
+    }
 
 
 def _one_line(message: object) -> str:
