@@ -266,12 +266,12 @@ FAMILY = Family(
     ),
 )
 
-# name: (growth rate, block config, stem width, top1, top5, GMACs, params) as torchvision.
+# name: (growth rate, block config, stem width) as torchvision.
 _VARIANTS = {
-    "densenet121": (32, (6, 12, 24, 16), 64, 74.434, 91.972, 2.834, 7_978_856),
-    "densenet161": (48, (6, 12, 36, 24), 96, 77.138, 93.56, 7.728, 28_681_000),
-    "densenet169": (32, (6, 12, 32, 32), 64, 75.6, 92.806, 3.36, 14_149_480),
-    "densenet201": (32, (6, 12, 48, 32), 64, 76.896, 93.37, 4.291, 20_013_928),
+    "densenet121": (32, (6, 12, 24, 16), 64),
+    "densenet161": (48, (6, 12, 36, 24), 96),
+    "densenet169": (32, (6, 12, 32, 32), 64),
+    "densenet201": (32, (6, 12, 48, 32), 64),
 }
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
@@ -299,11 +299,11 @@ _PUBLISHED = {
 # fmt: on
 
 
-for _name, (_k, _blocks, _init, _top1, _top5, _gmacs, _params) in _VARIANTS.items():
+for _name, (_k, _blocks, _init) in _VARIANTS.items():
     FAMILY.register(
         _name,
         functools.partial(DenseNet, growth_rate=_k, block_config=_blocks, num_init_features=_init),
         torchvision=_name,
         weights=_PUBLISHED[_name],
-        recipe=FAMILY.recipe.but(target_top1=_top1),
+        recipe=FAMILY.recipe.but(target_top1=_PUBLISHED[_name][0].top1),
     )

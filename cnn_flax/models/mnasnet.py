@@ -222,12 +222,12 @@ _TV_V2 = Recipe(
     target_source="torchvision IMAGENET1K_V1, trained with this recipe",
 )
 
-# name: (width multiplier, eval resize, top1, top5, GMACs, params, recipe) as torchvision.
+# name: (width multiplier, recipe) as torchvision.
 _VARIANTS = {
-    "mnasnet0_5": (0.5, 256, 67.734, 87.49, 0.104, 2_218_512, FAMILY.recipe),
-    "mnasnet0_75": (0.75, 232, 71.18, 90.496, 0.215, 3_170_208, _TV_V2),
-    "mnasnet1_0": (1.0, 256, 73.456, 91.51, 0.314, 4_383_312, FAMILY.recipe),
-    "mnasnet1_3": (1.3, 232, 76.506, 93.522, 0.526, 6_282_256, _TV_V2),
+    "mnasnet0_5": (0.5, FAMILY.recipe),
+    "mnasnet0_75": (0.75, _TV_V2),
+    "mnasnet1_0": (1.0, FAMILY.recipe),
+    "mnasnet1_3": (1.3, _TV_V2),
 }
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
@@ -255,11 +255,11 @@ _PUBLISHED = {
 # fmt: on
 
 
-for _name, (_mult, _resize, _top1, _top5, _gmacs, _params, _recipe) in _VARIANTS.items():
+for _name, (_mult, _recipe) in _VARIANTS.items():
     FAMILY.register(
         _name,
         functools.partial(MNASNet, width_mult=_mult),
         torchvision=_name,
         weights=_PUBLISHED[_name],
-        recipe=_recipe.but(target_top1=_top1),
+        recipe=_recipe.but(target_top1=_PUBLISHED[_name][0].top1),
     )

@@ -249,16 +249,12 @@ _NO_TARGET = _TV_RECIPE.but(
     target_source="none: the weights' own recipe is unpublished",
 )
 
-# name: (stage widths, conv5 width, recipe, eval resize, top-1, top-5, GMACs, params) of
-# torchvision's constructor and IMAGENET1K_V1 weights.
+# name: (stage widths, conv5 width, recipe) of torchvision's constructor.
 _VARIANTS = {
-    "shufflenet_v2_x0_5": ((48, 96, 192), 1024, _NO_TARGET, 256, 60.552, 81.746, 0.04, 1_366_792),
-    "shufflenet_v2_x1_0": ((116, 232, 464), 1024, _NO_TARGET, 256, 69.362, 88.316, 0.145,
-                           2_278_604),
-    "shufflenet_v2_x1_5": ((176, 352, 704), 1024, _TV_RECIPE, 232, 72.996, 91.086, 0.296,
-                           3_503_624),
-    "shufflenet_v2_x2_0": ((244, 488, 976), 2048, _TV_RECIPE, 232, 76.23, 93.006, 0.583,
-                           7_393_996),
+    "shufflenet_v2_x0_5": ((48, 96, 192), 1024, _NO_TARGET),
+    "shufflenet_v2_x1_0": ((116, 232, 464), 1024, _NO_TARGET),
+    "shufflenet_v2_x1_5": ((176, 352, 704), 1024, _TV_RECIPE),
+    "shufflenet_v2_x2_0": ((244, 488, 976), 2048, _TV_RECIPE),
 }  # fmt: skip
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
@@ -286,11 +282,13 @@ _PUBLISHED = {
 # fmt: on
 
 
-for _name, (_widths, _head, _recipe, _resize, _top1, _top5, _gmacs, _params) in _VARIANTS.items():
+for _name, (_widths, _head, _recipe) in _VARIANTS.items():
     FAMILY.register(
         _name,
         functools.partial(ShuffleNetV2, stage_features=_widths, head_features=_head),
         torchvision=_name,
         weights=_PUBLISHED[_name],
-        recipe=_recipe if _recipe is _NO_TARGET else _recipe.but(target_top1=_top1),
+        recipe=_recipe
+        if _recipe is _NO_TARGET
+        else _recipe.but(target_top1=_PUBLISHED[_name][0].top1),
     )

@@ -178,12 +178,12 @@ FAMILY = Family(
     ),
 )
 
-# name: (reference, fire layout, stem channels, stem kernel, top1, top5, GMACs, params).
+# name: (reference, fire layout, stem channels, stem kernel).
 _VARIANTS = {
-    "squeezenet1_0": (_PAPER, V1_0, 96, 7, 58.092, 80.42, 0.819, 1_248_424),
+    "squeezenet1_0": (_PAPER, V1_0, 96, 7),
     "squeezenet1_1": (
         _PAPER + " v1.1 (the authors' repository, github.com/forresti/SqueezeNet)",
-        V1_1, 64, 3, 58.178, 80.624, 0.349, 1_235_496,
+        V1_1, 64, 3,
     ),
 }  # fmt: skip
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
@@ -204,12 +204,12 @@ _PUBLISHED = {
 # fmt: on
 
 
-for _name, (_ref, _fires, _stem, _kernel, _top1, _top5, _gmacs, _params) in _VARIANTS.items():
+for _name, (_ref, _fires, _stem, _kernel) in _VARIANTS.items():
     FAMILY.register(
         _name,
         functools.partial(SqueezeNet, fires=_fires, stem_features=_stem, stem_kernel=_kernel),
         reference=f"{_ref}; torchvision {_name}",
         torchvision=_name,
         weights=_PUBLISHED[_name],
-        recipe=FAMILY.recipe.but(target_top1=_top1),
+        recipe=FAMILY.recipe.but(target_top1=_PUBLISHED[_name][0].top1),
     )

@@ -242,17 +242,6 @@ FAMILY = Family(
     ),
 )
 
-# torchvision IMAGENET1K_V1: (top1, top5, GMACs, params) per variant.
-_TV_FIGURES = {
-    "vgg11": (69.02, 88.628, 7.609, 132_863_336),
-    "vgg11_bn": (70.37, 89.81, 7.609, 132_868_840),
-    "vgg13": (69.928, 89.246, 11.308, 133_047_848),
-    "vgg13_bn": (71.586, 90.374, 11.308, 133_053_736),
-    "vgg16": (71.592, 90.382, 15.47, 138_357_544),
-    "vgg16_bn": (73.36, 91.516, 15.47, 138_365_992),
-    "vgg19": (72.376, 90.876, 19.632, 143_667_240),
-    "vgg19_bn": (74.218, 91.842, 19.632, 143_678_248),
-}
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
 # interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
@@ -302,7 +291,6 @@ _PUBLISHED = {
 for _name, _stages_spec in (("vgg11", VGG11), ("vgg13", VGG13), ("vgg16", VGG16), ("vgg19", VGG19)):
     for _bn in (False, True):
         _full = f"{_name}_bn" if _bn else _name
-        _top1, _top5, _gmacs, _params = _TV_FIGURES[_full]
         FAMILY.register(
             _full,
             functools.partial(VGG, stages=_stages_spec, batch_norm=_bn),
@@ -311,7 +299,9 @@ for _name, _stages_spec in (("vgg11", VGG11), ("vgg13", VGG13), ("vgg16", VGG16)
             torchvision=_full,
             weights=_PUBLISHED[_full],
             # The *_bn variants take the script's default lr 0.1.
-            recipe=FAMILY.recipe.but({"optimizer.lr": 0.1} if _bn else {}, target_top1=_top1),
+            recipe=FAMILY.recipe.but(
+                {"optimizer.lr": 0.1} if _bn else {}, target_top1=_PUBLISHED[_full][0].top1
+            ),
         )
 
 # 32-pixel adaptations for the kernel-size ablation (experiments/vgg_kernels): BatchNorm, a

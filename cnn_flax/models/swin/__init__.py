@@ -184,17 +184,15 @@ FAMILY = Family(
     ),
 )
 
-# name: (embed_dim, depths, heads, stochastic depth, version, eval resize, top1, top5, GMACs,
-# params), as torchvision's builders and weights; V1 windows are 7 at 224 px, V2's 8 at 256.
+# name: (embed_dim, depths, heads, stochastic depth, version), as torchvision's builders; V1
+# windows are 7 at 224 px, V2's 8 at 256.
 _VARIANTS = {
-    "swin_t": (96, (2, 2, 6, 2), (3, 6, 12, 24), 0.2, 1, 232, 81.474, 95.776, 4.491, 28_288_354),
-    "swin_s": (96, (2, 2, 18, 2), (3, 6, 12, 24), 0.3, 1, 246, 83.196, 96.36, 8.741, 49_606_258),
-    "swin_b": (128, (2, 2, 18, 2), (4, 8, 16, 32), 0.5, 1, 238, 83.582, 96.64, 15.431, 87_768_224),
-    "swin_v2_t": (96, (2, 2, 6, 2), (3, 6, 12, 24), 0.2, 2, 260, 82.072, 96.132, 5.94, 28_351_570),
-    "swin_v2_s": (96, (2, 2, 18, 2), (3, 6, 12, 24), 0.3, 2, 260, 83.712, 96.816, 11.546,
-                  49_737_442),
-    "swin_v2_b": (128, (2, 2, 18, 2), (4, 8, 16, 32), 0.5, 2, 272, 84.112, 96.864, 20.325,
-                  87_930_848),
+    "swin_t": (96, (2, 2, 6, 2), (3, 6, 12, 24), 0.2, 1),
+    "swin_s": (96, (2, 2, 18, 2), (3, 6, 12, 24), 0.3, 1),
+    "swin_b": (128, (2, 2, 18, 2), (4, 8, 16, 32), 0.5, 1),
+    "swin_v2_t": (96, (2, 2, 6, 2), (3, 6, 12, 24), 0.2, 2),
+    "swin_v2_s": (96, (2, 2, 18, 2), (3, 6, 12, 24), 0.3, 2),
+    "swin_v2_b": (128, (2, 2, 18, 2), (4, 8, 16, 32), 0.5, 2),
 }  # fmt: skip
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
@@ -230,8 +228,8 @@ _PUBLISHED = {
 # fmt: on
 
 
-for _name, (_dim, _depths, _heads, _drop_path, _version, _resize, _top1, _top5, _gmacs,
-            _params) in _VARIANTS.items():  # fmt: skip
+for _name, (_dim, _depths, _heads, _drop_path, _version) in _VARIANTS.items():
+    _v1 = _PUBLISHED[_name][0]
     _crop = 224 if _version == 1 else 256
     FAMILY.register(
         _name,
@@ -252,8 +250,8 @@ for _name, (_dim, _depths, _heads, _drop_path, _version, _resize, _top1, _top5, 
             {
                 "data.image_size": _crop,
                 "data.eval_crop_size": _crop,
-                "data.eval_resize_size": _resize,
+                "data.eval_resize_size": _v1.transform.resize,
             },
-            target_top1=_top1,
+            target_top1=_v1.top1,
         ),
     )
