@@ -56,13 +56,14 @@ class UsageError(ValueError):
 
 def load_config(name_or_path: str | None, overrides: Sequence[str]):
     """The config with its overrides applied; every mistake is a ``ValueError`` (no compute)."""
-    from cnn_flax import configs
+    from cnn_flax import configs, finetune
     from cnn_flax.config_checks import check_config
 
     if not name_or_path:
         raise UsageError("--config is required, e.g. --config=quickstart.")
     config = configs.get_config(name_or_path)
     config = configs.apply_overrides(config, list(overrides))
+    config = finetune.take_published_normalisation(config, overrides)
     check_config(config)
     return config
 
