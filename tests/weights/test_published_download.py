@@ -144,3 +144,28 @@ def test_predict_with_a_published_set(host, monkeypatch, state_dict_bytes, tmp_p
     assert out[0] == str(image) and len(out) == 6
     assert predict.main(["--weights", "IMAGENET1K_V1", str(image)]) == 2
     assert "--weights needs --model" in capsys.readouterr().err
+
+
+def test_convert_cli_takes_a_name(host, monkeypatch, state_dict_bytes, tmp_path, capsys):
+    from cnn_flax.convert.__main__ import main as convert_main
+
+    host.add(_publish(monkeypatch, state_dict_bytes), state_dict_bytes)
+    out = tmp_path / "ckpt"
+    assert convert_main([f"--model={MODEL}", "--weights=IMAGENET1K_V1", f"--out={out}"]) == 0
+    assert out.exists()
+    assert "4.73M/4.73M" in capsys.readouterr().err  # the progress bar: MB, rate, time left
+    assert convert_main([f"--model={MODEL}", "--weights=IMAGENET1K_V7", f"--out={out}2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no published weight set of squeezenet1_1" in err[0]
+
+
+def test_init_from_a_name_takes_the_sets_normalisation():
+    """timm's TF port of Lite0 was trained on mean/std 0.5, the model's default set on 127/128:
+    init_from=timm:... makes the run normalise as that set, unless the flags say otherwise."""
+    from cnn_flax.train import load_config
+
+    name = "timm:tf_efficientnet_lite0.in1k"
+    config = load_config("finetune:efficientnet_lite0", [f"init_from={name}"])
+    assert (config.data.mean, config.data.std) == ((127.5,) * 3, (127.5,) * 3)
+    config = load_config("finetune:efficientnet_lite0", [f"init_from={name}", "data.std=(1,1,1)"])
+    assert config.data.mean == (127.0,) * 3 and config.data.std == (1.0,) * 3
