@@ -279,20 +279,28 @@ def _jitted_apply(name: str, num_classes: int, overrides: tuple) -> Callable:
 def run(
     images: Sequence[str],
     *,
-    checkpoint: str,
+    checkpoint: str | None = None,
     model: str | None = None,
+    weights: str | None = None,
     k: int = 5,
     batch_size: int = 32,
 ) -> int:
     """Classifies ``images`` and prints the top ``k`` of each; returns the exit status.
 
+    ``weights`` (with ``model``) takes a published set's name, file or URL instead of
+    ``checkpoint`` (:func:`cnn_flax.weights.load`); the images then get that set's own
+    preprocessing.
+
     Raises:
       UsageError: for an unknown model or an unreadable checkpoint, before any image is read.
     """
-    checkpoint_dir = pathlib.Path(checkpoint).expanduser()
-    if not checkpoint_dir.exists():
-        raise UsageError(f"--checkpoint {checkpoint_dir} does not exist.")
-    inputs = checkpoint_inputs(checkpoint_dir, model)
+    if weights is not None:
+        inputs, variables = _published_inputs(model, weights)
+    else:
+        checkpoint_dir = pathlib.Path(checkpoint or "").expanduser()
+        if not checkpoint or not checkpoint_dir.exists():
+            raise UsageError(f"--checkpoint {checkpoint_dir} does not exist.")
+        inputs, variables = checkpoint_inputs(checkpoint_dir, model), None
     pre = inputs.preprocessing
 
     def load(path: str) -> np.ndarray:
@@ -319,7 +327,7 @@ def run(
         return 1
 
     try:
-        variables = load_variables(checkpoint_dir)
+        variables = variables or load_variables(checkpoint_dir)
     except CheckpointError as err:
         raise UsageError(" ".join(str(err).split())) from None
     logits = predict(
@@ -337,6 +345,25 @@ def run(
     return 1 if failed else 0
 
 
+def _published_inputs(model: str | None, source: str) -> tuple[CheckpointInputs, dict]:
+    from cnn_flax import weights
+    from cnn_flax.data.classes import imagenet_class_names
+
+    if not model:
+        raise UsageError("--weights needs --model (e.g. --model=resnet50 --weights=DEFAULT).")
+    try:
+        variables, provenance = weights.load(model, source)
+    except (weights.WeightsError, ValueError) as err:
+        raise UsageError(" ".join(str(err).split())) from None
+    pre = (
+        Preprocessing.from_json(provenance.preprocessing)
+        if provenance.preprocessing
+        else Preprocessing.for_model(model)
+    )
+    names = imagenet_class_names()
+    return CheckpointInputs(model, dict(provenance.overrides), pre, names), variables
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cnn_flax.predict",
@@ -347,9 +374,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", help="model name; default: the one the checkpoint records")
     parser.add_argument(
         "--checkpoint",
-        required=True,
         metavar="DIR",
         help="variables checkpoint (python -m cnn_flax.convert) or training workdir",
+    )
+    parser.add_argument(
+        "--weights",
+        metavar="NAME",
+        help="instead of --checkpoint: a published set (IMAGENET1K_V2, DEFAULT, timm:...; "
+        "`python -m cnn_flax.models --weights MODEL`), a weights file or URL",
     )
     parser.add_argument("--top-k", type=int, default=5, help="classes to print per image")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
@@ -357,11 +389,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
         parser.error("--top-k and --batch-size must be at least 1")
+    if (args.checkpoint is None) == (args.weights is None):
+        parser.error("give one of --checkpoint=DIR or --model=NAME --weights=NAME_OR_FILE")
     try:
         return run(
             args.images,
             checkpoint=args.checkpoint,
             model=args.model,
+            weights=args.weights,
             k=args.top_k,
             batch_size=args.batch_size,
         )

@@ -138,6 +138,29 @@ def _markdown_line(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _list_weights(name: str) -> int:
+    """The published sets by the name ``weights.load`` / ``--weights`` / ``init_from`` take."""
+    if name and name not in list_models():
+        print(f"error: unknown model {name!r}; `python -m cnn_flax.models` lists them.")
+        return 2
+    print(
+        "# model  weights-name  top-1  params  MB  source (MB: torchvision's recorded file size; "
+        "timm does not record its Hub files' sizes offline, nor top-1: '-')"
+    )
+    for model in [name] if name else list_models():
+        for w in model_info(model).weights:
+            cells = (
+                model,
+                w.name,
+                f"{w.top1:.3f}" if w.top1 is not None else "-",
+                f"{w.params / 1e6:.1f}M" if w.params else "-",
+                f"{w.file_mb:.1f}" if w.file_mb else "-",
+                w.url or (f"hf://{w.hf_hub_id}" if w.hf_hub_id else "a file its package ships"),
+            )
+            print("  ".join(cells))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cnn_flax.models",
@@ -152,7 +175,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="only the names, family and resolution (instant; the full table counts every "
         "model and takes minutes)",
     )
+    parser.add_argument(
+        "--weights",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="list the published weight sets (of one model, if named) instead of the models",
+    )
     args = parser.parse_args(argv)
+    if args.weights is not None:
+        return _list_weights(args.weights)
 
     if args.family is not None and args.family not in list_families():
         print(

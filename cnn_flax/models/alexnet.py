@@ -19,7 +19,11 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
-from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.models.registry import (
+    Family,
+    Recipe,
+    torchvision_weights,
+)
 from cnn_flax.models.state_dict import StateDictReader, dense_kernel_from_nchw_flatten
 
 # (features, kernel, stride, padding, max-pool after)
@@ -112,19 +116,23 @@ FAMILY = Family(
     ),
 )
 
+# Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
+# interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
+# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
+# metadata; tests/models/test_weights_facts.py checks them against it.
+# fmt: off
+_PUBLISHED = {
+    "alexnet": (
+        torchvision_weights("IMAGENET1K_V1", "alexnet-owt-7be5be79.pth", 224, 256, "bilinear",
+                            56.522, 79.066, 0.714, 61_100_840, 233.087),
+    ),
+}
+# fmt: on
+
+
 FAMILY.register(
     "alexnet",
     AlexNet,
     torchvision="alexnet",
-    weights=(
-        Weights(
-            "torchvision",
-            "IMAGENET1K_V1",
-            EvalTransform(224, 256),
-            top1=56.522,
-            top5=79.066,
-            params=61_100_840,
-            gmacs=0.714,
-        ),
-    ),
+    weights=_PUBLISHED["alexnet"],
 )

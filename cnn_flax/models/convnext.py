@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_flax.models import layers
-from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.models.registry import Family, Recipe, torchvision_weights
 from cnn_flax.models.state_dict import StateDictReader
 
 
@@ -245,28 +245,47 @@ FAMILY = Family(
     ),
 )
 
-# name: (stages, torchvision's stochastic depth, eval resize, top1, top5, GMACs, params)
+# name: (stages, torchvision's stochastic depth); the weights' facts are in _PUBLISHED
 _VARIANTS = {
-    "convnext_tiny": (TINY, 0.1, 236, 82.52, 96.146, 4.456, 28_589_128),
-    "convnext_small": (SMALL, 0.4, 230, 83.616, 96.65, 8.684, 50_223_688),
-    "convnext_base": (BASE, 0.5, 232, 84.062, 96.87, 15.355, 88_591_464),
-    "convnext_large": (LARGE, 0.5, 232, 84.414, 96.976, 34.361, 197_767_336),
+    "convnext_tiny": (TINY, 0.1),
+    "convnext_small": (SMALL, 0.4),
+    "convnext_base": (BASE, 0.5),
+    "convnext_large": (LARGE, 0.5),
 }
-for _name, (_stages_spec, _drop_path, _resize, _top1, _top5, _gmacs, _params) in _VARIANTS.items():
+# Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
+# interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
+# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
+# metadata; tests/models/test_weights_facts.py checks them against it.
+# fmt: off
+_PUBLISHED = {
+    "convnext_tiny": (
+        torchvision_weights("IMAGENET1K_V1", "convnext_tiny-983f1562.pth", 224, 236, "bilinear",
+                            82.52, 96.146, 4.456, 28_589_128, 109.119),
+    ),
+    "convnext_small": (
+        torchvision_weights("IMAGENET1K_V1", "convnext_small-0c510722.pth", 224, 230, "bilinear",
+                            83.616, 96.65, 8.684, 50_223_688, 191.703),
+    ),
+    "convnext_base": (
+        torchvision_weights("IMAGENET1K_V1", "convnext_base-6075fbad.pth", 224, 232, "bilinear",
+                            84.062, 96.87, 15.355, 88_591_464, 338.064),
+    ),
+    "convnext_large": (
+        torchvision_weights("IMAGENET1K_V1", "convnext_large-ea097f82.pth", 224, 232, "bilinear",
+                            84.414, 96.976, 34.361, 197_767_336, 754.537),
+    ),
+}
+# fmt: on
+
+
+for _name, (_stages_spec, _drop_path) in _VARIANTS.items():
+    _v1 = _PUBLISHED[_name][0]
     FAMILY.register(
         _name,
         functools.partial(ConvNeXt, stages=_stages_spec, drop_path=_drop_path),
         torchvision=_name,
-        weights=(
-            Weights(
-                "torchvision",
-                "IMAGENET1K_V1",
-                EvalTransform(224, _resize),
-                top1=_top1,
-                top5=_top5,
-                params=_params,
-                gmacs=_gmacs,
-            ),
+        weights=_PUBLISHED[_name],
+        recipe=FAMILY.recipe.but(
+            {"data.eval_resize_size": _v1.transform.resize}, target_top1=_v1.top1
         ),
-        recipe=FAMILY.recipe.but({"data.eval_resize_size": _resize}, target_top1=_top1),
     )

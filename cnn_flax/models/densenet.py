@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
-from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.models.registry import Family, Recipe, torchvision_weights
 from cnn_flax.models.state_dict import StateDictReader
 
 # torchvision's "official init from torch repo": Kaiming-normal convolutions on fan_in (He et
@@ -266,28 +266,44 @@ FAMILY = Family(
     ),
 )
 
-# name: (growth rate, block config, stem width, top1, top5, GMACs, params) as torchvision.
+# name: (growth rate, block config, stem width) as torchvision.
 _VARIANTS = {
-    "densenet121": (32, (6, 12, 24, 16), 64, 74.434, 91.972, 2.834, 7_978_856),
-    "densenet161": (48, (6, 12, 36, 24), 96, 77.138, 93.56, 7.728, 28_681_000),
-    "densenet169": (32, (6, 12, 32, 32), 64, 75.6, 92.806, 3.36, 14_149_480),
-    "densenet201": (32, (6, 12, 48, 32), 64, 76.896, 93.37, 4.291, 20_013_928),
+    "densenet121": (32, (6, 12, 24, 16), 64),
+    "densenet161": (48, (6, 12, 36, 24), 96),
+    "densenet169": (32, (6, 12, 32, 32), 64),
+    "densenet201": (32, (6, 12, 48, 32), 64),
 }
-for _name, (_k, _blocks, _init, _top1, _top5, _gmacs, _params) in _VARIANTS.items():
+# Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
+# interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
+# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
+# metadata; tests/models/test_weights_facts.py checks them against it.
+# fmt: off
+_PUBLISHED = {
+    "densenet121": (
+        torchvision_weights("IMAGENET1K_V1", "densenet121-a639ec97.pth", 224, 256, "bilinear",
+                            74.434, 91.972, 2.834, 7_978_856, 30.845),
+    ),
+    "densenet161": (
+        torchvision_weights("IMAGENET1K_V1", "densenet161-8d451a50.pth", 224, 256, "bilinear",
+                            77.138, 93.56, 7.728, 28_681_000, 110.369),
+    ),
+    "densenet169": (
+        torchvision_weights("IMAGENET1K_V1", "densenet169-b2777c0a.pth", 224, 256, "bilinear",
+                            75.6, 92.806, 3.36, 14_149_480, 54.708),
+    ),
+    "densenet201": (
+        torchvision_weights("IMAGENET1K_V1", "densenet201-c1103571.pth", 224, 256, "bilinear",
+                            76.896, 93.37, 4.291, 20_013_928, 77.373),
+    ),
+}
+# fmt: on
+
+
+for _name, (_k, _blocks, _init) in _VARIANTS.items():
     FAMILY.register(
         _name,
         functools.partial(DenseNet, growth_rate=_k, block_config=_blocks, num_init_features=_init),
         torchvision=_name,
-        weights=(
-            Weights(
-                "torchvision",
-                "IMAGENET1K_V1",
-                EvalTransform(224, 256),
-                top1=_top1,
-                top5=_top5,
-                params=_params,
-                gmacs=_gmacs,
-            ),
-        ),
-        recipe=FAMILY.recipe.but(target_top1=_top1),
+        weights=_PUBLISHED[_name],
+        recipe=FAMILY.recipe.but(target_top1=_PUBLISHED[_name][0].top1),
     )

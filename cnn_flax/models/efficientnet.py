@@ -38,7 +38,14 @@ from cnn_flax.models.inverted_residual import (
     timm_stages,
     torchvision_sequential_block,
 )
-from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.models.registry import (
+    EvalTransform,
+    Family,
+    Recipe,
+    Weights,
+    timm_weights,
+    torchvision_weights,
+)
 from cnn_flax.models.state_dict import StateDictReader
 
 # Table 1 of the paper: the B0 baseline.
@@ -310,22 +317,121 @@ _B_VARIANTS = (
     (1.8, 2.6, 0.5, 528, 84.0),
     (2.0, 3.1, 0.5, 600, 84.3),
 )
-# torchvision's default weights per variant: (tag, resize, interpolation, top1, top5, GMACs,
-# params); B1's V2 weights resize to 255 with bilinear interpolation, the V1 ports bicubic.
+# Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
+# interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
+# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
+# metadata; tests/models/test_weights_facts.py checks them against it.
 # fmt: off
-_B_TORCHVISION = (
-    ("IMAGENET1K_V1", 256, "bicubic", 77.692, 93.532, 0.386, 5_288_548),
-    ("IMAGENET1K_V2", 255, "bilinear", 79.838, 94.934, 0.687, 7_794_184),
-    ("IMAGENET1K_V1", 288, "bicubic", 80.608, 95.31, 1.088, 9_109_994),
-    ("IMAGENET1K_V1", 320, "bicubic", 82.008, 96.054, 1.827, 12_233_232),
-    ("IMAGENET1K_V1", 384, "bicubic", 83.384, 96.594, 4.394, 19_341_616),
-    ("IMAGENET1K_V1", 456, "bicubic", 83.444, 96.628, 10.266, 30_389_784),
-    ("IMAGENET1K_V1", 528, "bicubic", 84.008, 96.916, 19.068, 43_040_704),
-    ("IMAGENET1K_V1", 600, "bicubic", 84.122, 96.908, 37.746, 66_347_960),
-)
+_PUBLISHED = {
+    "efficientnet_b0": (
+        torchvision_weights("IMAGENET1K_V1", "efficientnet_b0_rwightman-7f5810bc.pth", 224, 256,
+                            "bicubic", 77.692, 93.532, 0.386, 5_288_548, 20.451),
+        timm_weights("efficientnet_b0.ra4_e3600_r224_in1k", 224, 248, "bicubic",
+                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        timm_weights("efficientnet_b0.ra_in1k", 224, 256, "bicubic"),
+        timm_weights("tf_efficientnet_b0.aa_in1k", 224, 256, "bicubic"),
+        timm_weights("tf_efficientnet_b0.ap_in1k", 224, 256, "bicubic", mean=(0.5, 0.5, 0.5),
+                     std=(0.5, 0.5, 0.5)),
+        timm_weights("tf_efficientnet_b0.in1k", 224, 256, "bicubic"),
+        timm_weights("tf_efficientnet_b0.ns_jft_in1k", 224, 256, "bicubic"),
+    ),
+    "efficientnet_b1": (
+        torchvision_weights("IMAGENET1K_V2", "efficientnet_b1-c27df63c.pth", 240, 255, "bilinear",
+                            79.838, 94.934, 0.687, 7_794_184, 30.136),
+        torchvision_weights("IMAGENET1K_V1", "efficientnet_b1_rwightman-bac287d4.pth", 240, 256,
+                            "bicubic", 78.642, 94.186, 0.687, 7_794_184, 30.134),
+        timm_weights("efficientnet_b1.ft_in1k", 224, 256, "bicubic"),
+        timm_weights("efficientnet_b1.ra4_e3600_r240_in1k", 240, 266, "bicubic",
+                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        timm_weights("tf_efficientnet_b1.aa_in1k", 240, 272, "bicubic"),
+        timm_weights("tf_efficientnet_b1.ap_in1k", 240, 272, "bicubic", mean=(0.5, 0.5, 0.5),
+                     std=(0.5, 0.5, 0.5)),
+        timm_weights("tf_efficientnet_b1.in1k", 240, 272, "bicubic"),
+        timm_weights("tf_efficientnet_b1.ns_jft_in1k", 240, 272, "bicubic"),
+    ),
+    "efficientnet_b2": (
+        torchvision_weights("IMAGENET1K_V1", "efficientnet_b2_rwightman-c35c1473.pth", 288, 288,
+                            "bicubic", 80.608, 95.31, 1.088, 9_109_994, 35.174),
+        timm_weights("efficientnet_b2.ra_in1k", 256, 292, "bicubic"),
+        timm_weights("tf_efficientnet_b2.aa_in1k", 260, 292, "bicubic"),
+        timm_weights("tf_efficientnet_b2.ap_in1k", 260, 292, "bicubic", mean=(0.5, 0.5, 0.5),
+                     std=(0.5, 0.5, 0.5)),
+        timm_weights("tf_efficientnet_b2.in1k", 260, 292, "bicubic"),
+        timm_weights("tf_efficientnet_b2.ns_jft_in1k", 260, 292, "bicubic"),
+    ),
+    "efficientnet_b3": (
+        torchvision_weights("IMAGENET1K_V1", "efficientnet_b3_rwightman-b3899882.pth", 300, 320,
+                            "bicubic", 82.008, 96.054, 1.827, 12_233_232, 47.184),
+        timm_weights("efficientnet_b3.ra2_in1k", 288, 329, "bicubic"),
+        timm_weights("tf_efficientnet_b3.aa_in1k", 300, 331, "bicubic"),
+        timm_weights("tf_efficientnet_b3.ap_in1k", 300, 331, "bicubic", mean=(0.5, 0.5, 0.5),
+                     std=(0.5, 0.5, 0.5)),
+        timm_weights("tf_efficientnet_b3.in1k", 300, 331, "bicubic"),
+        timm_weights("tf_efficientnet_b3.ns_jft_in1k", 300, 331, "bicubic"),
+    ),
+    "efficientnet_b4": (
+        torchvision_weights("IMAGENET1K_V1", "efficientnet_b4_rwightman-23ab8bcd.pth", 380, 384,
+                            "bicubic", 83.384, 96.594, 4.394, 19_341_616, 74.489),
+        timm_weights("efficientnet_b4.ra2_in1k", 320, 365, "bicubic"),
+        timm_weights("tf_efficientnet_b4.aa_in1k", 380, 412, "bicubic"),
+        timm_weights("tf_efficientnet_b4.ap_in1k", 380, 412, "bicubic", mean=(0.5, 0.5, 0.5),
+                     std=(0.5, 0.5, 0.5)),
+        timm_weights("tf_efficientnet_b4.in1k", 380, 412, "bicubic"),
+        timm_weights("tf_efficientnet_b4.ns_jft_in1k", 380, 412, "bicubic"),
+    ),
+    "efficientnet_b5": (
+        torchvision_weights("IMAGENET1K_V1", "efficientnet_b5_lukemelas-1a07897c.pth", 456, 456,
+                            "bicubic", 83.444, 96.628, 10.266, 30_389_784, 116.864),
+        timm_weights("efficientnet_b5.sw_in12k_ft_in1k", 448, 448, "bicubic"),
+        timm_weights("tf_efficientnet_b5.aa_in1k", 456, 488, "bicubic"),
+        timm_weights("tf_efficientnet_b5.ap_in1k", 456, 488, "bicubic", mean=(0.5, 0.5, 0.5),
+                     std=(0.5, 0.5, 0.5)),
+        timm_weights("tf_efficientnet_b5.in1k", 456, 488, "bicubic"),
+        timm_weights("tf_efficientnet_b5.ns_jft_in1k", 456, 488, "bicubic"),
+        timm_weights("tf_efficientnet_b5.ra_in1k", 456, 488, "bicubic"),
+    ),
+    "efficientnet_b6": (
+        torchvision_weights("IMAGENET1K_V1", "efficientnet_b6_lukemelas-24a108a5.pth", 528, 528,
+                            "bicubic", 84.008, 96.916, 19.068, 43_040_704, 165.362),
+        timm_weights("tf_efficientnet_b6.aa_in1k", 528, 560, "bicubic"),
+        timm_weights("tf_efficientnet_b6.ap_in1k", 528, 560, "bicubic", mean=(0.5, 0.5, 0.5),
+                     std=(0.5, 0.5, 0.5)),
+        timm_weights("tf_efficientnet_b6.ns_jft_in1k", 528, 560, "bicubic"),
+    ),
+    "efficientnet_b7": (
+        torchvision_weights("IMAGENET1K_V1", "efficientnet_b7_lukemelas-c5b4e57e.pth", 600, 600,
+                            "bicubic", 84.122, 96.908, 37.746, 66_347_960, 254.675),
+        timm_weights("tf_efficientnet_b7.aa_in1k", 600, 632, "bicubic"),
+        timm_weights("tf_efficientnet_b7.ap_in1k", 600, 632, "bicubic", mean=(0.5, 0.5, 0.5),
+                     std=(0.5, 0.5, 0.5)),
+        timm_weights("tf_efficientnet_b7.ns_jft_in1k", 600, 632, "bicubic"),
+        timm_weights("tf_efficientnet_b7.ra_in1k", 600, 632, "bicubic"),
+    ),
+    "efficientnet_lite0": (
+        timm_weights("efficientnet_lite0.ra_in1k", 224, 256, "bicubic"),
+        timm_weights("tf_efficientnet_lite0.in1k", 224, 256, "bicubic", mean=(0.5, 0.5, 0.5),
+                     std=(0.5, 0.5, 0.5)),
+    ),
+    "efficientnet_lite1": (
+        timm_weights("tf_efficientnet_lite1.in1k", 240, 272, "bicubic", mean=(0.5, 0.5, 0.5),
+                     std=(0.5, 0.5, 0.5)),
+    ),
+    "efficientnet_lite2": (
+        timm_weights("tf_efficientnet_lite2.in1k", 260, 292, "bicubic", mean=(0.5, 0.5, 0.5),
+                     std=(0.5, 0.5, 0.5)),
+    ),
+    "efficientnet_lite3": (
+        timm_weights("tf_efficientnet_lite3.in1k", 300, 331, "bilinear", mean=(0.5, 0.5, 0.5),
+                     std=(0.5, 0.5, 0.5)),
+    ),
+    "efficientnet_lite4": (
+        timm_weights("tf_efficientnet_lite4.in1k", 380, 413, "bilinear", mean=(0.5, 0.5, 0.5),
+                     std=(0.5, 0.5, 0.5)),
+    ),
+}
 # fmt: on
-for _i, ((_w, _d, _drop, _res, _target), _tv) in enumerate(zip(_B_VARIANTS, _B_TORCHVISION)):
-    _tag, _resize, _interp, _top1, _top5, _gmacs, _params = _tv
+
+for _i, (_w, _d, _drop, _res, _target) in enumerate(_B_VARIANTS):
     FAMILY.register(
         f"efficientnet_b{_i}",
         functools.partial(
@@ -340,17 +446,7 @@ for _i, ((_w, _d, _drop, _res, _target), _tv) in enumerate(zip(_B_VARIANTS, _B_T
         reference=f"{_B_REF}{_i}",
         resolution=_res,
         torchvision=f"efficientnet_b{_i}",
-        weights=(
-            Weights(
-                "torchvision",
-                _tag,
-                EvalTransform(_res, _resize, _interp),
-                top1=_top1,
-                top5=_top5,
-                params=_params,
-                gmacs=_gmacs,
-            ),
-        ),
+        weights=_PUBLISHED[f"efficientnet_b{_i}"],
         recipe=FAMILY.recipe.but(target_top1=_target),
     )
 
@@ -426,7 +522,7 @@ for _i, (_w, _d, _drop, _res, _params, _top1) in enumerate(_LITE_VARIANTS):
         reference=_LITE_REF,
         resolution=_res,
         transform=EvalTransform(_res, _res + 32, "bicubic"),
-        weights=_lite_weights(_i, _res),
+        weights=_lite_weights(_i, _res) + _PUBLISHED[f"efficientnet_lite{_i}"],
         paper_params=_params,
         recipe=FAMILY.recipe.but(
             target_top1=_top1, target_source="EfficientNet-Lite release README"

@@ -38,7 +38,7 @@ from cnn_flax.models.inverted_residual import (
     MBConvSpec,
     torchvision_sequential_block,
 )
-from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.models.registry import Family, Recipe, torchvision_weights
 from cnn_flax.models.state_dict import StateDictReader
 
 
@@ -257,21 +257,40 @@ def _sizes(train: int, evaluate: int) -> dict:
     }
 
 
-# name: (stages, stem width, dropout, eval interpolation, eval size, (train, eval) of the recipe,
-#        top-1, top-5, GMACs, params of torchvision's IMAGENET1K_V1).
+# name: (stages, stem width, dropout, eval interpolation, eval size, (train, eval) of the recipe).
 _VARIANTS = {
-    "efficientnet_v2_s": (S_STAGES, 24, 0.2, "bilinear", 384, (300, 384),
-                          84.228, 96.878, 8.366, 21_458_488),
-    "efficientnet_v2_m": (M_STAGES, 24, 0.3, "bilinear", 480, (384, 480),
-                          85.112, 97.156, 24.582, 54_139_356),
-    "efficientnet_v2_l": (L_STAGES, 32, 0.4, "bicubic", 480, (384, 480),
-                          85.808, 97.788, 56.08, 118_515_272),
+    "efficientnet_v2_s": (S_STAGES, 24, 0.2, "bilinear", 384, (300, 384)),
+    "efficientnet_v2_m": (M_STAGES, 24, 0.3, "bilinear", 480, (384, 480)),
+    "efficientnet_v2_l": (L_STAGES, 32, 0.4, "bicubic", 480, (384, 480)),
 }  # fmt: skip
+# Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
+# interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
+# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
+# metadata; tests/models/test_weights_facts.py checks them against it.
+# fmt: off
+_PUBLISHED = {
+    "efficientnet_v2_s": (
+        torchvision_weights("IMAGENET1K_V1", "efficientnet_v2_s-dd5fe13b.pth", 384, 384,
+                            "bilinear", 84.228, 96.878, 8.366, 21_458_488, 82.704),
+    ),
+    "efficientnet_v2_m": (
+        torchvision_weights("IMAGENET1K_V1", "efficientnet_v2_m-dc08266a.pth", 480, 480,
+                            "bilinear", 85.112, 97.156, 24.582, 54_139_356, 208.01),
+    ),
+    "efficientnet_v2_l": (
+        torchvision_weights("IMAGENET1K_V1", "efficientnet_v2_l-59c71312.pth", 480, 480, "bicubic",
+                            85.808, 97.788, 56.08, 118_515_272, 454.573, mean=(0.5, 0.5, 0.5),
+                            std=(0.5, 0.5, 0.5)),
+    ),
+}
+# fmt: on
+
+
 for _name, _v in _VARIANTS.items():
-    _stages, _stem, _dropout, _interp, _res, _recipe_sizes, _top1, _top5, _gmacs, _params = _v
+    _stages, _stem, _dropout, _interp, _res, _recipe_sizes = _v
     _recipe = FAMILY.recipe.but(_sizes(*_recipe_sizes))
     if _name != "efficientnet_v2_l":
-        _recipe = _recipe.but(target_top1=_top1)
+        _recipe = _recipe.but(target_top1=_PUBLISHED[_name][0].top1)
     else:
         # torchvision ported L's weights from the paper's TensorFlow release instead of training
         # it: its recipe here is the S/M command at M's sizes, which nobody published a result
@@ -287,16 +306,6 @@ for _name, _v in _VARIANTS.items():
         functools.partial(EfficientNetV2, stages=_stages, stem_features=_stem, dropout=_dropout),
         resolution=_res,
         torchvision=_name,
-        weights=(
-            Weights(
-                "torchvision",
-                "IMAGENET1K_V1",
-                EvalTransform(_res, _res, _interp),
-                top1=_top1,
-                top5=_top5,
-                params=_params,
-                gmacs=_gmacs,
-            ),
-        ),
+        weights=_PUBLISHED[_name],
         recipe=_recipe,
     )

@@ -35,7 +35,11 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
-from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.models.registry import (
+    Family,
+    Recipe,
+    torchvision_weights,
+)
 from cnn_flax.models.state_dict import StateDictReader, dense_kernel_from_nchw_flatten
 
 AUX_LOSS_WEIGHT = 0.3
@@ -416,24 +420,28 @@ FAMILY = Family(
         "x0.3 (Szegedy et al. 2015, sec. 5)",
     ),
 )
+# Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
+# interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
+# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
+# metadata; tests/models/test_weights_facts.py checks them against it.
+# fmt: off
+_PUBLISHED = {
+    "googlenet": (
+        torchvision_weights("IMAGENET1K_V1", "googlenet-1378be20.pth", 224, 256, "bilinear",
+                            69.778, 89.53, 1.498, 6_624_904, 49.731,
+                            # Ported from TensorFlow: they expect [-1, 1] inputs, and torchvision
+                            # drops the auxiliary heads after loading them.
+                            overrides={"transform_input": True, "aux_logits": False}),
+    ),
+}
+# fmt: on
+
+
 FAMILY.register(
     "googlenet",
     GoogLeNet,
     torchvision="googlenet",
-    weights=(
-        Weights(
-            "torchvision",
-            "IMAGENET1K_V1",
-            EvalTransform(224, 256),
-            top1=69.778,
-            top5=89.53,
-            params=6_624_904,
-            gmacs=1.498,
-            # Ported from TensorFlow: they expect [-1, 1] inputs, and torchvision drops the
-            # auxiliary heads after loading them.
-            overrides={"transform_input": True, "aux_logits": False},
-        ),
-    ),
+    weights=_PUBLISHED["googlenet"],
     recipe=FAMILY.recipe.but(
         target_top1=69.778,
         target_source="torchvision's ported IMAGENET1K_V1 weights (the paper gives top-5 only)",

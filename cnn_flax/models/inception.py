@@ -40,7 +40,11 @@ import jax.numpy as jnp
 
 from cnn_flax.models import layers
 from cnn_flax.models.googlenet import _transform_input as transform_input
-from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.models.registry import (
+    Family,
+    Recipe,
+    torchvision_weights,
+)
 from cnn_flax.models.state_dict import StateDictReader
 
 # torchvision draws weights from N(0, 0.1) truncated to [-2, 2] (20 standard deviations, so in
@@ -420,23 +424,27 @@ FAMILY = Family(
         "single-crop figure, Table 3, is on its own evaluation)",
     ),
 )
+# Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
+# interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
+# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
+# metadata; tests/models/test_weights_facts.py checks them against it.
+# fmt: off
+_PUBLISHED = {
+    "inception_v3": (
+        torchvision_weights("IMAGENET1K_V1", "inception_v3_google-0cc3c7bd.pth", 299, 342,
+                            "bilinear", 77.294, 93.45, 5.713, 27_161_264, 103.903,
+                            # Ported from TensorFlow: they expect [-1, 1] inputs.
+                            overrides={"transform_input": True}),
+    ),
+}
+# fmt: on
+
+
 FAMILY.register(
     "inception_v3",
     InceptionV3,
     resolution=299,
     torchvision="inception_v3",
-    weights=(
-        Weights(
-            "torchvision",
-            "IMAGENET1K_V1",
-            EvalTransform(299, 342),
-            top1=77.294,
-            top5=93.45,
-            params=27_161_264,
-            gmacs=5.713,
-            # Ported from TensorFlow: they expect [-1, 1] inputs.
-            overrides={"transform_input": True},
-        ),
-    ),
+    weights=_PUBLISHED["inception_v3"],
     recipe=FAMILY.recipe.but(target_top1=77.294),
 )

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from cnn_flax.models import layers
 from cnn_flax.models.inverted_residual import InvertedResidual
-from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.models.registry import Family, Recipe, torchvision_weights
 from cnn_flax.models.state_dict import StateDictReader
 
 # Widths before the multiplier: stem, separable block, then the output of each of the six stacks.
@@ -222,28 +222,44 @@ _TV_V2 = Recipe(
     target_source="torchvision IMAGENET1K_V1, trained with this recipe",
 )
 
-# name: (width multiplier, eval resize, top1, top5, GMACs, params, recipe) as torchvision.
+# name: (width multiplier, recipe) as torchvision.
 _VARIANTS = {
-    "mnasnet0_5": (0.5, 256, 67.734, 87.49, 0.104, 2_218_512, FAMILY.recipe),
-    "mnasnet0_75": (0.75, 232, 71.18, 90.496, 0.215, 3_170_208, _TV_V2),
-    "mnasnet1_0": (1.0, 256, 73.456, 91.51, 0.314, 4_383_312, FAMILY.recipe),
-    "mnasnet1_3": (1.3, 232, 76.506, 93.522, 0.526, 6_282_256, _TV_V2),
+    "mnasnet0_5": (0.5, FAMILY.recipe),
+    "mnasnet0_75": (0.75, _TV_V2),
+    "mnasnet1_0": (1.0, FAMILY.recipe),
+    "mnasnet1_3": (1.3, _TV_V2),
 }
-for _name, (_mult, _resize, _top1, _top5, _gmacs, _params, _recipe) in _VARIANTS.items():
+# Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
+# interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
+# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
+# metadata; tests/models/test_weights_facts.py checks them against it.
+# fmt: off
+_PUBLISHED = {
+    "mnasnet0_5": (
+        torchvision_weights("IMAGENET1K_V1", "mnasnet0.5_top1_67.823-3ffadce67e.pth", 224, 256,
+                            "bilinear", 67.734, 87.49, 0.104, 2_218_512, 8.591),
+    ),
+    "mnasnet0_75": (
+        torchvision_weights("IMAGENET1K_V1", "mnasnet0_75-7090bc5f.pth", 224, 232, "bilinear",
+                            71.18, 90.496, 0.215, 3_170_208, 12.303),
+    ),
+    "mnasnet1_0": (
+        torchvision_weights("IMAGENET1K_V1", "mnasnet1.0_top1_73.512-f206786ef8.pth", 224, 256,
+                            "bilinear", 73.456, 91.51, 0.314, 4_383_312, 16.915),
+    ),
+    "mnasnet1_3": (
+        torchvision_weights("IMAGENET1K_V1", "mnasnet1_3-a4c69d6f.pth", 224, 232, "bilinear",
+                            76.506, 93.522, 0.526, 6_282_256, 24.246),
+    ),
+}
+# fmt: on
+
+
+for _name, (_mult, _recipe) in _VARIANTS.items():
     FAMILY.register(
         _name,
         functools.partial(MNASNet, width_mult=_mult),
         torchvision=_name,
-        weights=(
-            Weights(
-                "torchvision",
-                "IMAGENET1K_V1",
-                EvalTransform(224, _resize),
-                top1=_top1,
-                top5=_top5,
-                params=_params,
-                gmacs=_gmacs,
-            ),
-        ),
-        recipe=_recipe.but(target_top1=_top1),
+        weights=_PUBLISHED[_name],
+        recipe=_recipe.but(target_top1=_PUBLISHED[_name][0].top1),
     )

@@ -27,7 +27,12 @@ from cnn_flax.models.inverted_residual import (
     timm_stages,
     torchvision_v2_block,
 )
-from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.models.registry import (
+    Family,
+    Recipe,
+    timm_weights,
+    torchvision_weights,
+)
 from cnn_flax.models.state_dict import StateDictReader
 
 # MobileNet v1, Table 1: (pointwise output channels, depthwise stride) of the 13 separable layers.
@@ -343,23 +348,29 @@ FAMILY.register(
     paper_params="29.3M",
     recipe=FAMILY.recipe.but(target_top1=71.7),
 )
+# Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
+# interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
+# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
+# metadata; tests/models/test_weights_facts.py checks them against it.
+# fmt: off
+_PUBLISHED = {
+    "mobilenet_v2": (
+        torchvision_weights("IMAGENET1K_V2", "mobilenet_v2-7ebf99e0.pth", 224, 232, "bilinear",
+                            72.154, 90.822, 0.301, 3_504_872, 13.598, recipe="v2"),
+        torchvision_weights("IMAGENET1K_V1", "mobilenet_v2-b0353104.pth", 224, 256, "bilinear",
+                            71.878, 90.286, 0.301, 3_504_872, 13.555),
+        timm_weights("mobilenetv2_100.ra_in1k", 224, 256, "bicubic"),
+    ),
+}
+# fmt: on
+
+
 FAMILY.register(
     "mobilenet_v2",
     MobileNetV2,
     reference="Sandler et al. 2018, MobileNetV2; torchvision mobilenet_v2",
     torchvision="mobilenet_v2",
-    weights=(
-        Weights(
-            "torchvision",
-            "IMAGENET1K_V2",
-            EvalTransform(224, 232),
-            top1=72.154,
-            top5=90.822,
-            params=3_504_872,
-            gmacs=0.301,
-            recipe="v2",
-        ),
-    ),
+    weights=_PUBLISHED["mobilenet_v2"],
     recipe=FAMILY.recipe.but(
         target_top1=72.0, target_source="Sandler et al. 2018 (torchvision's V1 weights: 71.878)"
     ),

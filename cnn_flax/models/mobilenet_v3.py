@@ -23,7 +23,12 @@ from cnn_flax.models.inverted_residual import (
     timm_stages,
     torchvision_sequential_block,
 )
-from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.models.registry import (
+    Family,
+    Recipe,
+    timm_weights,
+    torchvision_weights,
+)
 from cnn_flax.models.state_dict import StateDictReader, dense_kernel
 
 
@@ -235,22 +240,42 @@ FAMILY = Family(
         target_source="Howard et al. 2019, Table 3",
     ),
 )
+# Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
+# interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
+# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
+# metadata; tests/models/test_weights_facts.py checks them against it.
+# fmt: off
+_PUBLISHED = {
+    "mobilenet_v3_large": (
+        torchvision_weights("IMAGENET1K_V2", "mobilenet_v3_large-5c1a4163.pth", 224, 232,
+                            "bilinear", 75.274, 92.566, 0.217, 5_483_032, 21.107),
+        torchvision_weights("IMAGENET1K_V1", "mobilenet_v3_large-8738ca79.pth", 224, 256,
+                            "bilinear", 74.042, 91.34, 0.217, 5_483_032, 21.114),
+        timm_weights("mobilenetv3_large_100.miil_in21k_ft_in1k", 224, 256, "bilinear",
+                     mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
+        timm_weights("mobilenetv3_large_100.ra4_e3600_r224_in1k", 224, 235, "bicubic",
+                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        timm_weights("mobilenetv3_large_100.ra_in1k", 224, 256, "bicubic"),
+        timm_weights("tf_mobilenetv3_large_100.in1k", 224, 256, "bilinear", mean=(0.5, 0.5, 0.5),
+                     std=(0.5, 0.5, 0.5)),
+    ),
+    "mobilenet_v3_small": (
+        torchvision_weights("IMAGENET1K_V1", "mobilenet_v3_small-047dcff4.pth", 224, 256,
+                            "bilinear", 67.668, 87.402, 0.057, 2_542_856, 9.829),
+        timm_weights("mobilenetv3_small_100.lamb_in1k", 224, 256, "bicubic"),
+        timm_weights("tf_mobilenetv3_small_100.in1k", 224, 256, "bilinear", mean=(0.5, 0.5, 0.5),
+                     std=(0.5, 0.5, 0.5)),
+    ),
+}
+# fmt: on
+
+
 FAMILY.register(
     "mobilenet_v3_large",
     MobileNetV3,
     reference=_REF + " mobilenet_v3_large",
     torchvision="mobilenet_v3_large",
-    weights=(
-        Weights(
-            "torchvision",
-            "IMAGENET1K_V2",
-            EvalTransform(224, 232),
-            top1=75.274,
-            top5=92.566,
-            params=5_483_032,
-            gmacs=0.217,
-        ),
-    ),
+    weights=_PUBLISHED["mobilenet_v3_large"],
     recipe=FAMILY.recipe.but(target_top1=75.2),
 )
 FAMILY.register(
@@ -258,16 +283,6 @@ FAMILY.register(
     functools.partial(MobileNetV3, blocks=V3_SMALL, last_features=1024),
     reference=_REF + " mobilenet_v3_small",
     torchvision="mobilenet_v3_small",
-    weights=(
-        Weights(
-            "torchvision",
-            "IMAGENET1K_V1",
-            EvalTransform(224, 256),
-            top1=67.668,
-            top5=87.402,
-            params=2_542_856,
-            gmacs=0.057,
-        ),
-    ),
+    weights=_PUBLISHED["mobilenet_v3_small"],
     recipe=FAMILY.recipe.but(target_top1=67.4),
 )

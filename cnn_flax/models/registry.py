@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -103,7 +104,14 @@ class Weights:
       mean: per-channel mean the inputs are normalised with, on the [0, 1] scale (the model
         contract's ImageNet mean unless the weights were trained otherwise).
       std: per-channel standard deviation, on the same scale.
-      sha256: SHA-256 of the published file, by which a file is recognised as these weights.
+      sha256: SHA-256 of the published file, by which a file is recognised as these weights
+        (:attr:`sha256_prefix` falls back on the hash prefix in ``url``'s file name).
+      url: where the file is published (``""``: not downloadable by name, e.g. a file a Python
+        package ships). torch hub's convention names the file ``<name>-<sha256 prefix>.<ext>``.
+      hf_hub_id: the Hugging Face Hub repository of the file (``"timm/resnet50.a1_in1k"``),
+        downloaded with ``huggingface_hub`` instead of ``url``.
+      file_mb: the published file's size in MB (torchvision's ``_file_size``), or ``None`` when
+        the publisher does not record it offline.
     """
 
     source: str
@@ -118,11 +126,88 @@ class Weights:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     sha256: str = ""
+    url: str = ""
+    hf_hub_id: str = ""
+    file_mb: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "overrides", _frozen(self.overrides))
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"{self.tag}: mean and std need 3 channels, std > 0.")
+
+    @property
+    def name(self) -> str:
+        """The name ``weights.load`` takes: torchvision's tag alone (``"IMAGENET1K_V2"``), any
+        other publisher's prefixed with its source (``"timm:resnet50.a1_in1k"``)."""
+        return self.tag if self.source == "torchvision" else f"{self.source}:{self.tag}"
+
+    @property
+    def sha256_prefix(self) -> str:
+        """The full SHA-256 if known, else the prefix the URL's file name promises, else ``""``."""
+        if self.sha256:
+            return self.sha256
+        found = _HASH_IN_NAME.search(self.url.rsplit("/", 1)[-1])
+        return found.group(1) if found else ""
+
+
+# torch hub's file names: ``resnet50-11ad3fa6.pth`` (the hex is the start of the file's SHA-256).
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[a-z]+$")
+# Where torchvision publishes its weight files; ``CNN_FLAX_WEIGHTS_MIRROR`` may replace the host.
+TORCHVISION_URL = "https://download.pytorch.org/models/"
+
+
+def torchvision_weights(
+    tag: str,
+    file: str,
+    crop: int,
+    resize: int,
+    interpolation: str,
+    top1: float | None,
+    top5: float | None,
+    gmacs: float | None,
+    params: int,
+    file_mb: float,
+    **extra: Any,
+) -> Weights:
+    """One entry of a torchvision ``*_Weights`` enum, from one row of a family's table.
+
+    The rows are data written by ``tools/published_weights.py`` (and checked against
+    torchvision's metadata by tests/models/test_weights_facts.py), so the arguments are positional
+    in the enum's order; ``extra`` takes the other :class:`Weights` fields (``overrides``,
+    ``recipe``, ``mean``/``std``).
+    """
+    return Weights(
+        "torchvision",
+        tag,
+        EvalTransform(crop, resize, interpolation),
+        top1=top1,
+        top5=top5,
+        params=params,
+        gmacs=gmacs,
+        url=TORCHVISION_URL + file,
+        file_mb=file_mb,
+        **extra,
+    )
+
+
+def timm_weights(
+    model: str,
+    crop: int,
+    resize: int,
+    interpolation: str,
+    **extra: Any,
+) -> Weights:
+    """One of timm's Hugging Face Hub copies (``model`` = ``"<architecture>.<tag>"``), from its
+    ``pretrained_cfg``: input size, ``floor(crop / crop_pct)`` resize, interpolation; ``extra``
+    takes ``mean``/``std`` when they are not ImageNet's. timm does not ship its results tables,
+    so ``top1`` is unknown offline unless given."""
+    return Weights(
+        "timm",
+        model,
+        EvalTransform(crop, resize, interpolation),
+        hf_hub_id=f"timm/{model}",
+        **extra,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,8 +303,12 @@ class ModelInfo:
         return None
 
     def weights_with_sha256(self, sha256: str) -> Weights | None:
-        """The published weight set whose file has this SHA-256, or ``None``."""
-        return next((w for w in self.weights if w.sha256 and w.sha256 == sha256), None)
+        """The published weight set whose file has this SHA-256 (or whose URL's file name
+        promises its prefix), or ``None``."""
+        return next(
+            (w for w in self.weights if w.sha256_prefix and sha256.startswith(w.sha256_prefix)),
+            None,
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_flax.models import layers
-from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.models.registry import Family, Recipe, torchvision_weights
 from cnn_flax.models.state_dict import StateDictReader
 
 # Block widths are multiples of this (the paper's q = 8, Sec. 4).
@@ -335,82 +335,150 @@ FAMILY = Family(
 )
 
 
-def _tv(tag: str, transform: EvalTransform, top1, top5, gmacs, params) -> Weights:
-    return Weights("torchvision", tag, transform, top1=top1, top5=top5, params=params, gmacs=gmacs)
-
-
-_V1 = EvalTransform(224, 256)  # torchvision's older recipe (the commands above)
-_V2 = EvalTransform(224, 232)  # its new recipe with FixRes-style evaluation (issue 3995)
-_SWAG_E2E = EvalTransform(384, 384, "bicubic")  # SWAG: Instagram pre-training, fine-tuned
-_SWAG_LINEAR = EvalTransform(224, 224, "bicubic")  # SWAG trunk frozen, linear classifier trained
-
-# name: (depth, w_0, w_a, w_m, group width, recipe, params, GMACs at 224, (V2 top-1, top-5),
-#        (V1 top-1, top-5)): torchvision's constructors and weights metadata.
+# name: (depth, w_0, w_a, w_m, group width, recipe): torchvision's constructors.
 # fmt: off
 _X = {
-    "regnet_x_400mf": (22, 24, 24.48, 2.54, 16, _SMALL, 5_495_976, 0.414,
-                       (74.864, 92.322), (72.834, 90.95)),
-    "regnet_x_800mf": (16, 56, 35.73, 2.28, 16, _SMALL, 7_259_656, 0.8,
-                       (77.522, 93.826), (75.212, 92.348)),
-    "regnet_x_1_6gf": (18, 80, 34.01, 2.25, 24, _SMALL, 9_190_136, 1.603,
-                       (79.668, 94.922), (77.04, 93.44)),
-    "regnet_x_3_2gf": (25, 88, 26.31, 2.25, 48, _MEDIUM, 15_296_552, 3.177,
-                       (81.196, 95.43), (78.364, 93.992)),
-    "regnet_x_8gf": (23, 80, 49.56, 2.88, 120, _MEDIUM, 39_572_648, 7.995,
-                     (81.682, 95.678), (79.344, 94.686)),
-    "regnet_x_16gf": (22, 216, 55.59, 2.1, 128, _MEDIUM, 54_278_536, 15.941,
-                      (82.716, 96.196), (80.058, 94.944)),
-    "regnet_x_32gf": (23, 320, 69.86, 2.0, 168, _LARGE, 107_811_560, 31.736,
-                      (83.014, 96.288), (80.622, 95.248)),
+    "regnet_x_400mf": (22, 24, 24.48, 2.54, 16, _SMALL),
+    "regnet_x_800mf": (16, 56, 35.73, 2.28, 16, _SMALL),
+    "regnet_x_1_6gf": (18, 80, 34.01, 2.25, 24, _SMALL),
+    "regnet_x_3_2gf": (25, 88, 26.31, 2.25, 48, _MEDIUM),
+    "regnet_x_8gf": (23, 80, 49.56, 2.88, 120, _MEDIUM),
+    "regnet_x_16gf": (22, 216, 55.59, 2.1, 128, _MEDIUM),
+    "regnet_x_32gf": (23, 320, 69.86, 2.0, 168, _LARGE),
 }
 _Y = {
-    "regnet_y_400mf": (16, 48, 27.89, 2.09, 8, _Y_400MF, 4_344_144, 0.402,
-                       (75.804, 92.742), (74.046, 91.716)),
-    "regnet_y_800mf": (14, 56, 38.84, 2.4, 16, _SMALL, 6_432_512, 0.834,
-                       (78.828, 94.502), (76.42, 93.136)),
-    "regnet_y_1_6gf": (27, 48, 20.71, 2.65, 24, _SMALL, 11_202_430, 1.612,
-                       (80.876, 95.444), (77.95, 93.966)),
-    "regnet_y_3_2gf": (21, 80, 42.63, 2.66, 24, _MEDIUM, 19_436_338, 3.176,
-                       (81.982, 95.972), (78.948, 94.576)),
-    "regnet_y_8gf": (17, 192, 76.82, 2.19, 56, _MEDIUM, 39_381_472, 8.473,
-                     (82.828, 96.33), (80.032, 95.048)),
-    "regnet_y_16gf": (18, 200, 106.23, 2.48, 112, _LARGE, 83_590_140, 15.912,
-                      (82.886, 96.328), (80.424, 95.24)),
-    "regnet_y_32gf": (20, 232, 115.89, 2.53, 232, _LARGE, 145_046_770, 32.28,
-                      (83.368, 96.498), (80.878, 95.34)),
+    "regnet_y_400mf": (16, 48, 27.89, 2.09, 8, _Y_400MF),
+    "regnet_y_800mf": (14, 56, 38.84, 2.4, 16, _SMALL),
+    "regnet_y_1_6gf": (27, 48, 20.71, 2.65, 24, _SMALL),
+    "regnet_y_3_2gf": (21, 80, 42.63, 2.66, 24, _MEDIUM),
+    "regnet_y_8gf": (17, 192, 76.82, 2.19, 56, _MEDIUM),
+    "regnet_y_16gf": (18, 200, 106.23, 2.48, 112, _LARGE),
+    "regnet_y_32gf": (20, 232, 115.89, 2.53, 232, _LARGE),
 }
+# fmt: on
+
+
+# Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
+# interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
+# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
+# metadata; tests/models/test_weights_facts.py checks them against it.
 # SWAG (Singh et al. 2022, "Revisiting Weakly Supervised Pre-Training of Visual Perception
 # Models"): pre-trained on 3.6B Instagram images, then fine-tuned end to end at 384 px or given
-# a linear classifier on the frozen trunk at 224 px.
-_SWAG = {
+# a linear classifier on the frozen trunk at 224 px. V2: torchvision's new recipe with
+# FixRes-style evaluation (pytorch/vision#3995).
+# fmt: off
+_PUBLISHED = {
+    "regnet_x_400mf": (
+        torchvision_weights("IMAGENET1K_V2", "regnet_x_400mf-62229a5f.pth", 224, 232, "bilinear",
+                            74.864, 92.322, 0.414, 5_495_976, 21.257),
+        torchvision_weights("IMAGENET1K_V1", "regnet_x_400mf-adf1edd5.pth", 224, 256, "bilinear",
+                            72.834, 90.95, 0.414, 5_495_976, 21.258),
+    ),
+    "regnet_x_800mf": (
+        torchvision_weights("IMAGENET1K_V2", "regnet_x_800mf-94a99ebd.pth", 224, 232, "bilinear",
+                            77.522, 93.826, 0.8, 7_259_656, 27.945),
+        torchvision_weights("IMAGENET1K_V1", "regnet_x_800mf-ad17e45c.pth", 224, 256, "bilinear",
+                            75.212, 92.348, 0.8, 7_259_656, 27.945),
+    ),
+    "regnet_x_1_6gf": (
+        torchvision_weights("IMAGENET1K_V2", "regnet_x_1_6gf-a12f2b72.pth", 224, 232, "bilinear",
+                            79.668, 94.922, 1.603, 9_190_136, 35.339),
+        torchvision_weights("IMAGENET1K_V1", "regnet_x_1_6gf-e3633e7f.pth", 224, 256, "bilinear",
+                            77.04, 93.44, 1.603, 9_190_136, 35.339),
+    ),
+    "regnet_x_3_2gf": (
+        torchvision_weights("IMAGENET1K_V2", "regnet_x_3_2gf-7071aa85.pth", 224, 232, "bilinear",
+                            81.196, 95.43, 3.177, 15_296_552, 58.756),
+        torchvision_weights("IMAGENET1K_V1", "regnet_x_3_2gf-f342aeae.pth", 224, 256, "bilinear",
+                            78.364, 93.992, 3.177, 15_296_552, 58.756),
+    ),
+    "regnet_x_8gf": (
+        torchvision_weights("IMAGENET1K_V2", "regnet_x_8gf-2b70d774.pth", 224, 232, "bilinear",
+                            81.682, 95.678, 7.995, 39_572_648, 151.456),
+        torchvision_weights("IMAGENET1K_V1", "regnet_x_8gf-03ceed89.pth", 224, 256, "bilinear",
+                            79.344, 94.686, 7.995, 39_572_648, 151.456),
+    ),
+    "regnet_x_16gf": (
+        torchvision_weights("IMAGENET1K_V2", "regnet_x_16gf-ba3796d7.pth", 224, 232, "bilinear",
+                            82.716, 96.196, 15.941, 54_278_536, 207.627),
+        torchvision_weights("IMAGENET1K_V1", "regnet_x_16gf-2007eb11.pth", 224, 256, "bilinear",
+                            80.058, 94.944, 15.941, 54_278_536, 207.627),
+    ),
+    "regnet_x_32gf": (
+        torchvision_weights("IMAGENET1K_V2", "regnet_x_32gf-6eb8fdc6.pth", 224, 232, "bilinear",
+                            83.014, 96.288, 31.736, 107_811_560, 412.039),
+        torchvision_weights("IMAGENET1K_V1", "regnet_x_32gf-9d47f8d0.pth", 224, 256, "bilinear",
+                            80.622, 95.248, 31.736, 107_811_560, 412.039),
+    ),
+    "regnet_y_400mf": (
+        torchvision_weights("IMAGENET1K_V2", "regnet_y_400mf-e6988f5f.pth", 224, 232, "bilinear",
+                            75.804, 92.742, 0.402, 4_344_144, 16.806),
+        torchvision_weights("IMAGENET1K_V1", "regnet_y_400mf-c65dace8.pth", 224, 256, "bilinear",
+                            74.046, 91.716, 0.402, 4_344_144, 16.806),
+    ),
+    "regnet_y_800mf": (
+        torchvision_weights("IMAGENET1K_V2", "regnet_y_800mf-58fc7688.pth", 224, 232, "bilinear",
+                            78.828, 94.502, 0.834, 6_432_512, 24.774),
+        torchvision_weights("IMAGENET1K_V1", "regnet_y_800mf-1b27b58c.pth", 224, 256, "bilinear",
+                            76.42, 93.136, 0.834, 6_432_512, 24.774),
+    ),
+    "regnet_y_1_6gf": (
+        torchvision_weights("IMAGENET1K_V2", "regnet_y_1_6gf-0d7bc02a.pth", 224, 232, "bilinear",
+                            80.876, 95.444, 1.612, 11_202_430, 43.152),
+        torchvision_weights("IMAGENET1K_V1", "regnet_y_1_6gf-b11a554e.pth", 224, 256, "bilinear",
+                            77.95, 93.966, 1.612, 11_202_430, 43.152),
+    ),
+    "regnet_y_3_2gf": (
+        torchvision_weights("IMAGENET1K_V2", "regnet_y_3_2gf-9180c971.pth", 224, 232, "bilinear",
+                            81.982, 95.972, 3.176, 19_436_338, 74.567),
+        torchvision_weights("IMAGENET1K_V1", "regnet_y_3_2gf-b5a9779c.pth", 224, 256, "bilinear",
+                            78.948, 94.576, 3.176, 19_436_338, 74.567),
+    ),
+    "regnet_y_8gf": (
+        torchvision_weights("IMAGENET1K_V2", "regnet_y_8gf-dc2b1b54.pth", 224, 232, "bilinear",
+                            82.828, 96.33, 8.473, 39_381_472, 150.701),
+        torchvision_weights("IMAGENET1K_V1", "regnet_y_8gf-d0d0e4a8.pth", 224, 256, "bilinear",
+                            80.032, 95.048, 8.473, 39_381_472, 150.701),
+    ),
     "regnet_y_16gf": (
-        _tv("IMAGENET1K_SWAG_E2E_V1", _SWAG_E2E, 86.012, 98.054, 46.735, 83_590_140),
-        _tv("IMAGENET1K_SWAG_LINEAR_V1", _SWAG_LINEAR, 83.976, 97.244, 15.912, 83_590_140),
+        torchvision_weights("IMAGENET1K_V2", "regnet_y_16gf-3e4a00f9.pth", 224, 232, "bilinear",
+                            82.886, 96.328, 15.912, 83_590_140, 319.49),
+        torchvision_weights("IMAGENET1K_V1", "regnet_y_16gf-9e6ed7dd.pth", 224, 256, "bilinear",
+                            80.424, 95.24, 15.912, 83_590_140, 319.49),
+        torchvision_weights("IMAGENET1K_SWAG_E2E_V1", "regnet_y_16gf_swag-43afe44d.pth", 384, 384,
+                            "bicubic", 86.012, 98.054, 46.735, 83_590_140, 319.49),
+        torchvision_weights("IMAGENET1K_SWAG_LINEAR_V1", "regnet_y_16gf_lc_swag-f3ec0043.pth", 224,
+                            224, "bicubic", 83.976, 97.244, 15.912, 83_590_140, 319.49),
     ),
     "regnet_y_32gf": (
-        _tv("IMAGENET1K_SWAG_E2E_V1", _SWAG_E2E, 86.838, 98.362, 94.826, 145_046_770),
-        _tv("IMAGENET1K_SWAG_LINEAR_V1", _SWAG_LINEAR, 84.622, 97.48, 32.28, 145_046_770),
+        torchvision_weights("IMAGENET1K_V2", "regnet_y_32gf-8db6d4b5.pth", 224, 232, "bilinear",
+                            83.368, 96.498, 32.28, 145_046_770, 554.076),
+        torchvision_weights("IMAGENET1K_V1", "regnet_y_32gf-4dee3f7a.pth", 224, 256, "bilinear",
+                            80.878, 95.34, 32.28, 145_046_770, 554.076),
+        torchvision_weights("IMAGENET1K_SWAG_E2E_V1", "regnet_y_32gf_swag-04fdfa75.pth", 384, 384,
+                            "bicubic", 86.838, 98.362, 94.826, 145_046_770, 554.076),
+        torchvision_weights("IMAGENET1K_SWAG_LINEAR_V1", "regnet_y_32gf_lc_swag-e1583746.pth", 224,
+                            224, "bicubic", 84.622, 97.48, 32.28, 145_046_770, 554.076),
     ),
     "regnet_y_128gf": (
-        _tv("IMAGENET1K_SWAG_E2E_V1", _SWAG_E2E, 88.228, 98.682, 374.57, 644_812_894),
-        _tv("IMAGENET1K_SWAG_LINEAR_V1", _SWAG_LINEAR, 86.068, 97.844, 127.518, 644_812_894),
+        torchvision_weights("IMAGENET1K_SWAG_E2E_V1", "regnet_y_128gf_swag-c8ce3e52.pth", 384, 384,
+                            "bicubic", 88.228, 98.682, 374.57, 644_812_894, 2461.564),
+        torchvision_weights("IMAGENET1K_SWAG_LINEAR_V1", "regnet_y_128gf_lc_swag-cbe8ce12.pth",
+                            224, 224, "bicubic", 86.068, 97.844, 127.518, 644_812_894, 2461.564),
     ),
 }
 # fmt: on
 
 
 def _register(name: str, spec: tuple, *, se_ratio: float) -> None:
-    depth, w_0, w_a, w_m, group_width, recipe, params, gmacs, v2, v1 = spec
-    weights = (
-        _tv("IMAGENET1K_V2", _V2, *v2, gmacs, params),
-        _tv("IMAGENET1K_V1", _V1, *v1, gmacs, params),
-        *_SWAG.get(name, ()),
-    )
+    depth, w_0, w_a, w_m, group_width, recipe = spec
+    weights = _PUBLISHED[name]
+    v1_top1 = next(w.top1 for w in weights if w.tag == "IMAGENET1K_V1")
     builder = functools.partial(
         RegNet, depth=depth, w_0=w_0, w_a=w_a, w_m=w_m, group_width=group_width, se_ratio=se_ratio
     )
     # The recipe reproduces the V1 weights; the V2 weights' recipe is torchvision's new one.
-    recipe = recipe.but(target_top1=v1[0])
+    recipe = recipe.but(target_top1=v1_top1)
     FAMILY.register(name, builder, torchvision=name, weights=weights, recipe=recipe)
 
 
@@ -428,7 +496,7 @@ FAMILY.register(
     ),
     resolution=384,
     torchvision="regnet_y_128gf",
-    weights=_SWAG["regnet_y_128gf"],
+    weights=_PUBLISHED["regnet_y_128gf"],
     recipe=_LARGE.but(
         target_source="none: torchvision has only SWAG weights (Instagram pre-training) for it"
     ),

@@ -32,7 +32,13 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
-from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.models.registry import (
+    Family,
+    Recipe,
+    Weights,
+    timm_weights,
+    torchvision_weights,
+)
 from cnn_flax.models.state_dict import StateDictReader
 
 STEMS = ("imagenet", "cifar")
@@ -348,57 +354,44 @@ _SIZES = {
     101: (3, 4, 23, 3),
     152: (3, 8, 36, 3),
 }
-_V1 = EvalTransform(224, 256)
-_V2 = EvalTransform(224, 232)
 
 
-def _tv(tag: str, transform: EvalTransform, top1, top5, gmacs, params) -> Weights:
-    return Weights("torchvision", tag, transform, top1=top1, top5=top5, params=params, gmacs=gmacs)
-
-
-# name: (builder kwargs, reference, torchvision's default weights, V1 top-1 (the 90-epoch
-# recipe's target; torchvision's model documentation)).
+# name: (builder kwargs, reference, V1 top-1 (the 90-epoch recipe's target; torchvision's model
+# documentation)).
 _IMAGENET = {
     "resnet18": (
         {"block": BasicBlock, "stage_sizes": _SIZES[18]},
         _PAPER,
-        _tv("IMAGENET1K_V1", _V1, 69.758, 89.078, 1.814, 11_689_512),
         69.758,
     ),
     "resnet34": (
         {"block": BasicBlock, "stage_sizes": _SIZES[34]},
         _PAPER,
-        _tv("IMAGENET1K_V1", _V1, 73.314, 91.42, 3.664, 21_797_672),
         73.314,
     ),
     "resnet50": (
         {"block": Bottleneck, "stage_sizes": _SIZES[50]},
         _V15,
-        _tv("IMAGENET1K_V2", _V2, 80.858, 95.434, 4.089, 25_557_032),
         76.130,
     ),
     "resnet101": (
         {"block": Bottleneck, "stage_sizes": _SIZES[101]},
         _V15,
-        _tv("IMAGENET1K_V2", _V2, 81.886, 95.78, 7.801, 44_549_160),
         77.374,
     ),
     "resnet152": (
         {"block": Bottleneck, "stage_sizes": _SIZES[152]},
         _V15,
-        _tv("IMAGENET1K_V2", _V2, 82.284, 96.002, 11.514, 60_192_808),
         78.312,
     ),
     "resnext50_32x4d": (
         {"block": Bottleneck, "stage_sizes": _SIZES[50], "groups": 32, "width_per_group": 4},
         "Xie et al. 2017, Aggregated Residual Transformations for Deep Neural Networks",
-        _tv("IMAGENET1K_V2", _V2, 81.198, 95.34, 4.23, 25_028_904),
         77.618,
     ),
     "wide_resnet50_2": (
         {"block": Bottleneck, "stage_sizes": _SIZES[50], "width_per_group": 128},
         "Zagoruyko and Komodakis 2016, Wide Residual Networks; torchvision's bottleneck form",
-        _tv("IMAGENET1K_V2", _V2, 81.602, 95.758, 11.398, 68_883_240),
         78.468,
     ),
 }
@@ -426,16 +419,129 @@ def _v2_recipe(name: str, weights: Weights) -> Recipe:
     )
 
 
-for _name, (_kwargs, _reference, _weights, _target) in _IMAGENET.items():
-    _v2 = {"v2": _v2_recipe(_name, _weights)} if _name in _V2_BASES else {}
-    if _v2:
-        _weights = dataclasses.replace(_weights, recipe="v2")
+# Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
+# interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
+# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
+# metadata; tests/models/test_weights_facts.py checks them against it.
+# fmt: off
+_PUBLISHED = {
+    "resnet18": (
+        torchvision_weights("IMAGENET1K_V1", "resnet18-f37072fd.pth", 224, 256, "bilinear", 69.758,
+                            89.078, 1.814, 11_689_512, 44.661),
+        timm_weights("resnet18.a1_in1k", 224, 235, "bicubic"),
+        timm_weights("resnet18.a2_in1k", 224, 235, "bicubic"),
+        timm_weights("resnet18.a3_in1k", 160, 168, "bicubic"),
+        timm_weights("resnet18.fb_ssl_yfcc100m_ft_in1k", 224, 256, "bilinear"),
+        timm_weights("resnet18.fb_swsl_ig1b_ft_in1k", 224, 256, "bilinear"),
+        timm_weights("resnet18.gluon_in1k", 224, 256, "bicubic"),
+        timm_weights("resnet18.tv_in1k", 224, 256, "bilinear"),
+    ),
+    "resnet34": (
+        torchvision_weights("IMAGENET1K_V1", "resnet34-b627a593.pth", 224, 256, "bilinear", 73.314,
+                            91.42, 3.664, 21_797_672, 83.275),
+        timm_weights("resnet34.a1_in1k", 224, 235, "bicubic"),
+        timm_weights("resnet34.a2_in1k", 224, 235, "bicubic"),
+        timm_weights("resnet34.a3_in1k", 160, 168, "bicubic"),
+        timm_weights("resnet34.bt_in1k", 224, 256, "bicubic"),
+        timm_weights("resnet34.gluon_in1k", 224, 256, "bicubic"),
+        timm_weights("resnet34.ra4_e3600_r224_in1k", 224, 248, "bicubic", mean=(0.5, 0.5, 0.5),
+                     std=(0.5, 0.5, 0.5)),
+        timm_weights("resnet34.tv_in1k", 224, 256, "bilinear"),
+    ),
+    "resnet50": (
+        torchvision_weights("IMAGENET1K_V2", "resnet50-11ad3fa6.pth", 224, 232, "bilinear", 80.858,
+                            95.434, 4.089, 25_557_032, 97.79),
+        torchvision_weights("IMAGENET1K_V1", "resnet50-0676ba61.pth", 224, 256, "bilinear", 76.13,
+                            92.862, 4.089, 25_557_032, 97.781),
+        timm_weights("resnet50.a1_in1k", 224, 235, "bicubic"),
+        timm_weights("resnet50.a1h_in1k", 176, 195, "bicubic"),
+        timm_weights("resnet50.a2_in1k", 224, 235, "bicubic"),
+        timm_weights("resnet50.a3_in1k", 160, 168, "bicubic"),
+        timm_weights("resnet50.am_in1k", 224, 256, "bicubic"),
+        timm_weights("resnet50.b1k_in1k", 224, 235, "bicubic"),
+        timm_weights("resnet50.b2k_in1k", 224, 235, "bicubic"),
+        timm_weights("resnet50.bt_in1k", 224, 256, "bicubic"),
+        timm_weights("resnet50.c1_in1k", 224, 235, "bicubic"),
+        timm_weights("resnet50.c2_in1k", 224, 235, "bicubic"),
+        timm_weights("resnet50.d_in1k", 224, 235, "bicubic"),
+        timm_weights("resnet50.fb_ssl_yfcc100m_ft_in1k", 224, 256, "bilinear"),
+        timm_weights("resnet50.fb_swsl_ig1b_ft_in1k", 224, 256, "bilinear"),
+        timm_weights("resnet50.gluon_in1k", 224, 256, "bicubic"),
+        timm_weights("resnet50.ra_in1k", 224, 256, "bicubic"),
+        timm_weights("resnet50.ram_in1k", 224, 256, "bicubic"),
+        timm_weights("resnet50.tv2_in1k", 176, 201, "bilinear"),
+        timm_weights("resnet50.tv_in1k", 224, 256, "bilinear"),
+    ),
+    "resnet101": (
+        torchvision_weights("IMAGENET1K_V2", "resnet101-cd907fc2.pth", 224, 232, "bilinear",
+                            81.886, 95.78, 7.801, 44_549_160, 170.53),
+        torchvision_weights("IMAGENET1K_V1", "resnet101-63fe2227.pth", 224, 256, "bilinear",
+                            77.374, 93.546, 7.801, 44_549_160, 170.511),
+        timm_weights("resnet101.a1_in1k", 224, 235, "bicubic"),
+        timm_weights("resnet101.a1h_in1k", 224, 235, "bicubic"),
+        timm_weights("resnet101.a2_in1k", 224, 235, "bicubic"),
+        timm_weights("resnet101.a3_in1k", 160, 168, "bicubic"),
+        timm_weights("resnet101.gluon_in1k", 224, 256, "bicubic"),
+        timm_weights("resnet101.tv2_in1k", 176, 201, "bilinear"),
+        timm_weights("resnet101.tv_in1k", 224, 256, "bilinear"),
+    ),
+    "resnet152": (
+        torchvision_weights("IMAGENET1K_V2", "resnet152-f82ba261.pth", 224, 232, "bilinear",
+                            82.284, 96.002, 11.514, 60_192_808, 230.474),
+        torchvision_weights("IMAGENET1K_V1", "resnet152-394f9c45.pth", 224, 256, "bilinear",
+                            78.312, 94.046, 11.514, 60_192_808, 230.434),
+        timm_weights("resnet152.a1_in1k", 224, 235, "bicubic"),
+        timm_weights("resnet152.a1h_in1k", 224, 235, "bicubic"),
+        timm_weights("resnet152.a2_in1k", 224, 235, "bicubic"),
+        timm_weights("resnet152.a3_in1k", 160, 168, "bicubic"),
+        timm_weights("resnet152.gluon_in1k", 224, 256, "bicubic"),
+        timm_weights("resnet152.tv2_in1k", 176, 201, "bilinear"),
+        timm_weights("resnet152.tv_in1k", 224, 256, "bilinear"),
+    ),
+    "resnext50_32x4d": (
+        torchvision_weights("IMAGENET1K_V2", "resnext50_32x4d-1a0047aa.pth", 224, 232, "bilinear",
+                            81.198, 95.34, 4.23, 25_028_904, 95.833),
+        torchvision_weights("IMAGENET1K_V1", "resnext50_32x4d-7cdf4587.pth", 224, 256, "bilinear",
+                            77.618, 93.698, 4.23, 25_028_904, 95.789),
+        timm_weights("resnext50_32x4d.a1_in1k", 224, 235, "bicubic"),
+        timm_weights("resnext50_32x4d.a1h_in1k", 224, 235, "bicubic"),
+        timm_weights("resnext50_32x4d.a2_in1k", 224, 235, "bicubic"),
+        timm_weights("resnext50_32x4d.a3_in1k", 160, 168, "bicubic"),
+        timm_weights("resnext50_32x4d.fb_ssl_yfcc100m_ft_in1k", 224, 256, "bilinear"),
+        timm_weights("resnext50_32x4d.fb_swsl_ig1b_ft_in1k", 224, 256, "bilinear"),
+        timm_weights("resnext50_32x4d.gluon_in1k", 224, 256, "bicubic"),
+        timm_weights("resnext50_32x4d.ra_in1k", 224, 256, "bicubic"),
+        timm_weights("resnext50_32x4d.tv2_in1k", 176, 201, "bilinear"),
+        timm_weights("resnext50_32x4d.tv_in1k", 224, 256, "bilinear"),
+    ),
+    "wide_resnet50_2": (
+        torchvision_weights("IMAGENET1K_V2", "wide_resnet50_2-9ba9bcbe.pth", 224, 232, "bilinear",
+                            81.602, 95.758, 11.398, 68_883_240, 263.124),
+        torchvision_weights("IMAGENET1K_V1", "wide_resnet50_2-95faca4d.pth", 224, 256, "bilinear",
+                            78.468, 94.086, 11.398, 68_883_240, 131.82),
+        timm_weights("wide_resnet50_2.racm_in1k", 224, 256, "bicubic"),
+        timm_weights("wide_resnet50_2.tv2_in1k", 176, 201, "bilinear"),
+        timm_weights("wide_resnet50_2.tv_in1k", 224, 256, "bilinear"),
+    ),
+}
+# fmt: on
+
+
+def _trained_by_v2(weights: tuple[Weights, ...]) -> tuple[Weights, ...]:
+    return tuple(
+        dataclasses.replace(w, recipe="v2") if w.tag == "IMAGENET1K_V2" else w for w in weights
+    )
+
+
+for _name, (_kwargs, _reference, _target) in _IMAGENET.items():
+    _weights = _PUBLISHED[_name]
+    _v2 = {"v2": _v2_recipe(_name, _weights[0])} if _name in _V2_BASES else {}
     FAMILY.register(
         _name,
         functools.partial(ResNet, **_kwargs),
         reference=_reference,
         torchvision=_name,
-        weights=(_weights,),
+        weights=_trained_by_v2(_weights) if _v2 else _weights,
         recipe=FAMILY.recipe.but(target_top1=_target),
         recipes=_v2,
     )

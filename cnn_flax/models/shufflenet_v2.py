@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
-from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.models.registry import Family, Recipe, torchvision_weights
 from cnn_flax.models.state_dict import StateDictReader
 
 # The paper numbers its stages from 2 (Table 5: Conv1 and MaxPool, Stage2-4, Conv5).
@@ -249,32 +249,46 @@ _NO_TARGET = _TV_RECIPE.but(
     target_source="none: the weights' own recipe is unpublished",
 )
 
-# name: (stage widths, conv5 width, recipe, eval resize, top-1, top-5, GMACs, params) of
-# torchvision's constructor and IMAGENET1K_V1 weights.
+# name: (stage widths, conv5 width, recipe) of torchvision's constructor.
 _VARIANTS = {
-    "shufflenet_v2_x0_5": ((48, 96, 192), 1024, _NO_TARGET, 256, 60.552, 81.746, 0.04, 1_366_792),
-    "shufflenet_v2_x1_0": ((116, 232, 464), 1024, _NO_TARGET, 256, 69.362, 88.316, 0.145,
-                           2_278_604),
-    "shufflenet_v2_x1_5": ((176, 352, 704), 1024, _TV_RECIPE, 232, 72.996, 91.086, 0.296,
-                           3_503_624),
-    "shufflenet_v2_x2_0": ((244, 488, 976), 2048, _TV_RECIPE, 232, 76.23, 93.006, 0.583,
-                           7_393_996),
+    "shufflenet_v2_x0_5": ((48, 96, 192), 1024, _NO_TARGET),
+    "shufflenet_v2_x1_0": ((116, 232, 464), 1024, _NO_TARGET),
+    "shufflenet_v2_x1_5": ((176, 352, 704), 1024, _TV_RECIPE),
+    "shufflenet_v2_x2_0": ((244, 488, 976), 2048, _TV_RECIPE),
 }  # fmt: skip
-for _name, (_widths, _head, _recipe, _resize, _top1, _top5, _gmacs, _params) in _VARIANTS.items():
+# Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
+# interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
+# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
+# metadata; tests/models/test_weights_facts.py checks them against it.
+# fmt: off
+_PUBLISHED = {
+    "shufflenet_v2_x0_5": (
+        torchvision_weights("IMAGENET1K_V1", "shufflenetv2_x0.5-f707e7126e.pth", 224, 256,
+                            "bilinear", 60.552, 81.746, 0.04, 1_366_792, 5.282),
+    ),
+    "shufflenet_v2_x1_0": (
+        torchvision_weights("IMAGENET1K_V1", "shufflenetv2_x1-5666bf0f80.pth", 224, 256,
+                            "bilinear", 69.362, 88.316, 0.145, 2_278_604, 8.791),
+    ),
+    "shufflenet_v2_x1_5": (
+        torchvision_weights("IMAGENET1K_V1", "shufflenetv2_x1_5-3c479a10.pth", 224, 232,
+                            "bilinear", 72.996, 91.086, 0.296, 3_503_624, 13.557),
+    ),
+    "shufflenet_v2_x2_0": (
+        torchvision_weights("IMAGENET1K_V1", "shufflenetv2_x2_0-8be3c8ee.pth", 224, 232,
+                            "bilinear", 76.23, 93.006, 0.583, 7_393_996, 28.433),
+    ),
+}
+# fmt: on
+
+
+for _name, (_widths, _head, _recipe) in _VARIANTS.items():
     FAMILY.register(
         _name,
         functools.partial(ShuffleNetV2, stage_features=_widths, head_features=_head),
         torchvision=_name,
-        weights=(
-            Weights(
-                "torchvision",
-                "IMAGENET1K_V1",
-                EvalTransform(224, _resize),
-                top1=_top1,
-                top5=_top5,
-                params=_params,
-                gmacs=_gmacs,
-            ),
-        ),
-        recipe=_recipe if _recipe is _NO_TARGET else _recipe.but(target_top1=_top1),
+        weights=_PUBLISHED[_name],
+        recipe=_recipe
+        if _recipe is _NO_TARGET
+        else _recipe.but(target_top1=_PUBLISHED[_name][0].top1),
     )

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 
 from cnn_flax.models import layers
 from cnn_flax.models.googlenet import max_pool_ceil
-from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.models.registry import Family, Recipe, torchvision_weights
 from cnn_flax.models.state_dict import StateDictReader
 
 # Fire modules as (squeeze, expand 1x1, expand 3x3) channels, and "pool" for a 3x3/2 max pool,
@@ -178,30 +178,38 @@ FAMILY = Family(
     ),
 )
 
-# name: (reference, fire layout, stem channels, stem kernel, top1, top5, GMACs, params).
+# name: (reference, fire layout, stem channels, stem kernel).
 _VARIANTS = {
-    "squeezenet1_0": (_PAPER, V1_0, 96, 7, 58.092, 80.42, 0.819, 1_248_424),
+    "squeezenet1_0": (_PAPER, V1_0, 96, 7),
     "squeezenet1_1": (
         _PAPER + " v1.1 (the authors' repository, github.com/forresti/SqueezeNet)",
-        V1_1, 64, 3, 58.178, 80.624, 0.349, 1_235_496,
+        V1_1, 64, 3,
     ),
 }  # fmt: skip
-for _name, (_ref, _fires, _stem, _kernel, _top1, _top5, _gmacs, _params) in _VARIANTS.items():
+# Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
+# interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
+# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
+# metadata; tests/models/test_weights_facts.py checks them against it.
+# fmt: off
+_PUBLISHED = {
+    "squeezenet1_0": (
+        torchvision_weights("IMAGENET1K_V1", "squeezenet1_0-b66bff10.pth", 224, 256, "bilinear",
+                            58.092, 80.42, 0.819, 1_248_424, 4.778),
+    ),
+    "squeezenet1_1": (
+        torchvision_weights("IMAGENET1K_V1", "squeezenet1_1-b8a52dc0.pth", 224, 256, "bilinear",
+                            58.178, 80.624, 0.349, 1_235_496, 4.729),
+    ),
+}
+# fmt: on
+
+
+for _name, (_ref, _fires, _stem, _kernel) in _VARIANTS.items():
     FAMILY.register(
         _name,
         functools.partial(SqueezeNet, fires=_fires, stem_features=_stem, stem_kernel=_kernel),
         reference=f"{_ref}; torchvision {_name}",
         torchvision=_name,
-        weights=(
-            Weights(
-                "torchvision",
-                "IMAGENET1K_V1",
-                EvalTransform(224, 256),
-                top1=_top1,
-                top5=_top5,
-                params=_params,
-                gmacs=_gmacs,
-            ),
-        ),
-        recipe=FAMILY.recipe.but(target_top1=_top1),
+        weights=_PUBLISHED[_name],
+        recipe=FAMILY.recipe.but(target_top1=_PUBLISHED[_name][0].top1),
     )

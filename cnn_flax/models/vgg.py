@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
-from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.models.registry import EvalTransform, Family, Recipe, torchvision_weights
 from cnn_flax.models.state_dict import StateDictReader, dense_kernel_from_nchw_flatten
 
 
@@ -242,40 +242,66 @@ FAMILY = Family(
     ),
 )
 
-# torchvision IMAGENET1K_V1: (top1, top5, GMACs, params) per variant.
-_TV_FIGURES = {
-    "vgg11": (69.02, 88.628, 7.609, 132_863_336),
-    "vgg11_bn": (70.37, 89.81, 7.609, 132_868_840),
-    "vgg13": (69.928, 89.246, 11.308, 133_047_848),
-    "vgg13_bn": (71.586, 90.374, 11.308, 133_053_736),
-    "vgg16": (71.592, 90.382, 15.47, 138_357_544),
-    "vgg16_bn": (73.36, 91.516, 15.47, 138_365_992),
-    "vgg19": (72.376, 90.876, 19.632, 143_667_240),
-    "vgg19_bn": (74.218, 91.842, 19.632, 143_678_248),
+# Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
+# interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
+# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
+# metadata; tests/models/test_weights_facts.py checks them against it.
+# fmt: off
+_PUBLISHED = {
+    "vgg11": (
+        torchvision_weights("IMAGENET1K_V1", "vgg11-8a719046.pth", 224, 256, "bilinear", 69.02,
+                            88.628, 7.609, 132_863_336, 506.84),
+    ),
+    "vgg11_bn": (
+        torchvision_weights("IMAGENET1K_V1", "vgg11_bn-6002323d.pth", 224, 256, "bilinear", 70.37,
+                            89.81, 7.609, 132_868_840, 506.881),
+    ),
+    "vgg13": (
+        torchvision_weights("IMAGENET1K_V1", "vgg13-19584684.pth", 224, 256, "bilinear", 69.928,
+                            89.246, 11.308, 133_047_848, 507.545),
+    ),
+    "vgg13_bn": (
+        torchvision_weights("IMAGENET1K_V1", "vgg13_bn-abd245e5.pth", 224, 256, "bilinear", 71.586,
+                            90.374, 11.308, 133_053_736, 507.59),
+    ),
+    "vgg16": (
+        torchvision_weights("IMAGENET1K_V1", "vgg16-397923af.pth", 224, 256, "bilinear", 71.592,
+                            90.382, 15.47, 138_357_544, 527.796),
+        torchvision_weights("IMAGENET1K_FEATURES", "vgg16_features-amdegroot-88682ab5.pth", 224,
+                            256, "bilinear", None, None, 15.47, 138_357_544, 527.802,
+                            mean=(0.48235, 0.45882, 0.40784),
+                            std=(0.00392156862745098, 0.00392156862745098, 0.00392156862745098)),
+    ),
+    "vgg16_bn": (
+        torchvision_weights("IMAGENET1K_V1", "vgg16_bn-6c64b313.pth", 224, 256, "bilinear", 73.36,
+                            91.516, 15.47, 138_365_992, 527.866),
+    ),
+    "vgg19": (
+        torchvision_weights("IMAGENET1K_V1", "vgg19-dcbb9e9d.pth", 224, 256, "bilinear", 72.376,
+                            90.876, 19.632, 143_667_240, 548.051),
+    ),
+    "vgg19_bn": (
+        torchvision_weights("IMAGENET1K_V1", "vgg19_bn-c79401a0.pth", 224, 256, "bilinear", 74.218,
+                            91.842, 19.632, 143_678_248, 548.143),
+    ),
 }
+# fmt: on
+
+
 for _name, _stages_spec in (("vgg11", VGG11), ("vgg13", VGG13), ("vgg16", VGG16), ("vgg19", VGG19)):
     for _bn in (False, True):
         _full = f"{_name}_bn" if _bn else _name
-        _top1, _top5, _gmacs, _params = _TV_FIGURES[_full]
         FAMILY.register(
             _full,
             functools.partial(VGG, stages=_stages_spec, batch_norm=_bn),
             reference=_REFERENCE
             + ("; BatchNorm (Ioffe and Szegedy 2015) as torchvision" if _bn else ""),
             torchvision=_full,
-            weights=(
-                Weights(
-                    "torchvision",
-                    "IMAGENET1K_V1",
-                    EvalTransform(224, 256),
-                    top1=_top1,
-                    top5=_top5,
-                    params=_params,
-                    gmacs=_gmacs,
-                ),
-            ),
+            weights=_PUBLISHED[_full],
             # The *_bn variants take the script's default lr 0.1.
-            recipe=FAMILY.recipe.but({"optimizer.lr": 0.1} if _bn else {}, target_top1=_top1),
+            recipe=FAMILY.recipe.but(
+                {"optimizer.lr": 0.1} if _bn else {}, target_top1=_PUBLISHED[_full][0].top1
+            ),
         )
 
 # 32-pixel adaptations for the kernel-size ablation (experiments/vgg_kernels): BatchNorm, a

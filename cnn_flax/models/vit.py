@@ -23,6 +23,7 @@ Parameter names: ``patch_embedding`` (conv), ``class_token``, ``pos_embedding``,
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_flax.models import layers
-from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
+from cnn_flax.models.registry import Family, Recipe, Weights, torchvision_weights
 from cnn_flax.models.state_dict import StateDictReader, dense_kernel
 
 # torch's bicubic kernel constant (``upsample_bicubic2d``); Keys' a = -0.5 would differ.
@@ -366,50 +367,23 @@ _L = {"num_layers": 24, "num_heads": 16, "hidden_dim": 1024, "mlp_dim": 4096}
 _H = {"num_layers": 32, "num_heads": 16, "hidden_dim": 1280, "mlp_dim": 5120}
 
 
-def _tv(tag, crop, resize, interpolation, top1, top5, gmacs, params) -> Weights:
-    return Weights(
-        "torchvision",
-        tag,
-        EvalTransform(crop, resize, interpolation),
-        top1=top1,
-        top5=top5,
-        params=params,
-        gmacs=gmacs,
-        overrides={"image_size": crop},
-    )
-
-
 _SWAG = "SWAG weights (Singh et al. 2022), fine-tuned end to end; torchvision did not train them"
-# name: (size, patch, torchvision's weights (default first), recipe changes, target)
+# name: (size, patch, recipe changes)
 _VARIANTS = {
     "vit_b_16": (
         _B,
         16,
-        (
-            _tv("IMAGENET1K_V1", 224, 256, "bilinear", 81.072, 95.318, 17.564, 86_567_656),
-            _tv("IMAGENET1K_SWAG_E2E_V1", 384, 384, "bicubic", 85.304, 97.65, 55.484, 86_859_496),
-            _tv("IMAGENET1K_SWAG_LINEAR_V1", 224, 224, "bicubic", 81.886, 96.18, 17.564,
-                86_567_656),
-        ),
         {},
     ),
     "vit_b_32": (
         _B,
         32,
-        (_tv("IMAGENET1K_V1", 224, 256, "bilinear", 75.912, 92.466, 4.409, 88_224_232),),
         # torchvision trains vit_b_32 with AutoAugment's ImageNet policy instead of RandAugment.
         {"data.augment.randaugment.num_layers": 0, "data.augment.autoaugment": "v0"},
     ),
     "vit_l_16": (
         _L,
         16,
-        (
-            _tv("IMAGENET1K_V1", 224, 242, "bilinear", 79.662, 94.638, 61.555, 304_326_632),
-            _tv("IMAGENET1K_SWAG_E2E_V1", 512, 512, "bicubic", 88.064, 98.512, 361.986,
-                305_174_504),
-            _tv("IMAGENET1K_SWAG_LINEAR_V1", 224, 224, "bicubic", 85.146, 97.422, 61.555,
-                304_326_632),
-        ),
         # torchvision's vit_l_16: the V2 recipe (SGD lr 0.5 at batch 1024, 600 epochs, wd 2e-5
         # none on norms, label smoothing 0.1, TrivialAugment Wide, random erasing 0.1) on 224 px
         # crops, with gradient clipping at 1 and the family's 3 repeats.
@@ -431,22 +405,64 @@ _VARIANTS = {
     "vit_l_32": (
         _L,
         32,
-        (_tv("IMAGENET1K_V1", 224, 256, "bilinear", 76.972, 93.07, 15.378, 306_535_400),),
         {},
     ),
     "vit_h_14": (
         _H,
         14,
-        (
-            _tv("IMAGENET1K_SWAG_E2E_V1", 518, 518, "bicubic", 88.552, 98.694, 1016.717,
-                633_470_440),
-            _tv("IMAGENET1K_SWAG_LINEAR_V1", 224, 224, "bicubic", 85.708, 97.73, 167.295,
-                632_045_800),
-        ),
         {},
     ),
 }  # fmt: skip
-for _name, (_size, _patch, _weights, _changes) in _VARIANTS.items():
+# Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
+# interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
+# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
+# metadata; tests/models/test_weights_facts.py checks them against it.
+# fmt: off
+_PUBLISHED = {
+    "vit_b_16": (
+        torchvision_weights("IMAGENET1K_V1", "vit_b_16-c867db91.pth", 224, 256, "bilinear", 81.072,
+                            95.318, 17.564, 86_567_656, 330.285),
+        torchvision_weights("IMAGENET1K_SWAG_E2E_V1", "vit_b_16_swag-9ac1b537.pth", 384, 384,
+                            "bicubic", 85.304, 97.65, 55.484, 86_859_496, 331.398),
+        torchvision_weights("IMAGENET1K_SWAG_LINEAR_V1", "vit_b_16_lc_swag-4e70ced5.pth", 224, 224,
+                            "bicubic", 81.886, 96.18, 17.564, 86_567_656, 330.285),
+    ),
+    "vit_b_32": (
+        torchvision_weights("IMAGENET1K_V1", "vit_b_32-d86f8d99.pth", 224, 256, "bilinear", 75.912,
+                            92.466, 4.409, 88_224_232, 336.604),
+    ),
+    "vit_l_16": (
+        torchvision_weights("IMAGENET1K_V1", "vit_l_16-852ce7e3.pth", 224, 242, "bilinear", 79.662,
+                            94.638, 61.555, 304_326_632, 1161.023),
+        torchvision_weights("IMAGENET1K_SWAG_E2E_V1", "vit_l_16_swag-4f3808c9.pth", 512, 512,
+                            "bicubic", 88.064, 98.512, 361.986, 305_174_504, 1164.258),
+        torchvision_weights("IMAGENET1K_SWAG_LINEAR_V1", "vit_l_16_lc_swag-4d563306.pth", 224, 224,
+                            "bicubic", 85.146, 97.422, 61.555, 304_326_632, 1161.023),
+    ),
+    "vit_l_32": (
+        torchvision_weights("IMAGENET1K_V1", "vit_l_32-c7638314.pth", 224, 256, "bilinear", 76.972,
+                            93.07, 15.378, 306_535_400, 1169.449),
+    ),
+    "vit_h_14": (
+        torchvision_weights("IMAGENET1K_SWAG_E2E_V1", "vit_h_14_swag-80465313.pth", 518, 518,
+                            "bicubic", 88.552, 98.694, 1016.717, 633_470_440, 2416.643),
+        torchvision_weights("IMAGENET1K_SWAG_LINEAR_V1", "vit_h_14_lc_swag-c1eb923e.pth", 224, 224,
+                            "bicubic", 85.708, 97.73, 167.295, 632_045_800, 2411.209),
+    ),
+}
+# fmt: on
+
+
+def _at_their_size(weights: tuple[Weights, ...]) -> tuple[Weights, ...]:
+    """Each set with the ``image_size`` it was trained at (SWAG E2E: 384 to 518 px)."""
+    return tuple(
+        dataclasses.replace(w, overrides={**w.overrides, "image_size": w.transform.crop})
+        for w in weights
+    )
+
+
+for _name, (_size, _patch, _changes) in _VARIANTS.items():
+    _weights = _at_their_size(_PUBLISHED[_name])
     _target = _weights[0].top1 if _weights[0].tag == "IMAGENET1K_V1" else None
     FAMILY.register(
         _name,

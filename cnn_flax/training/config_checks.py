@@ -26,6 +26,7 @@ from typing import Any
 import ml_collections
 
 from cnn_flax import configs
+from cnn_flax.training import finetune
 
 _OPEN_GROUPS = ("model_overrides",)  # keys a model defines; not part of the schema
 
@@ -66,6 +67,8 @@ def load_config(
       ValueError: an unknown config, a bad override or a bad field, before any compute.
     """
     config = configs.load(name_or_path, overrides, workdir=workdir)
+    if name_or_path:
+        config = finetune.take_published_normalisation(config, overrides)
     check_config(config)
     return config
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -70,6 +70,30 @@ class Pretrained:
     overrides: Mapping[str, Any]
     preprocessing: Mapping[str, Any] | None
     record: dict
+
+
+def take_published_normalisation(
+    config: ml_collections.ConfigDict, overrides: Sequence[str]
+) -> ml_collections.ConfigDict:
+    """With ``init_from`` naming a published set of ``config.model`` (``IMAGENET1K_V2``,
+    ``timm:...``), the run normalises its inputs as that set was trained (timm's TF ports: mean
+    and std 0.5), unless the overrides set ``data.mean`` / ``data.std``: the recipe's defaults
+    are those of the model's default set, which another set may not share. Without this, the
+    check in :func:`check_fits` would ask for the two flags."""
+    from cnn_flax.models import list_models
+
+    source = config.get("init_from")
+    if not source or config.get("model") not in list_models():
+        return config
+    try:
+        named = weights.published_set(config.model, str(source))
+    except weights.WeightsError:
+        return config  # read_pretrained says what is wrong with it, in one line
+    keys = {item.partition("=")[0].strip().removeprefix("--config.") for item in overrides}
+    if named is not None and not keys & {"data.mean", "data.std"}:
+        config.data.mean = tuple(m * 255 for m in named.mean)
+        config.data.std = tuple(s * 255 for s in named.std)
+    return config
 
 
 def read_pretrained(source: str, config: ml_collections.ConfigDict) -> Pretrained:

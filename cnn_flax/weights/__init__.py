@@ -1,6 +1,9 @@
 """Weights from the files and formats they are published in, checked tensor by tensor.
 
 >>> from cnn_flax import weights
+>>> variables, provenance = weights.load("resnet50", "IMAGENET1K_V2")  # "DEFAULT", "timm:a1_in1k"
+>>> [w.name for w in weights.published("resnet50")][:2]
+['IMAGENET1K_V2', 'IMAGENET1K_V1']
 >>> variables, provenance = weights.load("efficientnet_lite0", "efficientnet-lite0-57934424.pth")
 >>> variables = weights.convert("resnet50", state_dict, format="torchvision")
 
@@ -19,9 +22,10 @@ from cnn_flax.models.state_dict import (
     dense_kernel_from_nchw_flatten,
     to_numpy,
 )
+from cnn_flax.weights import torch_zip
 from cnn_flax.weights.convert import WeightsError, convert, formats_for, model_overrides
 from cnn_flax.weights.files import read_tensors
-from cnn_flax.weights.load import Loaded, Provenance, load
+from cnn_flax.weights.load import Loaded, Provenance, load, published, published_set
 from cnn_flax.weights.sources import cache_dir, fetch
 
 __all__ = [
@@ -38,6 +42,9 @@ __all__ = [
     "formats_for",
     "load",
     "model_overrides",
+    "published",
+    "published_set",
     "read_tensors",
     "to_numpy",
+    "torch_zip",
 ]

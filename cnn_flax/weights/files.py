@@ -1,8 +1,9 @@
 """Weight files as tensors: PyTorch's ``torch.save`` files and safetensors.
 
 * safetensors files are read with the ``safetensors`` package into numpy, so they need no torch.
-* ``torch.save`` files are read with ``torch.load(weights_only=True)``, which runs no pickled code
-  and refuses a pickled whole model.
+* ``torch.save`` files are read with numpy too (:mod:`cnn_flax.weights.torch_zip`), through an
+  unpickler that, like ``torch.load(weights_only=True)``, resolves only the tensor rebuilders and
+  refuses a pickled whole model.
 
 Which of the two a file is comes from its bytes, not its name: a safetensors file starts with the
 little-endian length of its JSON header and then ``{``.
@@ -12,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import pathlib
-import pickle
-import re
+import zipfile
 from collections.abc import Mapping
 
 import numpy as np
 
 from cnn_flax.errors import one_line
+from cnn_flax.weights import torch_zip
 from cnn_flax.weights.convert import WeightsError
 
 CONTAINERS = ("safetensors", "torch")
@@ -77,41 +78,40 @@ def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
 
 
 def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
-    try:
-        import torch
-    except ImportError:
-        raise WeightsError(
-            f"{path} is a torch.save file, which needs torch to read: `pip install "
-            "'cnn_flax[torch]'`, or convert it to .safetensors (readable without torch)."
-        ) from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if found:
-            raise WeightsError(
-                f"{path} is not a plain state dict: it pickles a {found.group(1)} object (a whole "
-                "model?), which torch.load(weights_only=True) refuses to run. Save "
-                "`model.state_dict()` with torch.save and convert that file."
-            ) from None
-        raise WeightsError(_unreadable(path, err)) from None
-    except Exception as err:  # torch raises RuntimeError, KeyError, EOFError... for bad files.
-        raise WeightsError(_unreadable(path, err)) from None
+    obj = torch_zip.read(path) if zipfile.is_zipfile(path) else _read_legacy(path)
     if not isinstance(obj, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+        isinstance(k, str) and isinstance(v, np.ndarray) for k, v in obj.items()
     ):
         what = f"a dict with keys {sorted(map(str, obj))[:6]}" if isinstance(obj, Mapping) else ""
         raise WeightsError(
             f"{path} holds {what or type(obj).__name__}, not a state dict of tensors. If the "
             "weights sit under one key (e.g. 'state_dict' or 'model'), save that entry alone."
         )
-    # numpy has no bfloat16; every float becomes float32, as the converted variables are anyway.
+    # numpy has no bfloat16 (read as float32); float16 widens too, as the variables are float32.
+    return {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in obj.items()}
+
+
+def _read_legacy(path: pathlib.Path) -> dict:
+    """torch's pre-1.6 format (the Lite packages ship it): only torch reads it, with
+    ``weights_only=True``; without torch, one line says so."""
+    try:
+        import torch
+    except ImportError:
+        raise WeightsError(
+            f"cannot read {path} without torch: it is not a torch.save zip file (the legacy "
+            "format of torch < 1.6, or no torch file); `pip install torch`, or re-save it."
+        ) from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError...
+        raise WeightsError(
+            f"cannot read {path} with torch.load ({type(err).__name__}: "
+            f"{one_line(err)[:160]}); is it a file written by torch.save?"
+        ) from None
+    if not isinstance(obj, Mapping):
+        return obj
     widen = (torch.bfloat16, torch.float16)
-    return {k: (v.float() if v.dtype in widen else v).cpu().numpy() for k, v in obj.items()}
-
-
-def _unreadable(path: pathlib.Path, err: Exception) -> str:
-    return (
-        f"cannot read {path} with torch.load ({type(err).__name__}: {one_line(err)[:200]}); "
-        "is it a file written by torch.save?"
-    )
+    return {
+        k: (v.float() if v.dtype in widen else v).cpu().numpy() if torch.is_tensor(v) else v
+        for k, v in obj.items()
+    }

@@ -16,6 +16,7 @@ SHA-256) and the preprocessing those were evaluated with.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import pathlib
 from collections.abc import Mapping
@@ -91,7 +92,9 @@ def load(
 
     Args:
       name: a registered cnn_flax model.
-      source: a weights file or an ``http(s)://`` / ``file://`` URL.
+      source: a published set's name (``"IMAGENET1K_V2"``, ``"DEFAULT"``,
+        ``"timm:resnet50.a1_in1k"``: :func:`published_set`), a weights file or an
+        ``http(s)://`` / ``file://`` URL.
       format: the naming scheme; ``None`` detects it from the keys.
       overrides: model overrides the weights need on top of those read off them.
       cache: the download cache (default :func:`cnn_flax.weights.sources.cache_dir`).
@@ -103,12 +106,21 @@ def load(
     from cnn_flax.models import model_info
 
     info = model_info(name)
-    url = str(source) if sources.is_url(str(source)) else None
-    path = sources.fetch(url, cache=cache) if url else pathlib.Path(source).expanduser()
+    named = published_set(name, str(source))
+    if named is not None and named.hf_hub_id:
+        url, path = f"hf://{named.hf_hub_id}", sources.hub_file(named.hf_hub_id)
+    elif named is not None:
+        url = sources.mirrored(named.url)
+        path = sources.fetch(url, cache=cache, sha256=named.sha256 or None)
+    else:
+        url = str(source) if sources.is_url(str(source)) else None
+        path = sources.fetch(url, cache=cache) if url else pathlib.Path(source).expanduser()
     path = path.resolve()
     tensors, container = files.read_tensors(path)
     digest = files.sha256(path)
     published = info.weights_with_sha256(digest)
+    if named is not None and published is None:
+        published = named  # a Hub file: the client checked it against the Hub's own hash
     candidates = [format] if format else [f for f in info.mappings if _applies(info, f)]
     if format and format not in info.mappings:
         raise WeightsError(
@@ -145,7 +157,7 @@ def load(
             mapping=_qualified(info.mappings[candidate]),
             tensors=len(tensors),
             overrides=needed,
-            published=_published(chosen, "sha256" if published else "assumed"),
+            published=_published(chosen, _match(published, named)),
             # Only a file recognised by its hash is known to be evaluated as its publisher says.
             preprocessing=_preprocessing(published),
         )
@@ -153,6 +165,72 @@ def load(
     raise WeightsError(
         f"{path} does not hold weights of {name!r} in any format it reads ({'; '.join(failures)})."
     )
+
+
+def published(name: str) -> tuple[Any, ...]:
+    """The published weight sets of model ``name``, default first (``registry.Weights``: source,
+    tag, url or hf_hub_id, SHA-256 (prefix), top-1, transform, mean/std, file size).
+    ``w.name`` is what :func:`load` takes."""
+    from cnn_flax.models import model_info
+
+    return model_info(name).weights
+
+
+def published_set(name: str, source: str) -> Any | None:
+    """The published set ``source`` names for model ``name``, or ``None`` when ``source`` is
+    a file or URL.
+
+    Names: ``"DEFAULT"`` (the first set), torchvision's tags (``"IMAGENET1K_V2"``), other
+    sources' sets as ``"<source>:<tag>"`` (``"timm:resnet50.a1_in1k"``; ``"timm:a1_in1k"`` when
+    one architecture has that tag).
+
+    Raises:
+      WeightsError: a name that is no file and no set of this model, naming the close ones.
+    """
+    from cnn_flax.models import list_models, model_info
+
+    sets = model_info(name).weights
+    if source == "DEFAULT":
+        if not sets:
+            raise WeightsError(f"{name} has no published weights; pass a file or URL.")
+        return sets[0]
+    found = [w for w in sets if w.name == source]
+    if not found and source.startswith("timm:"):
+        found = [w for w in sets if w.source == "timm" and w.tag.endswith("." + source[5:])]
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise WeightsError(
+            f"{source} names {len(found)} sets of {name}: "
+            f"{', '.join(w.name for w in found)}; use the full name."
+        )
+    if sources.is_url(source) or not _looks_like_a_name(source):
+        return None
+    # torchvision's tags are shared by many models; a source-prefixed name names one model's set.
+    for other in list_models() if ":" in source else ():
+        if other != name and any(w.name == source for w in model_info(other).weights):
+            raise WeightsError(
+                f"{source} is a weight set of {other}, not of {name}; use --model={other}, or "
+                f"one of {name}'s sets (`python -m cnn_flax.models --weights {name}`)."
+            )
+    close = difflib.get_close_matches(source, [w.name for w in sets], n=4, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise WeightsError(
+        f"{source!r} is no file and no published weight set of {name}.{hint} "
+        f"`python -m cnn_flax.models --weights {name}` lists them."
+    )
+
+
+def _looks_like_a_name(source: str) -> bool:
+    # No such file, and no path separator or file suffix: a set's name (or a typo of one).
+    path = pathlib.Path(source).expanduser()
+    return not path.exists() and "/" not in source and not path.suffix[1:].isalpha()
+
+
+def _match(by_hash: Any, named: Any) -> str:
+    if by_hash is not None and by_hash.sha256_prefix:
+        return "sha256"  # the file's hash is the published one (or starts with its prefix)
+    return "name" if named is not None else "assumed"
 
 
 def _applies(info: Any, fmt: str) -> bool:

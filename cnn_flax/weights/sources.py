@@ -9,11 +9,17 @@ leaves a file that looks finished.
 Integrity: a full SHA-256 given by the caller must match; otherwise a file name of the form
 ``name-<hex>.ext`` (torch hub's convention, which torchvision and timm URLs follow: the hex is the
 start of the file's SHA-256) must match that prefix.
+
+``CNN_FLAX_WEIGHTS_MIRROR`` (``https://mirror.example``) replaces the scheme and host of every
+published URL (:func:`mirrored`), for sites that mirror download hosts. Files on the Hugging Face
+Hub go through ``huggingface_hub`` (:func:`hub_file`): its cache, ``HF_ENDPOINT`` and
+``HF_HUB_OFFLINE``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import pathlib
 import re
@@ -23,6 +29,7 @@ import urllib.request
 from cnn_flax.weights.convert import WeightsError
 
 CACHE_ENV = "CNN_FLAX_CACHE"
+MIRROR_ENV = "CNN_FLAX_WEIGHTS_MIRROR"
 _HASH_PREFIX = re.compile(r"-([0-9a-f]{8,64})\.[^.]+$")
 _SCHEMES = ("http", "https", "file")
 
@@ -35,6 +42,40 @@ def cache_dir(explicit: str | os.PathLike | None = None) -> pathlib.Path:
 
 def is_url(source: str) -> bool:
     return urllib.parse.urlparse(str(source)).scheme in _SCHEMES
+
+
+def mirrored(url: str) -> str:
+    """``url`` with its scheme and host replaced by ``$CNN_FLAX_WEIGHTS_MIRROR``, if set."""
+    mirror = os.environ.get(MIRROR_ENV, "").rstrip("/")
+    if not mirror:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    return mirror + urllib.parse.urlunsplit(("", "", parts.path, parts.query, ""))
+
+
+def hub_file(repo_id: str, filename: str = "model.safetensors") -> pathlib.Path:
+    """A file of a Hugging Face Hub repository, through ``huggingface_hub`` and its cache.
+
+    Raises:
+      WeightsError: in one line, naming the repository and what failed (offline, not found).
+    """
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise WeightsError(
+            f"{repo_id} is on the Hugging Face Hub: `pip install huggingface_hub` to download it."
+        ) from None
+    try:
+        # HF_ENDPOINT read now, not when huggingface_hub was first imported.
+        endpoint = os.environ.get("HF_ENDPOINT") or None
+        return pathlib.Path(hf_hub_download(repo_id, filename, endpoint=endpoint))
+    except Exception as err:  # its errors: offline, 404s, connection errors, ...
+        reason = " ".join(str(err).split())[:200]
+        raise WeightsError(
+            f"cannot download {filename} of {repo_id} from the Hugging Face Hub "
+            f"({type(err).__name__}: {reason}); check the network, HF_ENDPOINT or HF_HUB_OFFLINE, "
+            "or pass a local file."
+        ) from None
 
 
 def expected_prefix(file_name: str) -> str | None:
@@ -72,18 +113,47 @@ def fetch(
     digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, partial.open("wb") as out:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                out.write(chunk)
-                digest.update(chunk)
+            total = int(response.headers.get("Content-Length") or 0) or None
+            received = 0
+            with _progress(name, total) as bar:
+                for chunk in iter(lambda: _read(response), b""):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+        if total is not None and received != total:
+            raise WeightsError(
+                f"download of {url} was interrupted at {received} of {total} bytes; nothing was "
+                "kept: run again to restart it."
+            )
         _verify(partial, digest.hexdigest(), sha256=sha256, url=url)
     except WeightsError:
         partial.unlink(missing_ok=True)
         raise
     except OSError as err:  # URLError, HTTPError, timeouts, a full disk
         partial.unlink(missing_ok=True)
-        raise WeightsError(f"cannot download {url}: {' '.join(str(err).split())}") from None
+        raise WeightsError(
+            f"cannot download {url}: {' '.join(str(err).split())} (offline? set "
+            f"{MIRROR_ENV} to a mirror, or pass a local file)"
+        ) from None
     os.replace(partial, target)
     return target
+
+
+def _read(response) -> bytes:
+    try:
+        return response.read(1 << 20)
+    except http.client.IncompleteRead as err:  # the server closed mid-file
+        return err.partial
+
+
+def _progress(name: str, total: int | None):
+    """A progress bar on stderr: MB done, rate and time left (tqdm's)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, desc=name, unit="B", unit_scale=True, unit_divisor=1024, mininterval=0.5
+    )
 
 
 def _digest_of(path: pathlib.Path) -> str:

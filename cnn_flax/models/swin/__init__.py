@@ -34,7 +34,7 @@ import functools
 
 import numpy as np
 
-from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights, model_info
+from cnn_flax.models.registry import Family, Recipe, model_info, torchvision_weights
 from cnn_flax.models.state_dict import StateDictReader
 from cnn_flax.models.swin.model import (
     PatchEmbedding,
@@ -184,20 +184,52 @@ FAMILY = Family(
     ),
 )
 
-# name: (embed_dim, depths, heads, stochastic depth, version, eval resize, top1, top5, GMACs,
-# params), as torchvision's builders and weights; V1 windows are 7 at 224 px, V2's 8 at 256.
+# name: (embed_dim, depths, heads, stochastic depth, version), as torchvision's builders; V1
+# windows are 7 at 224 px, V2's 8 at 256.
 _VARIANTS = {
-    "swin_t": (96, (2, 2, 6, 2), (3, 6, 12, 24), 0.2, 1, 232, 81.474, 95.776, 4.491, 28_288_354),
-    "swin_s": (96, (2, 2, 18, 2), (3, 6, 12, 24), 0.3, 1, 246, 83.196, 96.36, 8.741, 49_606_258),
-    "swin_b": (128, (2, 2, 18, 2), (4, 8, 16, 32), 0.5, 1, 238, 83.582, 96.64, 15.431, 87_768_224),
-    "swin_v2_t": (96, (2, 2, 6, 2), (3, 6, 12, 24), 0.2, 2, 260, 82.072, 96.132, 5.94, 28_351_570),
-    "swin_v2_s": (96, (2, 2, 18, 2), (3, 6, 12, 24), 0.3, 2, 260, 83.712, 96.816, 11.546,
-                  49_737_442),
-    "swin_v2_b": (128, (2, 2, 18, 2), (4, 8, 16, 32), 0.5, 2, 272, 84.112, 96.864, 20.325,
-                  87_930_848),
+    "swin_t": (96, (2, 2, 6, 2), (3, 6, 12, 24), 0.2, 1),
+    "swin_s": (96, (2, 2, 18, 2), (3, 6, 12, 24), 0.3, 1),
+    "swin_b": (128, (2, 2, 18, 2), (4, 8, 16, 32), 0.5, 1),
+    "swin_v2_t": (96, (2, 2, 6, 2), (3, 6, 12, 24), 0.2, 2),
+    "swin_v2_s": (96, (2, 2, 18, 2), (3, 6, 12, 24), 0.3, 2),
+    "swin_v2_b": (128, (2, 2, 18, 2), (4, 8, 16, 32), 0.5, 2),
 }  # fmt: skip
-for _name, (_dim, _depths, _heads, _drop_path, _version, _resize, _top1, _top5, _gmacs,
-            _params) in _VARIANTS.items():  # fmt: skip
+# Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
+# interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
+# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
+# metadata; tests/models/test_weights_facts.py checks them against it.
+# fmt: off
+_PUBLISHED = {
+    "swin_t": (
+        torchvision_weights("IMAGENET1K_V1", "swin_t-704ceda3.pth", 224, 232, "bicubic", 81.474,
+                            95.776, 4.491, 28_288_354, 108.19),
+    ),
+    "swin_s": (
+        torchvision_weights("IMAGENET1K_V1", "swin_s-5e29d889.pth", 224, 246, "bicubic", 83.196,
+                            96.36, 8.741, 49_606_258, 189.786),
+    ),
+    "swin_b": (
+        torchvision_weights("IMAGENET1K_V1", "swin_b-68c6b09e.pth", 224, 238, "bicubic", 83.582,
+                            96.64, 15.431, 87_768_224, 335.364),
+    ),
+    "swin_v2_t": (
+        torchvision_weights("IMAGENET1K_V1", "swin_v2_t-b137f0e2.pth", 256, 260, "bicubic", 82.072,
+                            96.132, 5.94, 28_351_570, 108.626),
+    ),
+    "swin_v2_s": (
+        torchvision_weights("IMAGENET1K_V1", "swin_v2_s-637d8ceb.pth", 256, 260, "bicubic", 83.712,
+                            96.816, 11.546, 49_737_442, 190.675),
+    ),
+    "swin_v2_b": (
+        torchvision_weights("IMAGENET1K_V1", "swin_v2_b-781e5279.pth", 256, 272, "bicubic", 84.112,
+                            96.864, 20.325, 87_930_848, 336.372),
+    ),
+}
+# fmt: on
+
+
+for _name, (_dim, _depths, _heads, _drop_path, _version) in _VARIANTS.items():
+    _v1 = _PUBLISHED[_name][0]
     _crop = 224 if _version == 1 else 256
     FAMILY.register(
         _name,
@@ -213,23 +245,13 @@ for _name, (_dim, _depths, _heads, _drop_path, _version, _resize, _top1, _top5, 
         reference=None if _version == 1 else _PAPER_V2 + "; torchvision swin_transformer",
         resolution=_crop,
         torchvision=_name,
-        weights=(
-            Weights(
-                "torchvision",
-                "IMAGENET1K_V1",
-                EvalTransform(_crop, _resize, "bicubic"),
-                top1=_top1,
-                top5=_top5,
-                params=_params,
-                gmacs=_gmacs,
-            ),
-        ),
+        weights=_PUBLISHED[_name],
         recipe=FAMILY.recipe.but(
             {
                 "data.image_size": _crop,
                 "data.eval_crop_size": _crop,
-                "data.eval_resize_size": _resize,
+                "data.eval_resize_size": _v1.transform.resize,
             },
-            target_top1=_top1,
+            target_top1=_v1.top1,
         ),
     )
