@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
 from cnn_flax.weights import StateDictReader
 
@@ -222,6 +223,15 @@ def from_torchvision(name: str, sd: StateDictReader) -> dict:
 
 
 _PAPER = "Liu et al. 2022, A ConvNet for the 2020s"
+
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stage{i}_block{j}``: ``features.{2i - 1}`` (its stem and
+    downsampling layers take the even places)."""
+    del name
+    return f"features.{2 * int(module[len('stage')]) - 1}"
+
+
 FAMILY = Family(
     name="convnext",
     reference=_PAPER + "; torchvision convnext",
@@ -243,6 +253,7 @@ FAMILY = Family(
         "TrivialAugment Wide, random erasing 0.1, EMA, repeated augmentation x4, crop 176",
         target_source="torchvision IMAGENET1K_V1",
     ),
+    features=FeatureNodes(("stage*",), torchvision=_torchvision_node),
 )
 
 # name: (stages, torchvision's stochastic depth, eval resize, top1, top5, GMACs, params)

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
 from cnn_flax.weights import StateDictReader
 
@@ -184,7 +185,7 @@ class DenseNet(nn.Module):
                     name=f"block{b}_layer{i}",
                 )(features, train=train)
                 features = (*features, new)
-            x = jnp.concatenate(features, axis=-1)
+            x = layers.Tap(name=f"block{b}")(jnp.concatenate(features, axis=-1))
             if b < len(self.block_config):
                 width = int(x.shape[-1] * self.compression)
                 x = PreActConv(
@@ -249,6 +250,16 @@ def from_torchvision(name: str, sd: StateDictReader) -> dict:
 
 
 _PAPER = "Huang et al. 2017, Densely Connected Convolutional Networks (DenseNet-BC)"
+
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stem``, ``block{b}`` taps and ``final_norm``."""
+    del name
+    if module.startswith("block"):
+        return f"features.denseblock{module[len('block') :]}"
+    return {"stem": "features.relu0", "final_norm": "features.norm5"}[module]
+
+
 FAMILY = Family(
     name="densenet",
     reference=_PAPER + "; torchvision densenet",
@@ -264,6 +275,7 @@ FAMILY = Family(
         "30 and 60 of 90, wd 1e-4",
         target_source="torchvision IMAGENET1K_V1 (the authors' LuaTorch models, ported)",
     ),
+    features=FeatureNodes(("stem", "block?", "final_norm"), torchvision=_torchvision_node),
 )
 
 # name: (growth rate, block config, stem width, top1, top5, GMACs, params) as torchvision.

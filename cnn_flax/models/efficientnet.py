@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.inverted_residual import (
     InvertedResidual,
     MBConvSpec,
@@ -277,6 +278,12 @@ def from_efficientnet_lite_pytorch(name: str, sd: StateDictReader) -> dict:
     return {"params": params, "batch_stats": stats}
 
 
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stem`` / ``stage{i}_block{j}``: ``features.{i}``."""
+    del name
+    return "features.0" if module == "stem" else f"features.{module[len('stage')]}"
+
+
 FAMILY = Family(
     name="efficientnet",
     reference="Tan & Le 2019, EfficientNet",
@@ -294,6 +301,7 @@ FAMILY = Family(
         "AutoAugment v0, stochastic depth 0.2",
         target_source="Tan and Le 2019, Table 2",
     ),
+    features=FeatureNodes(("stem", "stage*"), torchvision=_torchvision_node),
 )
 
 _B_REF = "Tan & Le 2019, EfficientNet; torchvision efficientnet_b"

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.inverted_residual import (
     InvertedResidual,
     MBConvSpec,
@@ -235,6 +236,12 @@ def from_torchvision(name: str, sd: StateDictReader) -> dict:
 # with TrivialAugment Wide, random erasing 0.1, repeated augmentation x4 and EMA every 32 steps,
 # all in the base; trained at 300 px (S) or 384 px (M), evaluated at 384 / 480 px without a
 # resize margin.
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stem`` / ``stage{i}_block{j}``: ``features.{i}``."""
+    del name
+    return "features.0" if module == "stem" else f"features.{module[len('stage')]}"
+
+
 FAMILY = Family(
     name="efficientnet_v2",
     reference="Tan & Le 2021, EfficientNetV2: Smaller Models and Faster Training",
@@ -246,6 +253,7 @@ FAMILY = Family(
         "mixup/cutmix, TrivialAugment, random erasing 0.1, repeated augmentation x4, EMA",
         target_source="torchvision IMAGENET1K_V1",
     ),
+    features=FeatureNodes(("stem", "stage*"), torchvision=_torchvision_node),
 )
 
 

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
 from cnn_flax.weights import StateDictReader, dense_kernel_from_nchw_flatten
 
@@ -400,6 +401,14 @@ def _nest(tree: dict, path: tuple[str, ...], value: dict) -> None:
 
 
 _REFERENCE = "Szegedy et al. 2015 (Inception v1); torchvision's BatchNorm variant"
+
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's GoogLeNet names its modules as we do."""
+    del name
+    return module
+
+
 FAMILY = Family(
     name="googlenet",
     reference=_REFERENCE,
@@ -415,6 +424,7 @@ FAMILY = Family(
         source="torchvision train.py defaults (lr 0.1, wd 1e-4, StepLR 30) + auxiliary losses "
         "x0.3 (Szegedy et al. 2015, sec. 5)",
     ),
+    features=FeatureNodes(("conv*", "inception*"), torchvision=_torchvision_node),
 )
 FAMILY.register(
     "googlenet",

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.googlenet import _transform_input as transform_input
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
 from cnn_flax.weights import StateDictReader
@@ -375,6 +376,15 @@ AUX_LOSS_WEIGHT = 0.4
 """Weight of the auxiliary classifier's loss: the paper gives none; TensorFlow's reference
 training code for these weights (tensorflow/models, research/inception) uses 0.4."""
 
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``conv*`` (:data:`_TV_STEM`) or ``mixed*`` (``Mixed_*``)."""
+    del name
+    if module.startswith("mixed"):
+        return f"Mixed_{module[len('mixed') :]}"
+    return next(theirs for theirs, ours in _TV_STEM.items() if ours == module)
+
+
 FAMILY = Family(
     name="inception",
     reference=_PAPER + "; torchvision inception_v3",
@@ -419,6 +429,7 @@ FAMILY = Family(
         target_source="torchvision IMAGENET1K_V1 (ported from TensorFlow; the paper's "
         "single-crop figure, Table 3, is on its own evaluation)",
     ),
+    features=FeatureNodes(("conv*", "mixed*"), torchvision=_torchvision_node),
 )
 FAMILY.register(
     "inception_v3",

@@ -332,3 +332,14 @@ def adaptive_avg_pool(x: jax.Array, output_size: tuple[int, int]) -> jax.Array:
     x = jnp.concatenate(rows, axis=1)
     cols = [jnp.mean(x[:, :, a:b], axis=2, keepdims=True) for a, b in bins(w, ow)]
     return jnp.concatenate(cols, axis=2)
+
+
+class Tap(nn.Module):
+    """The identity, under a name: marks a feature map that no module outputs (a concatenation,
+    an activation after a plain convolution), so that the feature extractor
+    (:mod:`cnn_flax.models.features`) can find it. It holds no parameters, so adding one changes
+    no checkpoint."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x

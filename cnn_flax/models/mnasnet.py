@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.inverted_residual import InvertedResidual
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
 from cnn_flax.weights import StateDictReader
@@ -200,6 +201,17 @@ _TV_V2_RECIPE = (
     "norms), label smoothing 0.1, mixup 0.2 / cutmix 1.0, TrivialAugment, random erasing 0.1, "
     "repeated augmentation x4, EMA, train crop 176, eval resize 232"
 )
+
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stem`` (``layers.2``), ``separable`` (``layers.7``) and
+    ``stack{s}_block{j}`` (``layers.{7 + s}``)."""
+    del name
+    if module.startswith("stack"):
+        return f"layers.{7 + int(module[len('stack')])}"
+    return {"stem": "layers.2", "separable": "layers.7"}[module]
+
+
 FAMILY = Family(
     name="mnasnet",
     reference=_PAPER + "; torchvision mnasnet",
@@ -215,6 +227,7 @@ FAMILY = Family(
         target_source="torchvision IMAGENET1K_V1, trained with SGD by 1e100/mnasnet_trainer "
         "(pytorch/vision#829), not with this recipe",
     ),
+    features=FeatureNodes(("stem", "separable", "stack*"), torchvision=_torchvision_node),
 )
 _TV_V2 = Recipe(
     base="torchvision_v2",  # the command of pytorch/vision#6019 is the ResNet-50 V2 command

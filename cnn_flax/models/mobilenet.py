@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.inverted_residual import (
     InvertedResidual,
     MBConvSpec,
@@ -305,6 +306,14 @@ def v2_from_timm(name: str, sd: StateDictReader) -> dict:
 
 _V1_REF = "Howard et al. 2017, MobileNets (Table 6 width multipliers; Table 4 full convolution)"
 _TF_TPU = "TF TPU reference recipe (RMSProp, exponential decay, EMA; tensorflow/tpu mnasnet)"
+
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's MobileNet v2 node for our ``stem`` / ``block{k}``: ``features.{k}``."""
+    del name
+    return "features.0" if module == "stem" else f"features.{module[len('block') :]}"
+
+
 FAMILY = Family(
     name="mobilenet",
     reference=_V1_REF,
@@ -318,6 +327,7 @@ FAMILY = Family(
         source=f"{_TF_TPU} with the papers' weight decay 4e-5",
         target_source="Howard et al. 2017, Tables 4 and 6",
     ),
+    features=FeatureNodes(("stem", "block*"), torchvision=_torchvision_node),
 )
 
 FAMILY.register(

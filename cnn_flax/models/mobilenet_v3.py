@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.inverted_residual import (
     InvertedResidual,
     timm_stages,
@@ -222,6 +223,14 @@ def from_timm(name: str, sd: StateDictReader) -> dict:
 
 
 _REF = "Howard et al. 2019, Searching for MobileNetV3; torchvision"
+
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stem`` / ``block{k}``: ``features.{k}``."""
+    del name
+    return "features.0" if module == "stem" else f"features.{module[len('block') :]}"
+
+
 FAMILY = Family(
     name="mobilenet_v3",
     reference=_REF,
@@ -234,6 +243,7 @@ FAMILY = Family(
         source="TF TPU reference recipe (tensorflow/tpu mnasnet) + AutoAugment v0",
         target_source="Howard et al. 2019, Table 3",
     ),
+    features=FeatureNodes(("stem", "block*"), torchvision=_torchvision_node),
 )
 FAMILY.register(
     "mobilenet_v3_large",

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
 from cnn_flax.weights import StateDictReader
 
@@ -327,11 +328,19 @@ _Y_400MF = _SMALL.but(
     {"optimizer.lr": 0.1}, source=f"{_SMALL.source}, lr 0.1 per 256 images for regnet_y_400mf"
 )
 
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stem`` / ``stage{s}_block{j}`` (``trunk_output.block{s}``)."""
+    del name
+    return "stem" if module == "stem" else f"trunk_output.block{module[len('stage')]}"
+
+
 FAMILY = Family(
     name="regnet",
     reference="Radosavovic et al. 2020, Designing Network Design Spaces",
     mappings={"torchvision": from_torchvision},
     recipe=_SMALL,
+    features=FeatureNodes(("stem", "stage*"), torchvision=_torchvision_node),
 )
 
 

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
 from cnn_flax.weights import StateDictReader
 
@@ -325,6 +326,13 @@ _V15 = f"{_PAPER}; torchvision's v1.5 (stride on the bottleneck's 3x3)"
 _PLAIN = f"{_PAPER}, plain baseline (Table 1 convolutions, no shortcuts)"
 _TV_V1 = "torchvision IMAGENET1K_V1 (trained with the older step recipe)"
 
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stem`` (``relu``) or ``stage{i}_block{j}`` (``layer{i}``)."""
+    del name
+    return "relu" if module == "stem" else f"layer{module[len('stage')]}"
+
+
 FAMILY = Family(
     name="resnet",
     reference=_PAPER,
@@ -337,6 +345,7 @@ FAMILY = Family(
         "label smoothing 0.1, 90 epochs (Goyal et al. 2017; He et al. 2019, Bag of Tricks)",
         target_source=_TV_V1,
     ),
+    features=FeatureNodes(("stem", "stage*"), torchvision=_torchvision_node),
 )
 
 _basic = functools.partial(ResNet, block=BasicBlock)

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, Weights
 from cnn_flax.weights import StateDictReader
 
@@ -232,12 +233,20 @@ _TV_RECIPE = Recipe(
     target_source="torchvision IMAGENET1K_V1",
 )
 
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stem`` (``conv1``) / ``stage{s}_block{j}`` (``stage{s}``)."""
+    del name
+    return "conv1" if module == "stem" else module.split("_")[0]
+
+
 FAMILY = Family(
     name="shufflenet_v2",
     reference="Ma et al. 2018, ShuffleNet V2: Practical Guidelines for Efficient CNN Architecture "
     "Design",
     mappings={"torchvision": from_torchvision},
     recipe=_TV_RECIPE,
+    features=FeatureNodes(("stem", "stage*"), torchvision=_torchvision_node),
 )
 
 # The 0.5x and 1.0x weights were contributed to torchvision (ported from
