@@ -399,7 +399,8 @@ def create_model(
         ) from None
     if not (features_only or return_features):
         return model
-    levels = _levels(info, model)
+    # The levels of the default model are cached; overrides may change its channels.
+    levels = _levels(info, model) if overrides else _feature_info(name)
     return feature_maps.Features(
         model=model,
         levels=feature_maps.select_levels(levels, out_indices, name=name),
