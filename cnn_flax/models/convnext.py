@@ -134,8 +134,7 @@ class ConvNeXt(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("drop_path", self.drop_path)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, use_bias=True, kernel_init=_init)
-        norm = layers.bind_norm(self.norm, train=train, dtype=self.dtype, epsilon=self.norm_epsilon)
+        conv, norm, _ = layers.bind_contract(self, train=train, use_bias=True, kernel_init=_init)
         dense = functools.partial(
             nn.Dense, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_init
         )

@@ -152,14 +152,7 @@ class DenseNet(nn.Module):
             raise ValueError(
                 f"compression={self.compression} must be in (0, 1]; DenseNet-BC uses 0.5."
             )
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, kernel_init=_conv_init)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
+        conv, norm, _ = layers.bind_contract(self, train=train, kernel_init=_conv_init)
         x = x.astype(self.dtype)
         x = layers.ConvBN(
             self.num_init_features,
@@ -198,8 +191,7 @@ class DenseNet(nn.Module):
                 )(x)
                 x = nn.avg_pool(x, (2, 2), strides=(2, 2))
         x = self.activation(norm(name="final_norm")(x))
-        x = jnp.mean(x, axis=(1, 2))
-        return layers.classifier(x, self.num_classes, dtype=self.dtype)
+        return layers.pooled_head(self, x)
 
 
 def _tv_layer(sd: StateDictReader, prefix: str, name: str) -> str:

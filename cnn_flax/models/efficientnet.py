@@ -143,15 +143,7 @@ class EfficientNet(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("dropout", self.dropout)
         layers.check_rate("drop_path", self.drop_path)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, padding=self.padding)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
-        act = self.activation
+        conv, norm, act = layers.bind_contract(self, train=train, padding=self.padding)
         stages = scale_stages(
             self.stages,
             width_mult=self.width_mult,
@@ -192,9 +184,9 @@ class EfficientNet(nn.Module):
         x = layers.ConvBN(head_features, 1, conv=conv, norm=norm, activation=act, name="head_conv")(
             x
         )
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_head_init)
+        return layers.pooled_head(
+            self, x, dropout=self.dropout, train=train, kernel_init=_head_init
+        )
 
 
 def from_torchvision(name: str, sd: StateDictReader) -> dict:

@@ -151,15 +151,7 @@ class EfficientNetV2(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("dropout", self.dropout)
         layers.check_rate("drop_path", self.drop_path)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
-        act = self.activation
+        conv, norm, act = layers.bind_contract(self, train=train)
         common = {"conv": conv, "norm": norm, "activation": act}
         x = x.astype(self.dtype)
         x = layers.ConvBN(self.stem_features, 3, strides=2, name="stem", **common)(x)
@@ -187,9 +179,9 @@ class EfficientNetV2(nn.Module):
                     )(x, train=train)
                 b += 1
         x = layers.ConvBN(self.head_features, 1, name="head_conv", **common)(x)
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_head_init)
+        return layers.pooled_head(
+            self, x, dropout=self.dropout, train=train, kernel_init=_head_init
+        )
 
 
 def _fused_block(sd: StateDictReader, prefix: str) -> tuple[dict, dict]:

@@ -262,14 +262,7 @@ class GoogLeNet(nn.Module):
         block = modules[self.inception_module]
         layers.check_rate("dropout", self.dropout)
         layers.check_rate("aux_dropout", self.aux_dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, kernel_init=_weight_init)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
+        conv, norm, _ = layers.bind_contract(self, train=train, kernel_init=_weight_init)
         dense = functools.partial(
             nn.Dense, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_weight_init
         )
@@ -323,9 +316,9 @@ class GoogLeNet(nn.Module):
         if train:
             for aux_name, aux_out in aux.items():
                 self.sow(layers.AUX_COLLECTION, f"{aux_name}_logits", aux_out)
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_weight_init)
+        return layers.pooled_head(
+            self, x, dropout=self.dropout, train=train, kernel_init=_weight_init
+        )
 
 
 def _transform_input(x: jax.Array) -> jax.Array:

@@ -261,14 +261,7 @@ class InceptionV3(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("dropout", self.dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, kernel_init=_init)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
+        conv, norm, _ = layers.bind_contract(self, train=train, kernel_init=_init)
         unit = functools.partial(BasicConv, conv=conv, norm=norm, activation=self.activation)
         dense = functools.partial(
             nn.Dense, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_init
@@ -305,9 +298,7 @@ class InceptionV3(nn.Module):
         x = InceptionD(unit, name="mixed7a")(x)
         x = InceptionE(unit, name="mixed7b")(x)
         x = InceptionE(unit, name="mixed7c")(x)
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_init)
+        return layers.pooled_head(self, x, dropout=self.dropout, train=train, kernel_init=_init)
 
 
 # torchvision's stem module names -> ours (its mixed blocks are ``Mixed_5b`` for ``mixed5b``).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -158,6 +158,50 @@ def bind_conv(
     return functools.partial(_padded_conv, bound, check_padding(padding))
 
 
+class Bound(NamedTuple):
+    """A family's convolution, normalisation and activation, bound once (:func:`bind_contract`)."""
+
+    conv: ModuleDef
+    norm: ModuleDef
+    activation: Activation
+
+
+def bind_contract(
+    module: nn.Module,
+    *,
+    train: bool,
+    use_bias: bool = False,
+    kernel_init: Any = None,
+    padding: str = "symmetric",
+) -> Bound:
+    """The contract's conv, norm and activation of a family module, bound from its fields.
+
+    Every family carries the same fields for them (``conv``, ``norm``, ``activation``,
+    ``dtype``, and ``bn_momentum``/``bn_epsilon`` where it has BatchNorm or ``norm_epsilon``
+    where it has LayerNorm); this is the one place they are read, so a family's ``__call__``
+    starts with one line and a change to the binding (a new norm option) is made once. The
+    conv options are the family's own: biases, its reference's initialiser, its padding mode.
+    """
+    epsilon = getattr(module, "bn_epsilon", getattr(module, "norm_epsilon", 1e-5))
+    return Bound(
+        conv=bind_conv(
+            module.conv,
+            dtype=module.dtype,
+            use_bias=use_bias,
+            kernel_init=kernel_init,
+            padding=padding,
+        ),
+        norm=bind_norm(
+            module.norm,
+            train=train,
+            dtype=module.dtype,
+            momentum=getattr(module, "bn_momentum", 0.9),
+            epsilon=epsilon,
+        ),
+        activation=module.activation,
+    )
+
+
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Rounds a channel count to a multiple of ``divisor``, never dropping below 90% of it.
 
@@ -197,6 +241,24 @@ def classifier(
         name=name,
     )(x)
     return x.astype(jnp.float32)
+
+
+def pooled_head(
+    module: nn.Module,
+    x: jax.Array,
+    *,
+    dropout: float = 0.0,
+    train: bool = False,
+    kernel_init: Any = torch_linear_init,
+) -> jax.Array:
+    """The head most families end with: global average pooling, dropout, then the ``head``
+    Dense layer of ``module.num_classes`` outputs computing in ``module.dtype`` (:func:`classifier`:
+    ``num_classes=0`` returns the pooled features). Call it from the module's compact
+    ``__call__``."""
+    x = jnp.mean(x, axis=(1, 2))
+    if dropout:
+        x = nn.Dropout(dropout, deterministic=not train)(x)
+    return classifier(x, module.num_classes, dtype=module.dtype, kernel_init=kernel_init)
 
 
 def aux_outputs(updates: Any) -> tuple[jax.Array, ...]:

@@ -110,15 +110,7 @@ class MNASNet(nn.Module):
                 f"got {len(self.stacks)}."
             )
         layers.check_rate("dropout", self.dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
-        act = self.activation
+        conv, norm, act = layers.bind_contract(self, train=train)
         # torchvision's _round_to_multiple_of(d * alpha, 8) with round_up_bias 0.9 is the
         # MobileNet rounding rule (tests/models/test_mnasnet.py checks them against each other).
         depths = [layers.make_divisible(d * self.width_mult, 8) for d in DEPTHS]
@@ -152,9 +144,9 @@ class MNASNet(nn.Module):
                 )(x, train=train)
         x = layers.ConvBN(self.head_features, 1, conv=conv, norm=norm, activation=act,
                           name="head_conv")(x)  # fmt: skip
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_head_init)
+        return layers.pooled_head(
+            self, x, dropout=self.dropout, train=train, kernel_init=_head_init
+        )
 
 
 # torchvision: Kaiming-uniform on fan_out for the classifier (gain 1: "sigmoid"), zero bias.

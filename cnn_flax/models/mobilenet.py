@@ -111,14 +111,7 @@ class MobileNetV1(nn.Module):
         if not 0.0 < self.width_mult <= 4.0:
             raise ValueError(f"MobileNetV1 width_mult must be in (0, 4], got {self.width_mult}.")
         layers.check_rate("dropout", self.dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, padding=self.padding)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
+        conv, norm, _ = layers.bind_contract(self, train=train, padding=self.padding)
         conv_bn = functools.partial(layers.ConvBN, conv=conv, norm=norm, activation=self.activation)
         x = x.astype(self.dtype)
         x = conv_bn(v1_width(self.stem_features, self.width_mult), 3, strides=2, name="stem")(x)
@@ -129,9 +122,9 @@ class MobileNetV1(nn.Module):
             else:
                 block = _FullConvBlock(features, stride, conv_bn=conv_bn, name=f"block{k}")
             x = block(x)
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_HEAD_INIT)
+        return layers.pooled_head(
+            self, x, dropout=self.dropout, train=train, kernel_init=_HEAD_INIT
+        )
 
 
 class _SeparableBlock(nn.Module):
@@ -224,15 +217,7 @@ class MobileNetV2(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("dropout", self.dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, padding=self.padding)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
-        act = self.activation
+        conv, norm, act = layers.bind_contract(self, train=train, padding=self.padding)
 
         def width(c: float) -> int:
             return layers.make_divisible(c * self.width_mult, self.round_nearest)
@@ -269,9 +254,9 @@ class MobileNetV2(nn.Module):
         x = layers.ConvBN(head_features, 1, conv=conv, norm=norm, activation=act, name="head_conv")(
             x
         )
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_HEAD_INIT)
+        return layers.pooled_head(
+            self, x, dropout=self.dropout, train=train, kernel_init=_HEAD_INIT
+        )
 
 
 def v2_from_torchvision(name: str, sd: StateDictReader) -> dict:

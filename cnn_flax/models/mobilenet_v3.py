@@ -128,14 +128,7 @@ class MobileNetV3(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("dropout", self.dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, padding=self.padding)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
+        conv, norm, _ = layers.bind_contract(self, train=train, padding=self.padding)
 
         def width(c: float) -> int:
             return layers.make_divisible(c * self.width_mult, 8)

@@ -222,14 +222,7 @@ class RegNet(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         if not 0.0 <= self.se_ratio < 1.0:
             raise ValueError(f"se_ratio={self.se_ratio} must be in [0, 1) (0: no SE).")
-        conv = layers.bind_conv(self.conv, dtype=self.dtype)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
+        conv, norm, _ = layers.bind_contract(self, train=train)
         x = x.astype(self.dtype)
         x = layers.ConvBN(
             self.stem_features,
@@ -253,8 +246,7 @@ class RegNet(nn.Module):
                     activation=self.activation,
                     name=f"stage{s}_block{j}",
                 )(x)
-        x = jnp.mean(x, axis=(1, 2))
-        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_head_init)
+        return layers.pooled_head(self, x, kernel_init=_head_init)
 
 
 def from_torchvision(name: str, sd: StateDictReader) -> dict:

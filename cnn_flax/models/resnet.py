@@ -236,14 +236,7 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         self._check_fields()
-        conv = layers.bind_conv(self.conv, dtype=self.dtype)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
+        conv, norm, _ = layers.bind_contract(self, train=train)
         width = max(1, round(self.base_width * self.width_mult))
         stem = functools.partial(
             layers.ConvBN, width, conv=conv, norm=norm, activation=self.activation, name="stem"
@@ -268,8 +261,7 @@ class ResNet(nn.Module):
                     width_per_group=self.width_per_group,
                     name=f"stage{i + 1}_block{j}",
                 )(x)
-        x = jnp.mean(x, axis=(1, 2))
-        return layers.classifier(x, self.num_classes, dtype=self.dtype)
+        return layers.pooled_head(self, x)
 
     def _check_fields(self) -> None:
         if self.stem not in STEMS:

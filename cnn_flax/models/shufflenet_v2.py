@@ -163,14 +163,7 @@ class ShuffleNetV2(nn.Module):
                 f"stage_features {self.stage_features} and stage_repeats {self.stage_repeats} "
                 "must have one entry per stage."
             )
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, kernel_init=_torch_default_init)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
+        conv, norm, _ = layers.bind_contract(self, train=train, kernel_init=_torch_default_init)
         common = {"conv": conv, "norm": norm, "activation": self.activation}
         x = x.astype(self.dtype)
         x = layers.ConvBN(self.stem_features, 3, strides=2, name="stem", **common)(x)
@@ -182,8 +175,7 @@ class ShuffleNetV2(nn.Module):
                     features, strides=2 if j == 0 else 1, name=f"stage{s}_block{j}", **common
                 )(x)
         x = layers.ConvBN(self.head_features, 1, name="head_conv", **common)(x)
-        x = jnp.mean(x, axis=(1, 2))
-        return layers.classifier(x, self.num_classes, dtype=self.dtype)
+        return layers.pooled_head(self, x)
 
 
 def from_torchvision(name: str, sd: StateDictReader) -> dict:

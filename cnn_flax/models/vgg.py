@@ -157,16 +157,8 @@ class VGG(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("dropout", self.dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, use_bias=True)
-        norm = None
-        if self.batch_norm:
-            norm = layers.bind_norm(
-                self.norm,
-                train=train,
-                dtype=self.dtype,
-                momentum=self.bn_momentum,
-                epsilon=self.bn_epsilon,
-            )
+        conv, norm, _ = layers.bind_contract(self, train=train, use_bias=True)
+        norm = norm if self.batch_norm else None
         dense = functools.partial(
             nn.Dense, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_dense_init
         )
