@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.registry import (
     Family,
     Recipe,
@@ -72,7 +73,7 @@ class AlexNet(nn.Module):
                 padding=((pad, pad), (pad, pad)),
                 name=f"conv{i}",
             )(x)
-            x = self.activation(x)
+            x = layers.Tap(name=f"relu{i}")(self.activation(x))
             if pool:
                 x = nn.max_pool(x, (3, 3), strides=(2, 2))
         x = layers.adaptive_avg_pool(x, (6, 6))
@@ -101,6 +102,12 @@ def from_torchvision(name: str, sd: StateDictReader) -> dict:
     return {"params": params}
 
 
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``relu{i}``: the ReLU after its ``i``-th convolution."""
+    del name
+    return f"features.{(1, 4, 7, 9, 11)[int(module[len('relu') :]) - 1]}"
+
+
 FAMILY = Family(
     name="alexnet",
     reference="Krizhevsky et al. 2012; torchvision single-tower variant (Krizhevsky 2014)",
@@ -114,6 +121,7 @@ FAMILY = Family(
         target_top1=56.522,
         target_source="torchvision IMAGENET1K_V1",
     ),
+    features=FeatureNodes(("relu*",), torchvision=_torchvision_node),
 )
 
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.registry import Family, Recipe, torchvision_weights
 from cnn_flax.models.state_dict import StateDictReader
 
@@ -133,8 +134,7 @@ class ConvNeXt(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("drop_path", self.drop_path)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, use_bias=True, kernel_init=_init)
-        norm = layers.bind_norm(self.norm, train=train, dtype=self.dtype, epsilon=self.norm_epsilon)
+        conv, norm, _ = layers.bind_contract(self, train=train, use_bias=True, kernel_init=_init)
         dense = functools.partial(
             nn.Dense, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_init
         )
@@ -222,6 +222,15 @@ def from_torchvision(name: str, sd: StateDictReader) -> dict:
 
 
 _PAPER = "Liu et al. 2022, A ConvNet for the 2020s"
+
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stage{i}_block{j}``: ``features.{2i - 1}`` (its stem and
+    downsampling layers take the even places)."""
+    del name
+    return f"features.{2 * int(module[len('stage')]) - 1}"
+
+
 FAMILY = Family(
     name="convnext",
     reference=_PAPER + "; torchvision convnext",
@@ -243,6 +252,7 @@ FAMILY = Family(
         "TrivialAugment Wide, random erasing 0.1, EMA, repeated augmentation x4, crop 176",
         target_source="torchvision IMAGENET1K_V1",
     ),
+    features=FeatureNodes(("stage*",), torchvision=_torchvision_node),
 )
 
 # name: (stages, torchvision's stochastic depth); the weights' facts are in _PUBLISHED

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.registry import Family, Recipe, torchvision_weights
 from cnn_flax.models.state_dict import StateDictReader
 
@@ -151,14 +152,7 @@ class DenseNet(nn.Module):
             raise ValueError(
                 f"compression={self.compression} must be in (0, 1]; DenseNet-BC uses 0.5."
             )
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, kernel_init=_conv_init)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
+        conv, norm, _ = layers.bind_contract(self, train=train, kernel_init=_conv_init)
         x = x.astype(self.dtype)
         x = layers.ConvBN(
             self.num_init_features,
@@ -184,7 +178,7 @@ class DenseNet(nn.Module):
                     name=f"block{b}_layer{i}",
                 )(features, train=train)
                 features = (*features, new)
-            x = jnp.concatenate(features, axis=-1)
+            x = layers.Tap(name=f"block{b}")(jnp.concatenate(features, axis=-1))
             if b < len(self.block_config):
                 width = int(x.shape[-1] * self.compression)
                 x = PreActConv(
@@ -197,8 +191,7 @@ class DenseNet(nn.Module):
                 )(x)
                 x = nn.avg_pool(x, (2, 2), strides=(2, 2))
         x = self.activation(norm(name="final_norm")(x))
-        x = jnp.mean(x, axis=(1, 2))
-        return layers.classifier(x, self.num_classes, dtype=self.dtype)
+        return layers.pooled_head(self, x)
 
 
 def _tv_layer(sd: StateDictReader, prefix: str, name: str) -> str:
@@ -249,6 +242,16 @@ def from_torchvision(name: str, sd: StateDictReader) -> dict:
 
 
 _PAPER = "Huang et al. 2017, Densely Connected Convolutional Networks (DenseNet-BC)"
+
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stem``, ``block{b}`` taps and ``final_norm``."""
+    del name
+    if module.startswith("block"):
+        return f"features.denseblock{module[len('block') :]}"
+    return {"stem": "features.relu0", "final_norm": "features.norm5"}[module]
+
+
 FAMILY = Family(
     name="densenet",
     reference=_PAPER + "; torchvision densenet",
@@ -264,6 +267,7 @@ FAMILY = Family(
         "30 and 60 of 90, wd 1e-4",
         target_source="torchvision IMAGENET1K_V1 (the authors' LuaTorch models, ported)",
     ),
+    features=FeatureNodes(("stem", "block?", "final_norm"), torchvision=_torchvision_node),
 )
 
 # name: (growth rate, block config, stem width) as torchvision.

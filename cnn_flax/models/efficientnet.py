@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.inverted_residual import (
     InvertedResidual,
     MBConvSpec,
@@ -149,15 +150,7 @@ class EfficientNet(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("dropout", self.dropout)
         layers.check_rate("drop_path", self.drop_path)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, padding=self.padding)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
-        act = self.activation
+        conv, norm, act = layers.bind_contract(self, train=train, padding=self.padding)
         stages = scale_stages(
             self.stages,
             width_mult=self.width_mult,
@@ -198,9 +191,9 @@ class EfficientNet(nn.Module):
         x = layers.ConvBN(head_features, 1, conv=conv, norm=norm, activation=act, name="head_conv")(
             x
         )
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_head_init)
+        return layers.pooled_head(
+            self, x, dropout=self.dropout, train=train, kernel_init=_head_init
+        )
 
 
 def from_torchvision(name: str, sd: StateDictReader) -> dict:
@@ -284,6 +277,12 @@ def from_efficientnet_lite_pytorch(name: str, sd: StateDictReader) -> dict:
     return {"params": params, "batch_stats": stats}
 
 
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stem`` / ``stage{i}_block{j}``: ``features.{i}``."""
+    del name
+    return "features.0" if module == "stem" else f"features.{module[len('stage')]}"
+
+
 FAMILY = Family(
     name="efficientnet",
     reference="Tan & Le 2019, EfficientNet",
@@ -301,6 +300,7 @@ FAMILY = Family(
         "AutoAugment v0, stochastic depth 0.2",
         target_source="Tan and Le 2019, Table 2",
     ),
+    features=FeatureNodes(("stem", "stage*"), torchvision=_torchvision_node),
 )
 
 _B_REF = "Tan & Le 2019, EfficientNet; torchvision efficientnet_b"

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.inverted_residual import (
     InvertedResidual,
     MBConvSpec,
@@ -150,15 +151,7 @@ class EfficientNetV2(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("dropout", self.dropout)
         layers.check_rate("drop_path", self.drop_path)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
-        act = self.activation
+        conv, norm, act = layers.bind_contract(self, train=train)
         common = {"conv": conv, "norm": norm, "activation": act}
         x = x.astype(self.dtype)
         x = layers.ConvBN(self.stem_features, 3, strides=2, name="stem", **common)(x)
@@ -186,9 +179,9 @@ class EfficientNetV2(nn.Module):
                     )(x, train=train)
                 b += 1
         x = layers.ConvBN(self.head_features, 1, name="head_conv", **common)(x)
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_head_init)
+        return layers.pooled_head(
+            self, x, dropout=self.dropout, train=train, kernel_init=_head_init
+        )
 
 
 def _fused_block(sd: StateDictReader, prefix: str) -> tuple[dict, dict]:
@@ -235,6 +228,12 @@ def from_torchvision(name: str, sd: StateDictReader) -> dict:
 # with TrivialAugment Wide, random erasing 0.1, repeated augmentation x4 and EMA every 32 steps,
 # all in the base; trained at 300 px (S) or 384 px (M), evaluated at 384 / 480 px without a
 # resize margin.
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stem`` / ``stage{i}_block{j}``: ``features.{i}``."""
+    del name
+    return "features.0" if module == "stem" else f"features.{module[len('stage')]}"
+
+
 FAMILY = Family(
     name="efficientnet_v2",
     reference="Tan & Le 2021, EfficientNetV2: Smaller Models and Faster Training",
@@ -246,6 +245,7 @@ FAMILY = Family(
         "mixup/cutmix, TrivialAugment, random erasing 0.1, repeated augmentation x4, EMA",
         target_source="torchvision IMAGENET1K_V1",
     ),
+    features=FeatureNodes(("stem", "stage*"), torchvision=_torchvision_node),
 )
 
 

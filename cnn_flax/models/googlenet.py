@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.registry import (
     Family,
     Recipe,
@@ -265,14 +266,7 @@ class GoogLeNet(nn.Module):
         block = modules[self.inception_module]
         layers.check_rate("dropout", self.dropout)
         layers.check_rate("aux_dropout", self.aux_dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, kernel_init=_weight_init)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
+        conv, norm, _ = layers.bind_contract(self, train=train, kernel_init=_weight_init)
         dense = functools.partial(
             nn.Dense, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_weight_init
         )
@@ -326,9 +320,9 @@ class GoogLeNet(nn.Module):
         if train:
             for aux_name, aux_out in aux.items():
                 self.sow(layers.AUX_COLLECTION, f"{aux_name}_logits", aux_out)
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_weight_init)
+        return layers.pooled_head(
+            self, x, dropout=self.dropout, train=train, kernel_init=_weight_init
+        )
 
 
 def _transform_input(x: jax.Array) -> jax.Array:
@@ -404,6 +398,14 @@ def _nest(tree: dict, path: tuple[str, ...], value: dict) -> None:
 
 
 _REFERENCE = "Szegedy et al. 2015 (Inception v1); torchvision's BatchNorm variant"
+
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's GoogLeNet names its modules as we do."""
+    del name
+    return module
+
+
 FAMILY = Family(
     name="googlenet",
     reference=_REFERENCE,
@@ -419,6 +421,7 @@ FAMILY = Family(
         source="torchvision train.py defaults (lr 0.1, wd 1e-4, StepLR 30) + auxiliary losses "
         "x0.3 (Szegedy et al. 2015, sec. 5)",
     ),
+    features=FeatureNodes(("conv*", "inception*"), torchvision=_torchvision_node),
 )
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.googlenet import _transform_input as transform_input
 from cnn_flax.models.registry import (
     Family,
@@ -264,14 +265,7 @@ class InceptionV3(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("dropout", self.dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, kernel_init=_init)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
+        conv, norm, _ = layers.bind_contract(self, train=train, kernel_init=_init)
         unit = functools.partial(BasicConv, conv=conv, norm=norm, activation=self.activation)
         dense = functools.partial(
             nn.Dense, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_init
@@ -308,9 +302,7 @@ class InceptionV3(nn.Module):
         x = InceptionD(unit, name="mixed7a")(x)
         x = InceptionE(unit, name="mixed7b")(x)
         x = InceptionE(unit, name="mixed7c")(x)
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_init)
+        return layers.pooled_head(self, x, dropout=self.dropout, train=train, kernel_init=_init)
 
 
 # torchvision's stem module names -> ours (its mixed blocks are ``Mixed_5b`` for ``mixed5b``).
@@ -379,6 +371,15 @@ AUX_LOSS_WEIGHT = 0.4
 """Weight of the auxiliary classifier's loss: the paper gives none; TensorFlow's reference
 training code for these weights (tensorflow/models, research/inception) uses 0.4."""
 
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``conv*`` (:data:`_TV_STEM`) or ``mixed*`` (``Mixed_*``)."""
+    del name
+    if module.startswith("mixed"):
+        return f"Mixed_{module[len('mixed') :]}"
+    return next(theirs for theirs, ours in _TV_STEM.items() if ours == module)
+
+
 FAMILY = Family(
     name="inception",
     reference=_PAPER + "; torchvision inception_v3",
@@ -423,6 +424,7 @@ FAMILY = Family(
         target_source="torchvision IMAGENET1K_V1 (ported from TensorFlow; the paper's "
         "single-crop figure, Table 3, is on its own evaluation)",
     ),
+    features=FeatureNodes(("conv*", "mixed*"), torchvision=_torchvision_node),
 )
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -158,6 +158,50 @@ def bind_conv(
     return functools.partial(_padded_conv, bound, check_padding(padding))
 
 
+class Bound(NamedTuple):
+    """A family's convolution, normalisation and activation, bound once (:func:`bind_contract`)."""
+
+    conv: ModuleDef
+    norm: ModuleDef
+    activation: Activation
+
+
+def bind_contract(
+    module: nn.Module,
+    *,
+    train: bool,
+    use_bias: bool = False,
+    kernel_init: Any = None,
+    padding: str = "symmetric",
+) -> Bound:
+    """The contract's conv, norm and activation of a family module, bound from its fields.
+
+    Every family carries the same fields for them (``conv``, ``norm``, ``activation``,
+    ``dtype``, and ``bn_momentum``/``bn_epsilon`` where it has BatchNorm or ``norm_epsilon``
+    where it has LayerNorm); this is the one place they are read, so a family's ``__call__``
+    starts with one line and a change to the binding (a new norm option) is made once. The
+    conv options are the family's own: biases, its reference's initialiser, its padding mode.
+    """
+    epsilon = getattr(module, "bn_epsilon", getattr(module, "norm_epsilon", 1e-5))
+    return Bound(
+        conv=bind_conv(
+            module.conv,
+            dtype=module.dtype,
+            use_bias=use_bias,
+            kernel_init=kernel_init,
+            padding=padding,
+        ),
+        norm=bind_norm(
+            module.norm,
+            train=train,
+            dtype=module.dtype,
+            momentum=getattr(module, "bn_momentum", 0.9),
+            epsilon=epsilon,
+        ),
+        activation=module.activation,
+    )
+
+
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Rounds a channel count to a multiple of ``divisor``, never dropping below 90% of it.
 
@@ -197,6 +241,24 @@ def classifier(
         name=name,
     )(x)
     return x.astype(jnp.float32)
+
+
+def pooled_head(
+    module: nn.Module,
+    x: jax.Array,
+    *,
+    dropout: float = 0.0,
+    train: bool = False,
+    kernel_init: Any = torch_linear_init,
+) -> jax.Array:
+    """The head most families end with: global average pooling, dropout, then the ``head``
+    Dense layer of ``module.num_classes`` outputs computing in ``module.dtype`` (:func:`classifier`:
+    ``num_classes=0`` returns the pooled features). Call it from the module's compact
+    ``__call__``."""
+    x = jnp.mean(x, axis=(1, 2))
+    if dropout:
+        x = nn.Dropout(dropout, deterministic=not train)(x)
+    return classifier(x, module.num_classes, dtype=module.dtype, kernel_init=kernel_init)
 
 
 def aux_outputs(updates: Any) -> tuple[jax.Array, ...]:
@@ -332,3 +394,14 @@ def adaptive_avg_pool(x: jax.Array, output_size: tuple[int, int]) -> jax.Array:
     x = jnp.concatenate(rows, axis=1)
     cols = [jnp.mean(x[:, :, a:b], axis=2, keepdims=True) for a, b in bins(w, ow)]
     return jnp.concatenate(cols, axis=2)
+
+
+class Tap(nn.Module):
+    """The identity, under a name: marks a feature map that no module outputs (a concatenation,
+    an activation after a plain convolution), so that the feature extractor
+    (:mod:`cnn_flax.models.features`) can find it. It holds no parameters, so adding one changes
+    no checkpoint."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x

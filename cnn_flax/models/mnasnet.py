@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.inverted_residual import InvertedResidual
 from cnn_flax.models.registry import Family, Recipe, torchvision_weights
 from cnn_flax.models.state_dict import StateDictReader
@@ -109,15 +110,7 @@ class MNASNet(nn.Module):
                 f"got {len(self.stacks)}."
             )
         layers.check_rate("dropout", self.dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
-        act = self.activation
+        conv, norm, act = layers.bind_contract(self, train=train)
         # torchvision's _round_to_multiple_of(d * alpha, 8) with round_up_bias 0.9 is the
         # MobileNet rounding rule (tests/models/test_mnasnet.py checks them against each other).
         depths = [layers.make_divisible(d * self.width_mult, 8) for d in DEPTHS]
@@ -151,9 +144,9 @@ class MNASNet(nn.Module):
                 )(x, train=train)
         x = layers.ConvBN(self.head_features, 1, conv=conv, norm=norm, activation=act,
                           name="head_conv")(x)  # fmt: skip
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_head_init)
+        return layers.pooled_head(
+            self, x, dropout=self.dropout, train=train, kernel_init=_head_init
+        )
 
 
 # torchvision: Kaiming-uniform on fan_out for the classifier (gain 1: "sigmoid"), zero bias.
@@ -200,6 +193,17 @@ _TV_V2_RECIPE = (
     "norms), label smoothing 0.1, mixup 0.2 / cutmix 1.0, TrivialAugment, random erasing 0.1, "
     "repeated augmentation x4, EMA, train crop 176, eval resize 232"
 )
+
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stem`` (``layers.2``), ``separable`` (``layers.7``) and
+    ``stack{s}_block{j}`` (``layers.{7 + s}``)."""
+    del name
+    if module.startswith("stack"):
+        return f"layers.{7 + int(module[len('stack')])}"
+    return {"stem": "layers.2", "separable": "layers.7"}[module]
+
+
 FAMILY = Family(
     name="mnasnet",
     reference=_PAPER + "; torchvision mnasnet",
@@ -215,6 +219,7 @@ FAMILY = Family(
         target_source="torchvision IMAGENET1K_V1, trained with SGD by 1e100/mnasnet_trainer "
         "(pytorch/vision#829), not with this recipe",
     ),
+    features=FeatureNodes(("stem", "separable", "stack*"), torchvision=_torchvision_node),
 )
 _TV_V2 = Recipe(
     base="torchvision_v2",  # the command of pytorch/vision#6019 is the ResNet-50 V2 command

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.inverted_residual import (
     InvertedResidual,
     MBConvSpec,
@@ -115,14 +116,7 @@ class MobileNetV1(nn.Module):
         if not 0.0 < self.width_mult <= 4.0:
             raise ValueError(f"MobileNetV1 width_mult must be in (0, 4], got {self.width_mult}.")
         layers.check_rate("dropout", self.dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, padding=self.padding)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
+        conv, norm, _ = layers.bind_contract(self, train=train, padding=self.padding)
         conv_bn = functools.partial(layers.ConvBN, conv=conv, norm=norm, activation=self.activation)
         x = x.astype(self.dtype)
         x = conv_bn(v1_width(self.stem_features, self.width_mult), 3, strides=2, name="stem")(x)
@@ -133,9 +127,9 @@ class MobileNetV1(nn.Module):
             else:
                 block = _FullConvBlock(features, stride, conv_bn=conv_bn, name=f"block{k}")
             x = block(x)
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_HEAD_INIT)
+        return layers.pooled_head(
+            self, x, dropout=self.dropout, train=train, kernel_init=_HEAD_INIT
+        )
 
 
 class _SeparableBlock(nn.Module):
@@ -228,15 +222,7 @@ class MobileNetV2(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("dropout", self.dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, padding=self.padding)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
-        act = self.activation
+        conv, norm, act = layers.bind_contract(self, train=train, padding=self.padding)
 
         def width(c: float) -> int:
             return layers.make_divisible(c * self.width_mult, self.round_nearest)
@@ -273,9 +259,9 @@ class MobileNetV2(nn.Module):
         x = layers.ConvBN(head_features, 1, conv=conv, norm=norm, activation=act, name="head_conv")(
             x
         )
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_HEAD_INIT)
+        return layers.pooled_head(
+            self, x, dropout=self.dropout, train=train, kernel_init=_HEAD_INIT
+        )
 
 
 def v2_from_torchvision(name: str, sd: StateDictReader) -> dict:
@@ -310,6 +296,14 @@ def v2_from_timm(name: str, sd: StateDictReader) -> dict:
 
 _V1_REF = "Howard et al. 2017, MobileNets (Table 6 width multipliers; Table 4 full convolution)"
 _TF_TPU = "TF TPU reference recipe (RMSProp, exponential decay, EMA; tensorflow/tpu mnasnet)"
+
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's MobileNet v2 node for our ``stem`` / ``block{k}``: ``features.{k}``."""
+    del name
+    return "features.0" if module == "stem" else f"features.{module[len('block') :]}"
+
+
 FAMILY = Family(
     name="mobilenet",
     reference=_V1_REF,
@@ -323,6 +317,7 @@ FAMILY = Family(
         source=f"{_TF_TPU} with the papers' weight decay 4e-5",
         target_source="Howard et al. 2017, Tables 4 and 6",
     ),
+    features=FeatureNodes(("stem", "block*"), torchvision=_torchvision_node),
 )
 
 FAMILY.register(

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.inverted_residual import (
     InvertedResidual,
     timm_stages,
@@ -132,14 +133,7 @@ class MobileNetV3(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("dropout", self.dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, padding=self.padding)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
+        conv, norm, _ = layers.bind_contract(self, train=train, padding=self.padding)
 
         def width(c: float) -> int:
             return layers.make_divisible(c * self.width_mult, 8)
@@ -227,6 +221,14 @@ def from_timm(name: str, sd: StateDictReader) -> dict:
 
 
 _REF = "Howard et al. 2019, Searching for MobileNetV3; torchvision"
+
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stem`` / ``block{k}``: ``features.{k}``."""
+    del name
+    return "features.0" if module == "stem" else f"features.{module[len('block') :]}"
+
+
 FAMILY = Family(
     name="mobilenet_v3",
     reference=_REF,
@@ -239,6 +241,7 @@ FAMILY = Family(
         source="TF TPU reference recipe (tensorflow/tpu mnasnet) + AutoAugment v0",
         target_source="Howard et al. 2019, Table 3",
     ),
+    features=FeatureNodes(("stem", "block*"), torchvision=_torchvision_node),
 )
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,

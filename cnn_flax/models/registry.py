@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 import types
 from collections.abc import Callable, Mapping
@@ -24,6 +25,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnn_flax.models import features as feature_maps
+from cnn_flax.models.features import FeatureLevel, FeatureNodes
 from cnn_flax.models.layers import IMAGENET_MEAN, IMAGENET_STD
 
 # A weight mapping turns a state dict (read through ``cnn_flax.weights.StateDictReader``) into
@@ -270,6 +273,7 @@ class ModelInfo:
       recipes: recipe key -> :class:`Recipe`; ``""`` is the default recipe.
       paper_params: the paper's parameter count as printed (``"4.2M"``), for variants without a
         torchvision counterpart; tests check it to the paper's precision.
+      feature_nodes: where the family's feature maps are (see :attr:`feature_info`).
     """
 
     name: str
@@ -284,6 +288,14 @@ class ModelInfo:
     weight_overrides: WeightOverrides = no_overrides
     recipes: Mapping[str, Recipe] = dataclasses.field(default_factory=dict)
     paper_params: str | None = None
+    feature_nodes: FeatureNodes | None = None
+
+    @property
+    def feature_info(self) -> tuple[FeatureLevel, ...]:
+        """The feature levels ``create_model(name, features_only=True)`` returns, shallowest
+        first: each level's module, channels, reduction and torchvision node, traced from the
+        default model at :attr:`resolution`."""
+        return _feature_info(self.name)
 
     @property
     def eval_crop_ratio(self) -> float:
@@ -321,6 +333,7 @@ class Family:
       mappings: weight format (``"torchvision"``, ``"timm"``, ...) -> mapping.
       weight_overrides: the model overrides converted variables need.
       recipe: the family's default training recipe.
+      features: where its feature maps are, and the torchvision nodes they correspond to.
     """
 
     name: str
@@ -328,6 +341,7 @@ class Family:
     mappings: Mapping[str, WeightMapping] = dataclasses.field(default_factory=dict)
     weight_overrides: WeightOverrides = no_overrides
     recipe: Recipe | None = None
+    features: FeatureNodes | None = None
 
     def register(
         self,
@@ -372,6 +386,7 @@ class Family:
                 weight_overrides=self.weight_overrides,
                 recipes=_frozen(all_recipes),
                 paper_params=paper_params,
+                feature_nodes=self.features,
             )
         )
         return builder
@@ -425,6 +440,9 @@ def create_model(
     *,
     num_classes: int = 1000,
     dtype: jnp.dtype = jnp.float32,
+    features_only: bool = False,
+    return_features: bool = False,
+    out_indices: tuple[int, ...] | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Builds the named model.
@@ -436,11 +454,22 @@ def create_model(
     top-level ``head`` subtree; auxiliary classifiers (GoogLeNet) sow their logits into the
     ``"aux_logits"`` collection in train mode.
 
+    As a backbone (:class:`~cnn_flax.models.features.Features`): ``features_only=True`` returns
+    the list of NHWC feature maps, one per level of ``model_info(name).feature_info`` (or of
+    ``out_indices`` into it), shallowest first, without building the head; ``return_features=True``
+    returns ``(logits, maps)`` from one pass. Either way the parameters are the classifier's,
+    under the same names, so its checkpoints and published weights load (an unused ``head``
+    subtree is ignored).
+
     Args:
       name: a name from :func:`list_models`.
       num_classes: size of the classifier output; 0 for a feature extractor.
       dtype: computation dtype (e.g. ``jnp.bfloat16``); parameters and BatchNorm statistics
         always stay float32.
+      features_only: return the feature maps instead of the logits.
+      return_features: return the logits and the feature maps together.
+      out_indices: which levels of the feature maps (negative: from the deepest); all of them
+        if ``None``. Only with ``features_only`` or ``return_features``.
       **overrides: fields of the family's module to change, e.g. ``dropout=0.0``.
 
     Returns:
@@ -449,10 +478,40 @@ def create_model(
     info = model_info(name)
     if num_classes < 0:
         raise ValueError(f"num_classes={num_classes}; use a positive count, or 0 for features.")
+    if features_only and return_features:
+        raise ValueError("features_only and return_features exclude each other; pick one.")
+    if out_indices is not None and not (features_only or return_features):
+        raise ValueError("out_indices chooses feature maps: pass features_only=True too.")
     try:
-        return info.builder(num_classes=num_classes, dtype=dtype, **overrides)
+        model = info.builder(
+            num_classes=0 if features_only else num_classes, dtype=dtype, **overrides
+        )
     except TypeError as err:
         raise TypeError(
             f"create_model({name!r}) got an override it does not accept: {err}. "
             f"Check the field names of the {info.family} module."
         ) from None
+    if not (features_only or return_features):
+        return model
+    # The levels of the default model are cached; overrides may change its channels.
+    levels = _levels(info, model) if overrides else _feature_info(name)
+    return feature_maps.Features(
+        model=model,
+        levels=feature_maps.select_levels(levels, out_indices, name=name),
+        with_logits=return_features,
+    )
+
+
+def _levels(info: ModelInfo, model: nn.Module) -> tuple[FeatureLevel, ...]:
+    if info.feature_nodes is None:
+        raise ValueError(f"{info.name}: its family names no feature maps (Family.features).")
+    nodes = info.feature_nodes
+    if info.torchvision is None:
+        nodes = dataclasses.replace(nodes, torchvision=None)
+    return feature_maps.resolve_levels(model, nodes, resolution=info.resolution, name=info.name)
+
+
+@functools.cache
+def _feature_info(name: str) -> tuple[FeatureLevel, ...]:
+    info = model_info(name)
+    return _levels(info, info.builder(num_classes=0, dtype=jnp.float32))

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.registry import Family, Recipe, torchvision_weights
 from cnn_flax.models.state_dict import StateDictReader
 
@@ -221,14 +222,7 @@ class RegNet(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         if not 0.0 <= self.se_ratio < 1.0:
             raise ValueError(f"se_ratio={self.se_ratio} must be in [0, 1) (0: no SE).")
-        conv = layers.bind_conv(self.conv, dtype=self.dtype)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
+        conv, norm, _ = layers.bind_contract(self, train=train)
         x = x.astype(self.dtype)
         x = layers.ConvBN(
             self.stem_features,
@@ -252,8 +246,7 @@ class RegNet(nn.Module):
                     activation=self.activation,
                     name=f"stage{s}_block{j}",
                 )(x)
-        x = jnp.mean(x, axis=(1, 2))
-        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_head_init)
+        return layers.pooled_head(self, x, kernel_init=_head_init)
 
 
 def from_torchvision(name: str, sd: StateDictReader) -> dict:
@@ -327,11 +320,19 @@ _Y_400MF = _SMALL.but(
     {"optimizer.lr": 0.1}, source=f"{_SMALL.source}, lr 0.1 per 256 images for regnet_y_400mf"
 )
 
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stem`` / ``stage{s}_block{j}`` (``trunk_output.block{s}``)."""
+    del name
+    return "stem" if module == "stem" else f"trunk_output.block{module[len('stage')]}"
+
+
 FAMILY = Family(
     name="regnet",
     reference="Radosavovic et al. 2020, Designing Network Design Spaces",
     mappings={"torchvision": from_torchvision},
     recipe=_SMALL,
+    features=FeatureNodes(("stem", "stage*"), torchvision=_torchvision_node),
 )
 
 

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.registry import (
     Family,
     Recipe,
@@ -241,14 +242,7 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         self._check_fields()
-        conv = layers.bind_conv(self.conv, dtype=self.dtype)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
+        conv, norm, _ = layers.bind_contract(self, train=train)
         width = max(1, round(self.base_width * self.width_mult))
         stem = functools.partial(
             layers.ConvBN, width, conv=conv, norm=norm, activation=self.activation, name="stem"
@@ -273,8 +267,7 @@ class ResNet(nn.Module):
                     width_per_group=self.width_per_group,
                     name=f"stage{i + 1}_block{j}",
                 )(x)
-        x = jnp.mean(x, axis=(1, 2))
-        return layers.classifier(x, self.num_classes, dtype=self.dtype)
+        return layers.pooled_head(self, x)
 
     def _check_fields(self) -> None:
         if self.stem not in STEMS:
@@ -331,6 +324,13 @@ _V15 = f"{_PAPER}; torchvision's v1.5 (stride on the bottleneck's 3x3)"
 _PLAIN = f"{_PAPER}, plain baseline (Table 1 convolutions, no shortcuts)"
 _TV_V1 = "torchvision IMAGENET1K_V1 (trained with the older step recipe)"
 
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stem`` (``relu``) or ``stage{i}_block{j}`` (``layer{i}``)."""
+    del name
+    return "relu" if module == "stem" else f"layer{module[len('stage')]}"
+
+
 FAMILY = Family(
     name="resnet",
     reference=_PAPER,
@@ -343,6 +343,7 @@ FAMILY = Family(
         "label smoothing 0.1, 90 epochs (Goyal et al. 2017; He et al. 2019, Bag of Tricks)",
         target_source=_TV_V1,
     ),
+    features=FeatureNodes(("stem", "stage*"), torchvision=_torchvision_node),
 )
 
 _basic = functools.partial(ResNet, block=BasicBlock)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.registry import EvalTransform, Family, Recipe
 from cnn_flax.models.resnet import BasicBlock, ResNet
 
@@ -55,6 +56,7 @@ FAMILY = Family(
         source=_PAPER,
         target_source="He et al. 2016 Table 6 (100 - error)",
     ),
+    features=FeatureNodes(("stem", "stage*")),
 )
 
 for _depth, (_params, _top1) in _PAPER_FIGURES.items():

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.registry import Family, Recipe, torchvision_weights
 from cnn_flax.models.state_dict import StateDictReader
 
@@ -162,14 +163,7 @@ class ShuffleNetV2(nn.Module):
                 f"stage_features {self.stage_features} and stage_repeats {self.stage_repeats} "
                 "must have one entry per stage."
             )
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, kernel_init=_torch_default_init)
-        norm = layers.bind_norm(
-            self.norm,
-            train=train,
-            dtype=self.dtype,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
+        conv, norm, _ = layers.bind_contract(self, train=train, kernel_init=_torch_default_init)
         common = {"conv": conv, "norm": norm, "activation": self.activation}
         x = x.astype(self.dtype)
         x = layers.ConvBN(self.stem_features, 3, strides=2, name="stem", **common)(x)
@@ -181,8 +175,7 @@ class ShuffleNetV2(nn.Module):
                     features, strides=2 if j == 0 else 1, name=f"stage{s}_block{j}", **common
                 )(x)
         x = layers.ConvBN(self.head_features, 1, name="head_conv", **common)(x)
-        x = jnp.mean(x, axis=(1, 2))
-        return layers.classifier(x, self.num_classes, dtype=self.dtype)
+        return layers.pooled_head(self, x)
 
 
 def from_torchvision(name: str, sd: StateDictReader) -> dict:
@@ -232,12 +225,20 @@ _TV_RECIPE = Recipe(
     target_source="torchvision IMAGENET1K_V1",
 )
 
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stem`` (``conv1``) / ``stage{s}_block{j}`` (``stage{s}``)."""
+    del name
+    return "conv1" if module == "stem" else module.split("_")[0]
+
+
 FAMILY = Family(
     name="shufflenet_v2",
     reference="Ma et al. 2018, ShuffleNet V2: Practical Guidelines for Efficient CNN Architecture "
     "Design",
     mappings={"torchvision": from_torchvision},
     recipe=_TV_RECIPE,
+    features=FeatureNodes(("stem", "stage*"), torchvision=_torchvision_node),
 )
 
 # The 0.5x and 1.0x weights were contributed to torchvision (ported from

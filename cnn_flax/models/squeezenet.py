@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.googlenet import max_pool_ceil
 from cnn_flax.models.registry import Family, Recipe, torchvision_weights
 from cnn_flax.models.state_dict import StateDictReader
@@ -154,6 +155,18 @@ def from_torchvision(name: str, sd: StateDictReader) -> dict:
 
 
 _PAPER = "Iandola et al. 2016, SqueezeNet"
+
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``fire{k}``: its index in ``features`` (a convolution, ReLU and
+    pool, then the fire modules and pools of the variant's ``fires``)."""
+    from cnn_flax.models.registry import model_info
+
+    fires = model_info(name).builder(num_classes=0).fires
+    places = [i for i, fire in enumerate(fires) if fire != "pool"]
+    return f"features.{3 + places[int(module[len('fire') :]) - 2]}"
+
+
 FAMILY = Family(
     name="squeezenet",
     reference=_PAPER + "; torchvision squeezenet",
@@ -176,6 +189,7 @@ FAMILY = Family(
         "128, /10 every 30 epochs, wd 2e-4, 100 epochs",
         target_source="torchvision IMAGENET1K_V1, trained with this recipe",
     ),
+    features=FeatureNodes(("fire*",), torchvision=_torchvision_node),
 )
 
 # name: (reference, fire layout, stem channels, stem kernel).

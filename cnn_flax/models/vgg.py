@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.registry import EvalTransform, Family, Recipe, torchvision_weights
 from cnn_flax.models.state_dict import StateDictReader, dense_kernel_from_nchw_flatten
 
@@ -155,16 +157,8 @@ class VGG(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         layers.check_rate("dropout", self.dropout)
-        conv = layers.bind_conv(self.conv, dtype=self.dtype, use_bias=True)
-        norm = None
-        if self.batch_norm:
-            norm = layers.bind_norm(
-                self.norm,
-                train=train,
-                dtype=self.dtype,
-                momentum=self.bn_momentum,
-                epsilon=self.bn_epsilon,
-            )
+        conv, norm, _ = layers.bind_contract(self, train=train, use_bias=True)
+        norm = norm if self.batch_norm else None
         dense = functools.partial(
             nn.Dense, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_dense_init
         )
@@ -228,6 +222,20 @@ def from_torchvision(name: str, sd: StateDictReader) -> dict:
 
 _REFERENCE = "Simonyan and Zisserman 2015"
 _TV_SOURCE = "torchvision references/classification (AlexNet and VGG)"
+
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stage{i}_block{j}``: the ReLU closing that convolution in its
+    ``features`` (a convolution, a BatchNorm in ``*_bn``, a ReLU; a pool per stage)."""
+    from cnn_flax.models.registry import model_info
+
+    model = model_info(name).builder(num_classes=0)
+    stage, block = (int(n) for n in re.fullmatch(r"stage(\d+)_block(\d+)", module).groups())
+    per_conv = 3 if model.batch_norm else 2
+    start = sum(s.num_convs * per_conv + 1 for s in model.stages[: stage - 1])
+    return f"features.{start + (block + 1) * per_conv - 1}"
+
+
 FAMILY = Family(
     name="vgg",
     reference=_REFERENCE,
@@ -240,6 +248,7 @@ FAMILY = Family(
         source=f"{_TV_SOURCE}; weight decay 5e-4 of Simonyan and Zisserman 2015, sec. 3.1",
         target_source="torchvision IMAGENET1K_V1",
     ),
+    features=FeatureNodes(("stage*",), torchvision=_torchvision_node),
 )
 
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_flax.models import layers
+from cnn_flax.models.features import FeatureNodes
 from cnn_flax.models.registry import Family, Recipe, Weights, torchvision_weights
 from cnn_flax.models.state_dict import StateDictReader, dense_kernel
 
@@ -325,6 +326,14 @@ def weight_overrides(name: str, variables: dict) -> dict:
 
 _PAPER = "Dosovitskiy et al. 2021, An Image is Worth 16x16 Words; torchvision vision_transformer"
 _TV = "torchvision references/classification (Vision Transformer)"
+
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``encoder_block{i}``."""
+    del name
+    return f"encoder.layers.encoder_layer_{module[len('encoder_block') :]}"
+
+
 FAMILY = Family(
     name="vit",
     reference=_PAPER,
@@ -359,6 +368,9 @@ FAMILY = Family(
         "300 epochs, label smoothing 0.11, mixup/cutmix, RandAugment, clip 1, EMA, repeated "
         "augmentation x3",
         target_source="torchvision IMAGENET1K_V1",
+    ),
+    features=FeatureNodes(
+        ("encoder_block*",), torchvision=_torchvision_node, every=True, tokens=True
     ),
 )
 

@@ -1,4 +1,6 @@
-"""Numerical parity with torchvision: same weights, same images, same logits (eval mode).
+"""Numerical parity with torchvision: same weights, same images, same logits (eval mode), and
+the same feature maps at the torchvision nodes each family names (``create_feature_extractor``,
+compared in the same pass: ``create_model(..., return_features=True)``).
 
 The set-up is the issue's: torchvision's random initialisation with BatchNorm statistics moved
 away from 0/1 (``torch_reference.build_torchvision``), both models in eval mode, float32, and
@@ -27,10 +29,13 @@ import numpy as np
 import pytest
 
 from cnn_flax.models import create_model, list_models, model_info
+from cnn_flax.models.features import tokens_to_map
 from tests.helpers import input_resolution, zoo_params
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
+
+from torchvision.models.feature_extraction import create_feature_extractor  # noqa: E402
 
 from cnn_flax.convert import from_torchvision  # noqa: E402
 from cnn_flax.weights import model_overrides  # noqa: E402
@@ -66,6 +71,7 @@ def parity_setup(name: str, *, batch: int = 2) -> dict:
     # ViT's position-embedding grid).
     model = create_model(name, num_classes=torch32.shape[-1], **model_overrides(name, variables))
     return {
+        "name": name,
         "torch32": torch32,
         "torch64": torch64,
         "variables": variables,
@@ -76,9 +82,18 @@ def parity_setup(name: str, *, batch: int = 2) -> dict:
 
 
 def ours_in_float32(setup: dict) -> np.ndarray:
+    """Our logits in float32; the feature maps of the same pass go to ``setup["maps"]``."""
     model = setup["model"]
-    forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
-    return np.asarray(forward(setup["variables"], setup["images"]))
+    with_features = create_model(
+        setup["name"],
+        num_classes=model.num_classes,
+        return_features=True,
+        **model_overrides(setup["name"], setup["variables"]),
+    )
+    forward = jax.jit(lambda v, x: with_features.apply(v, x, train=False))
+    logits, setup["maps"] = forward(setup["variables"], setup["images"])
+    setup["levels"] = with_features.levels
+    return np.asarray(logits)
 
 
 def ours_in_float64(name: str, variables: dict, images: np.ndarray, num_classes: int):
@@ -109,6 +124,58 @@ def ours_in_float64(name: str, variables: dict, images: np.ndarray, num_classes:
         (logits,) = last_dense
         assert logits.dtype == jnp.float64
         return np.asarray(logits)
+
+
+# Feature maps: largest error allowed relative to the map's largest value (or 1).
+FEATURE_RTOL = 1e-4
+
+
+def torchvision_maps(tv, images: np.ndarray, levels, *, family: str) -> dict[str, np.ndarray]:
+    """torchvision's outputs at the levels' nodes (``create_feature_extractor``), as NHWC maps:
+    NCHW moved; ViT's token sequence laid out on its grid; Swin's maps are NHWC already."""
+    nodes = [level.torchvision for level in levels]
+    extractor = create_feature_extractor(tv, return_nodes={node: node for node in nodes})
+    nchw = torch.from_numpy(images.transpose(0, 3, 1, 2))
+    with torch.no_grad():
+        out = extractor(nchw.to(next(tv.parameters()).dtype))
+    maps = {}
+    for level in levels:
+        theirs = out[level.torchvision].numpy()
+        if level.tokens:
+            grid = images.shape[1] // level.reduction
+            theirs = np.asarray(tokens_to_map(theirs, height=grid, width=grid))
+        elif family != "swin":
+            theirs = theirs.transpose(0, 2, 3, 1)
+        maps[level.torchvision] = theirs
+    return maps
+
+
+def check_feature_maps(setup: dict) -> str:
+    """Our feature maps (of :func:`ours_in_float32`'s pass) against torchvision's at the nodes
+    the family names, every level: within ``FEATURE_RTOL`` of the map's scale, or (deep nets,
+    as for the logits) within 4x torchvision's own float32 rounding of that map. Returns the
+    worst level for the report."""
+    family = model_info(setup["name"]).family
+    theirs = torchvision_maps(setup["tv"], setup["images"], setup["levels"], family=family)
+    errors = {}
+    for level, ours in zip(setup["levels"], setup["maps"], strict=True):
+        expected = theirs[level.torchvision]
+        assert ours.shape == expected.shape, (level, ours.shape, expected.shape)
+        err = float(np.max(np.abs(np.asarray(ours, np.float64) - expected)))
+        errors[level.torchvision] = (err, float(np.max(np.abs(expected))))
+    rel = {node: err / max(1.0, scale) for node, (err, scale) in errors.items()}
+    worst = max(rel, key=rel.get)
+    report = (
+        f"feature maps ({len(errors)} levels) worst {worst}: max abs error "
+        f"{errors[worst][0]:.3g} on values up to {errors[worst][1]:.3g} (relative {rel[worst]:.2g})"
+    )
+    if rel[worst] >= FEATURE_RTOL:
+        tv64 = copy.deepcopy(setup["tv"]).double()
+        exact = torchvision_maps(tv64, setup["images"], setup["levels"], family=family)
+        for node, (err, _) in errors.items():
+            noise = float(np.max(np.abs(theirs[node] - exact[node])))
+            assert rel[node] < FEATURE_RTOL or err < 4 * noise, f"{node}: {report}, {noise=}"
+    return report
 
 
 # Relative input change of a few float64 ulps (1 ulp is 1.1e-16 relative), to measure how much a
@@ -156,6 +223,7 @@ def test_logits_match_torchvision(name):
     if not chaotic:
         err = float(np.max(np.abs(ours_in_float32(setup) - expected)))
         report += f"; float32 max abs logit error {err:.3g}"
+        report += "; " + check_feature_maps(setup)
         if err < PARITY_ATOL:
             print(report)
             return

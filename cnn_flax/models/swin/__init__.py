@@ -34,7 +34,13 @@ import functools
 
 import numpy as np
 
-from cnn_flax.models.registry import Family, Recipe, model_info, torchvision_weights
+from cnn_flax.models.features import FeatureNodes
+from cnn_flax.models.registry import (
+    Family,
+    Recipe,
+    model_info,
+    torchvision_weights,
+)
 from cnn_flax.models.state_dict import StateDictReader
 from cnn_flax.models.swin.model import (
     PatchEmbedding,
@@ -145,6 +151,15 @@ def _check_buffer(sd: StateDictReader, key: str, expected: np.ndarray, window: i
 
 _PAPER = "Liu et al. 2021, Swin Transformer: Hierarchical Vision Transformer using Shifted Windows"
 _PAPER_V2 = "Liu et al. 2022, Swin Transformer V2: Scaling Up Capacity and Resolution"
+
+
+def _torchvision_node(name: str, module: str) -> str:
+    """torchvision's node for our ``stage{i}_block{j}``: ``features.{2i - 1}`` (its patch
+    embedding and patch merging layers take the even places)."""
+    del name
+    return f"features.{2 * int(module[len('stage')]) - 1}"
+
+
 FAMILY = Family(
     name="swin",
     reference=_PAPER + "; torchvision swin_transformer",
@@ -182,6 +197,7 @@ FAMILY = Family(
         "TrivialAugment, EMA, repeated augmentation x4",
         target_source="torchvision IMAGENET1K_V1",
     ),
+    features=FeatureNodes(("stage*",), torchvision=_torchvision_node),
 )
 
 # name: (embed_dim, depths, heads, stochastic depth, version), as torchvision's builders; V1

@@ -317,10 +317,9 @@ class SwinTransformer(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         self._check()
         v2 = self.version == 2
-        conv = layers.bind_conv(
-            self.conv, dtype=self.dtype, use_bias=True, kernel_init=layers.torch_linear_init
+        conv, norm, _ = layers.bind_contract(
+            self, train=train, use_bias=True, kernel_init=layers.torch_linear_init
         )
-        norm = layers.bind_norm(self.norm, train=train, dtype=self.dtype, epsilon=self.norm_epsilon)
         dense = functools.partial(
             nn.Dense, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_init
         )
@@ -349,5 +348,4 @@ class SwinTransformer(nn.Module):
                 )(x, train=train)
                 b += 1
         x = norm(name="final_norm")(x)
-        x = jnp.mean(x, axis=(1, 2))
-        return layers.classifier(x, self.num_classes, dtype=self.dtype, kernel_init=_init)
+        return layers.pooled_head(self, x, kernel_init=_init)
