@@ -95,6 +95,8 @@ def write_tflite(
     """
     import tensorflow as tf
 
+    var_specs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.float32), variables)
+    fn = rewritten(fn, var_specs, spec, rule=_tflite_rule)
     with tempfile.TemporaryDirectory() as tmp:
         write_saved_model(fn, variables, spec, pathlib.Path(tmp))
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
@@ -111,20 +113,33 @@ def write_tflite(
 
 def tflite_interpreter(path: pathlib.Path, *, threads: int | None = None):
     """LiteRT's interpreter when ``ai-edge-litert`` is installed, else TensorFlow's (deprecated
-    in favour of LiteRT, still shipped with 2.21)."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        import warnings
+    in favour of LiteRT, still shipped with 2.21).
 
+    A graph XNNPACK, the default CPU delegate, refuses to prepare runs on the builtin kernels
+    instead, as on a device without the delegate (it refused ResNet-18's int8 graph while max
+    pooling was padded with ``-inf``; see ``_tflite_rule``).
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
         import tensorflow as tf
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
-    else:
+        Interpreter = tf.lite.Interpreter
+        OpResolverType = tf.lite.experimental.OpResolverType
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # TensorFlow's deprecation notice
         interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    interpreter.allocate_tensors()
+        try:
+            interpreter.allocate_tensors()
+        except RuntimeError:
+            interpreter = Interpreter(
+                model_path=str(path),
+                num_threads=threads,
+                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            )
+            interpreter.allocate_tensors()
     return interpreter
 
 
@@ -145,9 +160,10 @@ _CALLS = {"pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr", "core_ca
 _CUSTOM = {"custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr"}
 
 
-def _eval_inlined(jaxpr, consts: Sequence, args: Sequence) -> list:
+def _eval_inlined(jaxpr, consts: Sequence, args: Sequence, rule: Callable) -> list:
     """Evaluates ``jaxpr`` primitive by primitive, inlining nested calls and custom derivatives
-    (an exported inference graph needs neither)."""
+    (an exported inference graph needs neither); ``rule(eqn, invals)`` may replace an equation's
+    outputs (returns them as a list) or leave it alone (returns ``None``)."""
     env = {}
 
     def read(v):
@@ -165,9 +181,9 @@ def _eval_inlined(jaxpr, consts: Sequence, args: Sequence) -> list:
             closed = eqn.params[sub]
             inner = getattr(closed, "jaxpr", closed)
             inner_consts = getattr(closed, "consts", ())
-            outs = _eval_inlined(inner, inner_consts, invals)
-        elif name == "reduce_window_max" and _is_nhwc_pool(eqn):
-            outs = [_max_pool_nhwc(invals[0], eqn.params)]
+            outs = _eval_inlined(inner, inner_consts, invals, rule)
+        elif (replaced := rule(eqn, invals)) is not None:
+            outs = replaced
         else:
             params = eqn.primitive.get_bind_params(eqn.params)
             out = eqn.primitive.bind(*invals, **params)
@@ -175,6 +191,46 @@ def _eval_inlined(jaxpr, consts: Sequence, args: Sequence) -> list:
         for var, val in zip(eqn.outvars, outs):
             env[var] = val
     return [read(v) for v in jaxpr.outvars]
+
+
+def rewritten(fn: Callable, *specs: jax.ShapeDtypeStruct, rule: Callable) -> Callable:
+    """``fn`` (one array out) re-expressed primitive by primitive with ``rule`` applied."""
+    closed = jax.make_jaxpr(fn)(*specs)
+
+    def run(*args):
+        flat = jax.tree.leaves(args)
+        return _eval_inlined(closed.jaxpr, closed.consts, flat, rule)[0]
+
+    return run
+
+
+def _onnx_rule(eqn, invals):
+    if eqn.primitive.name == "reduce_window_max" and _is_nhwc_pool(eqn):
+        return [_max_pool_nhwc(invals[0], eqn.params)]
+    return None
+
+
+def _tflite_rule(eqn, invals):
+    """Padded max pooling as edge padding then unpadded pooling: the same maximum whenever every
+    window overlaps the image (pad < window, true of every pooling here), and no ``-inf`` pad
+    constant, which int8 quantisation cannot represent (the interpreter aborts on the
+    ``PADV2(-inf)`` TensorFlow 2.21 otherwise writes for ResNet's stem)."""
+    if eqn.primitive.name != "reduce_window_max":
+        return None
+    p = eqn.params
+    pads = tuple(tuple(pair) for pair in p["padding"])
+    if not any(lo or hi for lo, hi in pads) or any(
+        max(pair) >= w for pair, w in zip(pads, p["window_dimensions"])
+    ):
+        return None
+    if any(d != 1 for d in p["base_dilation"] + p["window_dilation"]):
+        return None
+    x = jnp.pad(invals[0], pads, mode="edge")
+    return [
+        jax.lax.reduce_window(
+            x, -jnp.inf, jax.lax.max, p["window_dimensions"], p["window_strides"], "VALID"
+        )
+    ]
 
 
 def _is_nhwc_pool(eqn) -> bool:
@@ -207,9 +263,8 @@ def write_onnx(fn: Callable, spec: jax.ShapeDtypeStruct, path: pathlib.Path, *, 
     ``images`` and output ``logits``."""
     from jax2onnx import to_onnx
 
-    closed = jax.make_jaxpr(fn)(spec)
     proto = to_onnx(
-        lambda images: _eval_inlined(closed.jaxpr, closed.consts, [images])[0],
+        rewritten(fn, spec, rule=_onnx_rule),
         [spec],
         model_name=name,
         input_names=["images"],
