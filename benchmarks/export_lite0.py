@@ -34,11 +34,11 @@ RUNNERS = {"saved_model": formats.run_saved_model, "tflite": formats.run_tflite}
 
 def make_photos(folder: pathlib.Path) -> None:
     from PIL import Image
-    from skimage import data
+    from skimage import data, util
 
     folder.mkdir(parents=True, exist_ok=True)
     for name in PHOTOS:
-        photo = getattr(data, name)()
+        photo = util.img_as_ubyte(getattr(data, name)())
         photo = np.stack([photo] * 3, -1) if photo.ndim == 2 else photo[..., :3]
         h, w = photo.shape[:2]
         side = int(min(h, w) * 0.8)

@@ -5,6 +5,8 @@ The checkpoints are random, with every parameter and BatchNorm statistic moved a
 initial value (a zero-initialised head would make every logit 0 and any export "agree"). Sizes:
 32 px, ResNet-18 with 10 classes, MobileNetV3-Small at width 0.5. TensorFlow conversion is the
 cost (about 10-20 s an export on a free core); ONNX adds jax2onnx's plugin import (about 10 s).
+One model per format runs by default (ONNX takes the MobileNet, whose squeeze-excite broadcasts
+broke jax2onnx's Flax-level conversion); the other model and float16 run with ``-m variants``.
 """
 
 import pathlib
@@ -122,6 +124,7 @@ def test_tflite_mobilenet_with_preprocessing(checkpoints, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.variants
 def test_tflite_resnet18_float16(checkpoints, tmp_path):
     report, error, scale = _export_and_compare(
         checkpoints, tmp_path, "resnet18", "tflite", float16=True
@@ -132,7 +135,9 @@ def test_tflite_resnet18_float16(checkpoints, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize(
+    "name", ["mobilenet_v3_small", pytest.param("resnet18", marks=pytest.mark.variants)]
+)
 def test_onnx(checkpoints, tmp_path, name):
     pytest.importorskip("jax2onnx")
     pytest.importorskip("onnxruntime")
@@ -175,7 +180,7 @@ def test_tflite_int8(checkpoints, tmp_path, photo_folder):
         ),
         log=lines.append,
     )
-    assert any("held out" in line and "agreement" in line for line in lines), lines
+    assert any("held-out" in line and "agreement" in line for line in lines), lines
     assert report.images == 2  # every fifth photo of ten is held out
     params = sum(np.size(a) for a in jax.tree.leaves(load_variables(checkpoints["resnet18"])))
     assert report.size_bytes < 1.5 * params, "int8 weights take 1 byte each"
