@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from cnn_flax.data.eval_transform import Preprocessing
 from cnn_flax.export import formats, images
-from cnn_flax.preprocessing import Preprocessing
 
 # Max |exported - JAX| logit error allowed, as a fraction of the largest |logit| (at least 1):
 # float32 arithmetic in another runtime differs by rounding only (1e-6 to 1e-5 measured);
@@ -180,10 +180,10 @@ def load_source(request: Request) -> Source:
     Raises:
       UsageError: unknown model, unreadable checkpoint or weights.
     """
-    from cnn_flax.checkpoint import CheckpointError, load_variables
+    from cnn_flax.training.checkpoint import CheckpointError, load_variables
 
     if request.checkpoint is not None:
-        from cnn_flax import predict
+        from cnn_flax.cli import predict
 
         checkpoint = pathlib.Path(request.checkpoint).expanduser()
         if not checkpoint.exists():

@@ -11,7 +11,7 @@ import pathlib
 
 import numpy as np
 
-from cnn_flax.preprocessing import Preprocessing
+from cnn_flax.data.eval_transform import Preprocessing
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -33,7 +33,7 @@ def load_uint8(paths: list[pathlib.Path], preprocessing: Preprocessing) -> np.nd
     """``[len(paths), crop, crop, 3]`` uint8: the model's evaluation resize and centre crop, not
     normalised (the same geometry as ``predict``; :func:`cnn_flax.predict.load_image` with a unit
     normalisation on the 0..255 scale)."""
-    from cnn_flax.predict import load_image
+    from cnn_flax.cli.predict import load_image
 
     p = preprocessing
     arrays = [

@@ -15,11 +15,11 @@ import jax
 import numpy as np
 import pytest
 
-from cnn_flax.checkpoint import load_variables, save_variables
+from cnn_flax.data.eval_transform import Preprocessing
 from cnn_flax.export import ExportCheckError, Request, UsageError, export, formats
 from cnn_flax.export.__main__ import main
 from cnn_flax.models import create_model
-from cnn_flax.preprocessing import Preprocessing
+from cnn_flax.training.checkpoint import load_variables, save_variables
 
 pytest.importorskip("tensorflow")
 
