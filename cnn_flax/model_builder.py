@@ -11,6 +11,11 @@ BatchNorm (``config.bn_mode``):
   GroupBatchNorm`), as the multi-GPU reference runs did (Goyal et al. 2017); the per-device batch
   then acts as the BN batch and the result depends on the device count.
 
+BatchNorm's running variance (``config.bn_running_var``): ``"unbiased"`` (default) updates it as
+torch does, with ``n / (n - 1)`` times the batch variance, so statistics evolve as in the
+torchvision recipes; ``"biased"`` is Flax's and Keras's convention (runs made before the default
+changed). Names and shapes are the same either way: checkpoints load in both.
+
 Convolutions: ``model_overrides.conv`` may name a preset of :data:`cnn_flax.models.depthwise.
 PRESETS` (``"cpu"``, ``"shift"``, ``"xla"``), e.g. ``--config.model_overrides.conv=cpu``; the
 model then binds that implementation in place of ``nn.Conv`` (``layers.bind_conv``), with the
@@ -26,12 +31,13 @@ import ml_collections
 from cnn_flax import finetune, steps
 
 BN_MODES = ("global", "per_device")
+BN_RUNNING_VARS = ("unbiased", "biased")
 
 
 def build_model(config: ml_collections.ConfigDict, *, num_classes: int, num_devices: int) -> Any:
     """The config's model, with per-device BatchNorm injected when ``bn_mode="per_device"``."""
     from cnn_flax.models import create_model
-    from cnn_flax.models.norm import per_device_batch_norm
+    from cnn_flax.models.norm import biased_running_var, per_device_batch_norm
 
     overrides = dict(config.model_overrides.to_dict()) if config.model_overrides else {}
     if isinstance(overrides.get("conv"), str):
@@ -45,7 +51,9 @@ def build_model(config: ml_collections.ConfigDict, *, num_classes: int, num_devi
     if config.bn_mode == "per_device":
         # Every BatchNorm the model is given, found by type (models without BatchNorm unchanged).
         model = per_device_batch_norm(model, num_devices)
+    if config.get("bn_running_var", "unbiased") == "biased":
+        model = biased_running_var(model)
     return model
 
 
-__all__ = ["BN_MODES", "build_model"]
+__all__ = ["BN_MODES", "BN_RUNNING_VARS", "build_model"]

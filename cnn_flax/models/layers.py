@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnn_flax.models import norm as _norm
+
 # The input contract of every model: RGB images scaled to [0, 1], then normalised per channel with
 # the ImageNet statistics torchvision uses. Said once here; the data pipeline (0-255 scale), predict
 # and GoogLeNet's ``transform_input`` derive from it.
@@ -66,9 +68,15 @@ def bind_norm(
     Flax's convention (weight of the old running value: torchvision's ``momentum=0.1`` is Flax's
     ``0.9``); any other norm (LayerNorm, GroupNorm) normalises each example and only gets
     ``epsilon``. Parameters and statistics stay float32 whatever ``dtype``.
+
+    A plain ``nn.BatchNorm`` is built as :class:`cnn_flax.models.norm.BatchNorm`, the same layer
+    with torch's running-variance update (unbiased batch variance), so statistics evolve as
+    torchvision's do; names, shapes and the forward pass are unchanged.
     """
     common = {"epsilon": epsilon, "dtype": dtype, "param_dtype": jnp.float32}
     if is_batch_norm(norm):
+        if module_class(norm) is nn.BatchNorm:
+            norm = _norm.torch_convention(norm)
         return functools.partial(norm, use_running_average=not train, momentum=momentum, **common)
     return functools.partial(norm, **common)
 
