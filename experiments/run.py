@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +60,9 @@ def build_config(study: Study, variant: Variant, *, seed: int, args: argparse.Na
         else:
             set_path(config, path, value)
     match_stored_size(config)
+    message = patch_pitfall(config)
+    if message:
+        warnings.warn(message, stacklevel=2)
     config.seed = seed
     config.total_steps = args.steps
     config.batch_size = args.batch_size
@@ -72,6 +76,48 @@ def build_config(study: Study, variant: Variant, *, seed: int, args: argparse.Na
     # Seeds after the first reuse the compiled steps of the same arm.
     config.compilation_cache_dir = str(args.cache_dir)
     return config
+
+
+# Families that embed non-overlapping patches with one linear map (a "patchify" stem).
+PATCH_FAMILIES = ("vit", "swin", "convnext")
+DIGITS_NATIVE_PX = 8
+
+
+def patch_pitfall(config) -> str | None:
+    """A warning when a patch model reads the digits enlarged past their native 8 pixels.
+
+    ``digits/N`` stores each 8x8 digit enlarged N/8 times, so a patch no larger than that factor
+    sees one grey level: the patch embedding is then rank one, and with ImageNet normalisation
+    every token is the same vector times a large offset, next to which a small position embedding
+    is invisible. A ViT so trained cannot tell where a patch is (issue 18: 21% top-1, no better
+    than a position-blind histogram classifier). Use the native 8 px, or background-zero
+    normalisation (``data.mean=0, data.std=255``, which the issue measured at 88.9% for the same
+    ViT in 200 steps).
+    """
+    from cnn_flax.models import model_info
+
+    name = str(config.data.name)
+    size = int(config.data.image_size)
+    if not name.startswith("digits") or size <= DIGITS_NATIVE_PX:
+        return None
+    try:
+        family = model_info(config.model).family
+    except (KeyError, ValueError):
+        return None
+    if family not in PATCH_FAMILIES:
+        return None
+    overrides = config.model_overrides.to_dict() if config.model_overrides else {}
+    patch = int(overrides.get("patch_size", 4))
+    factor = size / DIGITS_NATIVE_PX
+    background_zero = all(m == 0 for m in config.data.mean)
+    if patch <= factor and not background_zero:
+        return (
+            f"{config.model} ({family}) reads {name} at {size} px: the 8 px digits enlarged "
+            f"{factor:g}x, so its {patch}-pixel patches are one grey level each and its "
+            "patch embedding is rank one; train at --image-size=8 or set data.mean=0, "
+            "data.std=255 (experiments/run.py patch_pitfall)."
+        )
+    return None
 
 
 def count_params_and_macs(config) -> tuple[int, int]:
@@ -235,6 +281,65 @@ def mean_spread(values: list[float]) -> str:
     return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
+def t_interval(values: list[float], *, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean, standard deviation and the half-width of the Student-t confidence interval of the
+    mean over seeds (``nan`` widths with one seed: no spread measured)."""
+    from scipy import stats
+
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, float("nan"), float("nan")
+    std = statistics.stdev(values)
+    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * std / len(values) ** 0.5
+    return mean, std, half
+
+
+def seeds_needed(effect: float, std: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Seeds per arm for a two-sided test at ``alpha`` to detect ``effect`` with ``power``, given
+    the per-seed spread ``std`` (normal approximation: 2 (z_a/2 + z_b)^2 std^2 / effect^2)."""
+    from scipy import stats
+
+    if effect == 0:
+        return float("inf")
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return max(2.0, 2 * (z * std / effect) ** 2)
+
+
+def interval_lines(results: list[dict], metric: str = "eval_top1") -> list[str]:
+    """Per arm the metric's mean, std and 95% t-interval over seeds; per arm after the first of
+    its group, the effect against that first arm and the seeds per arm its spread needs."""
+    lines = [
+        "",
+        f"`{metric}` over seeds: mean, standard deviation, 95% Student-t interval of the mean; "
+        "effect against the first arm of the group, and the seeds per arm that the measured "
+        "spread needs to resolve it (two-sided 5%, power 80%).",
+        "",
+        "| variant | seeds | mean | std | 95% CI | effect | seeds needed |",
+        "|---|---:|---:|---:|---|---:|---:|",
+    ]
+    baselines: dict[str, tuple[float, float]] = {}
+    for label in dict.fromkeys(r["variant"] for r in results):
+        rows = [r for r in results if r["variant"] == label]
+        mean, std, half = t_interval([float(r[metric]) for r in rows])
+        group = rows[0].get("group", "")
+        ci = f"[{mean - half:.4f}, {mean + half:.4f}]" if half == half else "n/a (1 seed)"
+        effect = needed = ""
+        if group in baselines:
+            base_mean, base_std = baselines[group]
+            delta = mean - base_mean
+            pooled = ((std**2 + base_std**2) / 2) ** 0.5 if std == std else float("nan")
+            effect = f"{delta:+.4f}"
+            n = seeds_needed(delta, pooled) if pooled == pooled else float("nan")
+            needed = "n/a" if n != n else ("inf" if n == float("inf") else f"{n:.0f}")
+        else:
+            baselines[group] = (mean, std)
+        lines.append(
+            f"| {label} | {len(rows)} | {mean:.4f} | "
+            f"{std:.4f} | {ci} | {effect} | {needed} |".replace("nan", "n/a")
+        )
+    return lines
+
+
 def summary_table(results: list[dict], args: argparse.Namespace) -> str:
     seeds = ",".join(str(s) for s in args.seeds)
     lines = [
@@ -252,6 +357,7 @@ def summary_table(results: list[dict], args: argparse.Namespace) -> str:
             f"{mean_spread([r['final_train_loss'] for r in rows])} | "
             f"{mean_spread([r['eval_top1'] for r in rows])} |"
         )
+    lines += interval_lines(results)
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 a handful of steps through the real training system (every study with ``-m studies``)."""
 
 import csv
+import warnings
 
 import pytest
 
@@ -163,3 +164,40 @@ def test_help_is_laid_out_and_works_from_another_folder(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "\n  results.csv   one row per" in done.stdout  # the file list, one line each
     assert "--overwrite" in done.stdout
+
+
+def test_patch_model_on_enlarged_digits_warns():
+    """The vit_vs_resnet pitfall (issue 18): a ViT's 4-pixel patches on digits/32 see one grey
+    level each; the runner names it, unless the background is zero or the digits are native."""
+    import argparse
+
+    from experiments.run import build_config, load_study
+
+    study = load_study("vit_vs_resnet")
+    vit, resnet = study.variants[1], study.variants[0]
+    args = argparse.Namespace(
+        dataset="digits", image_size=None, steps=4, batch_size=8, warmup_epochs=None, cache_dir="x"
+    )
+    with pytest.warns(UserWarning, match="rank one"):
+        build_config(study, vit, seed=0, args=args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_config(study, resnet, seed=0, args=args)
+        build_config(study, vit, seed=0, args=argparse.Namespace(**{**vars(args), "image_size": 8}))
+
+
+def test_summary_reports_t_intervals_and_seeds_needed():
+    from experiments.run import interval_lines, seeds_needed, t_interval
+
+    mean, std, half = t_interval([0.90, 0.92, 0.94])
+    assert (round(mean, 4), round(std, 4)) == (0.92, 0.02)
+    assert half == pytest.approx(4.302653 * 0.02 / 3**0.5, rel=1e-5)  # t(0.975, 2 dof)
+    # 2 (1.96 + 0.8416)^2 (0.02 / 0.01)^2 = 62.8 seeds per arm for a 1-point effect.
+    assert seeds_needed(0.01, 0.02) == pytest.approx(62.79, rel=1e-3)
+    rows = [
+        {"variant": v, "group": "g", "seed": s, "eval_top1": x}
+        for v, xs in (("a", [0.90, 0.92, 0.94]), ("b", [0.91, 0.93, 0.95]))
+        for s, x in enumerate(xs)
+    ]
+    table = "\n".join(interval_lines(rows))
+    assert "| b | 3 | 0.9300 | 0.0200 | [0.8803, 0.9797] | +0.0100 | 63 |" in table
