@@ -51,7 +51,21 @@ def load_study(name: str) -> Study:
     return importlib.import_module(f"experiments.{name}.config").STUDY
 
 
-def build_config(study: Study, variant: Variant, *, seed: int, args: argparse.Namespace):
+def build_config(
+    study: Study,
+    variant: Variant,
+    *,
+    seed: int,
+    args: argparse.Namespace,
+    steps: int | None = None,
+    lr: float | None = None,
+    held_out: bool = False,
+):
+    """The arm's training config for one seed. ``steps`` (default ``args.steps``) is the arm's
+    own budget under ``--equal-compute``; ``lr`` sets ``optimizer.lr`` (the sweep's rate);
+    ``held_out`` trains on the first 80% of the training split and evaluates on the rest, so a
+    learning rate is never picked on the test split."""
+    steps = steps or args.steps
     config = study.base_config(dataset=args.dataset, image_size=args.image_size)
     for path, value in variant.changes.items():
         if path == "data.image_scale":
@@ -64,19 +78,26 @@ def build_config(study: Study, variant: Variant, *, seed: int, args: argparse.Na
     if message:
         warnings.warn(message, stacklevel=2)
     config.seed = seed
-    config.total_steps = args.steps
+    config.total_steps = steps
+    if lr is not None:
+        config.optimizer.lr = lr
+    if held_out:
+        config.data.train_split = f"train[:{100 - HELD_OUT_PERCENT}%]"
+        config.data.eval_split = f"train[{100 - HELD_OUT_PERCENT}%:]"
     config.batch_size = args.batch_size
     if args.warmup_epochs is not None:
         config.schedule.warmup_epochs = args.warmup_epochs
     # Evaluate a few times along the way and once at the end; checkpoint only at the end
     # (the workdir is temporary, so no intermediate saves).
-    config.eval_every_steps = max(1, args.steps // 4)
-    config.log_every_steps = max(1, args.steps // 30)
+    config.eval_every_steps = max(1, steps // 4)
+    config.log_every_steps = max(1, steps // 30)
     config.checkpoint_every_steps = 0
     # Seeds after the first reuse the compiled steps of the same arm.
     config.compilation_cache_dir = str(args.cache_dir)
     return config
 
+
+HELD_OUT_PERCENT = 20  # of the training split, for picking a learning rate
 
 # Families that embed non-overlapping patches with one linear map (a "patchify" stem).
 PATCH_FAMILIES = ("vit", "swin", "convnext")
@@ -174,23 +195,32 @@ def run_study(study: Study, args: argparse.Namespace) -> pathlib.Path:
     results, curves = [], []
     counts: dict[str, tuple[int, int]] = {}
     variants = [study.variants[i] for i in args.variants] if args.variants else study.variants
+    budgets = arm_steps(study, variants, args)
     runs = [(v, s) for v in variants for s in args.seeds]
     bar = tqdm(runs, desc=study.name, unit="run", file=sys.stderr)
+    sweep_rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix=f"exp_{study.name}_") as tmp:
         runs_dir = pathlib.Path(args.runs_dir) / study.name if args.runs_dir else pathlib.Path(tmp)
+        rates = {
+            v.label: pick_learning_rate(study, v, args, runs_dir, budgets[v.label], sweep_rows)
+            for v in variants
+        }
         for variant, seed in bar:
             bar.set_postfix_str(f"{variant.label} seed={seed}")
-            config = build_config(study, variant, seed=seed, args=args)
-            workdir = runs_dir / f"{variant.label}_s{seed}"
+            steps = budgets[variant.label]
+            lr = rates[variant.label]
+            config = build_config(study, variant, seed=seed, args=args, steps=steps, lr=lr)
+            suffix = "" if lr is None else f"_lr{lr:g}"
+            workdir = runs_dir / f"{variant.label}_s{seed}{suffix}"
             log, wall = train_or_reuse(config, workdir)
             if variant.label not in counts:  # the same for every seed
                 counts[variant.label] = count_params_and_macs(config)
             params, macs = counts[variant.label]
             train_rows = [r for r in log if r.get("split") == "train"]
             final_eval = [r for r in log if r.get("split") == "eval"][-1]
-            if final_eval["step"] != args.steps:
+            if final_eval["step"] != steps:
                 raise SystemExit(
-                    f"error: {workdir} ended at step {final_eval['step']}, not {args.steps}; "
+                    f"error: {workdir} ended at step {final_eval['step']}, not {steps}; "
                     "delete it (or fix its config) and rerun"
                 )
             for r in log:
@@ -217,6 +247,7 @@ def run_study(study: Study, args: argparse.Namespace) -> pathlib.Path:
                     "mmacs": round(macs / 1e6, 3),
                     "final_train_loss": round(statistics.fmean(r["loss"] for r in tail), 5),
                     "image_size": int(config.data.image_size),
+                    "lr": float(config.optimizer.lr),
                     "eval_top1": round(float(final_eval["top1"]), 5),
                     "eval_loss": round(float(final_eval["loss"]), 5),
                     "wall_s": wall,
@@ -224,8 +255,43 @@ def run_study(study: Study, args: argparse.Namespace) -> pathlib.Path:
             )
     write_csv(out / "results.csv", results)
     write_csv(out / "curves.csv", curves)
+    if sweep_rows:
+        write_csv(out / "lr_sweep.csv", sweep_rows)
     write_summary_and_plot(study, results, curves, out=out, args=args)
     return out
+
+
+def arm_steps(study: Study, variants, args: argparse.Namespace) -> dict[str, int]:
+    """Training steps per arm: ``args.steps`` each, or with ``--equal-compute`` the first arm's
+    ``args.steps`` times its MACs per image, divided by each arm's (equal training compute)."""
+    if not args.equal_compute:
+        return {v.label: args.steps for v in variants}
+    macs = {
+        v.label: count_params_and_macs(build_config(study, v, seed=0, args=args))[1]
+        for v in variants
+    }
+    budget = args.steps * macs[variants[0].label]
+    return {label: max(1, round(budget / m)) for label, m in macs.items()}
+
+
+def pick_learning_rate(
+    study: Study, variant: Variant, args, runs_dir: pathlib.Path, steps: int, rows: list[dict]
+) -> float | None:
+    """With ``--lr-sweep``, the rate of the sweep whose run (first seed) reaches the best top-1
+    on the held-out part of the training split; ``None`` (the recipe's rate) without one."""
+    if not args.lr_sweep:
+        return None
+    seed = args.seeds[0]
+    scores = {}
+    for lr in args.lr_sweep:
+        config = build_config(
+            study, variant, seed=seed, args=args, steps=steps, lr=lr, held_out=True
+        )
+        log, _ = train_or_reuse(config, runs_dir / f"sweep_{variant.label}_s{seed}_lr{lr:g}")
+        top1 = float([r for r in log if r.get("split") == "eval"][-1]["top1"])
+        scores[lr] = top1
+        rows.append({"variant": variant.label, "lr": lr, "heldout_top1": round(top1, 5)})
+    return max(scores, key=scores.get)
 
 
 def write_summary_and_plot(study, results, curves, *, out: pathlib.Path, args) -> None:
@@ -357,6 +423,10 @@ def summary_table(results: list[dict], args: argparse.Namespace) -> str:
             f"{mean_spread([r['final_train_loss'] for r in rows])} | "
             f"{mean_spread([r['eval_top1'] for r in rows])} |"
         )
+    arms = {r["variant"]: (r["steps"], r.get("lr")) for r in results}
+    if any(steps != args.steps for steps, _ in arms.values()) or getattr(args, "lr_sweep", None):
+        lines += ["", "Per arm (equal compute and/or the learning rate the sweep picked):", ""]
+        lines += [f"- {label}: {steps} steps, lr {lr}" for label, (steps, lr) in arms.items()]
     lines += interval_lines(results)
     return "\n".join(lines)
 
@@ -380,6 +450,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "less, or the warm-up takes most of the run",
     )
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1])
+    parser.add_argument(
+        "--lr-sweep",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=None,
+        help="optimizer.lr values to try per arm, e.g. 0.1,0.4,1.6: each arm's best on a "
+        f"held-out {HELD_OUT_PERCENT}%% of the training split (first seed) is then used for "
+        "every seed; the sweep is written to lr_sweep.csv",
+    )
+    parser.add_argument(
+        "--equal-compute",
+        action="store_true",
+        help="scale each arm's steps so that steps x MACs per image equal the first arm's "
+        "(--steps is the first arm's)",
+    )
     parser.add_argument(
         "--variants",
         type=lambda s: [int(x) for x in s.split(",")],
