@@ -214,10 +214,13 @@ def _ours(model, variables, images, weights, *, grad: bool = True):
 
     def loss(params):
         with nn.intercept_methods(record_dense):
-            _, updates = model.apply(
+            out, updates = model.apply(
                 {**variables, "params": params}, images, train=True, mutable=["batch_stats"]
             )
-        logits = last_dense[0]
+        # SqueezeNet's classifier is a 1x1 convolution followed by ReLU and pooling: its last
+        # Dense-like layer is not the logits, so the (float32-cast) output is compared instead.
+        logits = last_dense[0] if last_dense and last_dense[0].shape == out.shape else out
+        logits = logits.astype(jnp.float64)
         return jnp.sum(logits * weights), (logits, updates.get("batch_stats", {}))
 
     if not grad:
