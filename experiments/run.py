@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +52,21 @@ def load_study(name: str) -> Study:
     return importlib.import_module(f"experiments.{name}.config").STUDY
 
 
-def build_config(study: Study, variant: Variant, *, seed: int, args: argparse.Namespace):
+def build_config(
+    study: Study,
+    variant: Variant,
+    *,
+    seed: int,
+    args: argparse.Namespace,
+    steps: int | None = None,
+    lr: float | None = None,
+    held_out: bool = False,
+):
+    """The arm's training config for one seed. ``steps`` (default ``args.steps``) is the arm's
+    own budget under ``--equal-compute``; ``lr`` sets ``optimizer.lr`` (the sweep's rate);
+    ``held_out`` trains on the first 80% of the training split and evaluates on the rest, so a
+    learning rate is never picked on the test split."""
+    steps = steps or args.steps
     config = study.base_config(dataset=args.dataset, image_size=args.image_size)
     for path, value in variant.changes.items():
         if path == "data.image_scale":
@@ -60,19 +75,71 @@ def build_config(study: Study, variant: Variant, *, seed: int, args: argparse.Na
         else:
             set_path(config, path, value)
     match_stored_size(config)
+    message = patch_pitfall(config)
+    if message:
+        warnings.warn(message, stacklevel=2)
     config.seed = seed
-    config.total_steps = args.steps
+    config.total_steps = steps
+    if lr is not None:
+        config.optimizer.lr = lr
+    if held_out:
+        config.data.train_split = f"train[:{100 - HELD_OUT_PERCENT}%]"
+        config.data.eval_split = f"train[{100 - HELD_OUT_PERCENT}%:]"
     config.batch_size = args.batch_size
     if args.warmup_epochs is not None:
         config.schedule.warmup_epochs = args.warmup_epochs
     # Evaluate a few times along the way and once at the end; checkpoint only at the end
     # (the workdir is temporary, so no intermediate saves).
-    config.eval_every_steps = max(1, args.steps // 4)
-    config.log_every_steps = max(1, args.steps // 30)
+    config.eval_every_steps = max(1, steps // 4)
+    config.log_every_steps = max(1, steps // 30)
     config.checkpoint_every_steps = 0
     # Seeds after the first reuse the compiled steps of the same arm.
     config.compilation_cache_dir = str(args.cache_dir)
     return config
+
+
+HELD_OUT_PERCENT = 20  # of the training split, for picking a learning rate
+
+# Families that embed non-overlapping patches with one linear map (a "patchify" stem).
+PATCH_FAMILIES = ("vit", "swin", "convnext")
+DIGITS_NATIVE_PX = 8
+
+
+def patch_pitfall(config) -> str | None:
+    """A warning when a patch model reads the digits enlarged past their native 8 pixels.
+
+    ``digits/N`` stores each 8x8 digit enlarged N/8 times, so a patch no larger than that factor
+    sees one grey level: the patch embedding is then rank one, and with ImageNet normalisation
+    every token is the same vector times a large offset, next to which a small position embedding
+    is invisible. A ViT so trained cannot tell where a patch is (issue 18: 21% top-1, no better
+    than a position-blind histogram classifier). Use the native 8 px, or background-zero
+    normalisation (``data.mean=0, data.std=255``, which the issue measured at 88.9% for the same
+    ViT in 200 steps).
+    """
+    from cnn_flax.models import model_info
+
+    name = str(config.data.name)
+    size = int(config.data.image_size)
+    if not name.startswith("digits") or size <= DIGITS_NATIVE_PX:
+        return None
+    try:
+        family = model_info(config.model).family
+    except (KeyError, ValueError):
+        return None
+    if family not in PATCH_FAMILIES:
+        return None
+    overrides = config.model_overrides.to_dict() if config.model_overrides else {}
+    patch = int(overrides.get("patch_size", 4))
+    factor = size / DIGITS_NATIVE_PX
+    background_zero = all(m == 0 for m in config.data.mean)
+    if patch <= factor and not background_zero:
+        return (
+            f"{config.model} ({family}) reads {name} at {size} px: the 8 px digits enlarged "
+            f"{factor:g}x, so its {patch}-pixel patches are one grey level each and its "
+            "patch embedding is rank one; train at --image-size=8 or set data.mean=0, "
+            "data.std=255 (experiments/run.py patch_pitfall)."
+        )
+    return None
 
 
 def count_params_and_macs(config) -> tuple[int, int]:
@@ -129,23 +196,32 @@ def run_study(study: Study, args: argparse.Namespace) -> pathlib.Path:
     results, curves = [], []
     counts: dict[str, tuple[int, int]] = {}
     variants = [study.variants[i] for i in args.variants] if args.variants else study.variants
+    budgets = arm_steps(study, variants, args)
     runs = [(v, s) for v in variants for s in args.seeds]
     bar = tqdm(runs, desc=study.name, unit="run", file=sys.stderr)
+    sweep_rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix=f"exp_{study.name}_") as tmp:
         runs_dir = pathlib.Path(args.runs_dir) / study.name if args.runs_dir else pathlib.Path(tmp)
+        rates = {
+            v.label: pick_learning_rate(study, v, args, runs_dir, budgets[v.label], sweep_rows)
+            for v in variants
+        }
         for variant, seed in bar:
             bar.set_postfix_str(f"{variant.label} seed={seed}")
-            config = build_config(study, variant, seed=seed, args=args)
-            workdir = runs_dir / f"{variant.label}_s{seed}"
+            steps = budgets[variant.label]
+            lr = rates[variant.label]
+            config = build_config(study, variant, seed=seed, args=args, steps=steps, lr=lr)
+            suffix = "" if lr is None else f"_lr{lr:g}"
+            workdir = runs_dir / f"{variant.label}_s{seed}{suffix}"
             log, wall = train_or_reuse(config, workdir)
             if variant.label not in counts:  # the same for every seed
                 counts[variant.label] = count_params_and_macs(config)
             params, macs = counts[variant.label]
             train_rows = [r for r in log if r.get("split") == "train"]
             final_eval = [r for r in log if r.get("split") == "eval"][-1]
-            if final_eval["step"] != args.steps:
+            if final_eval["step"] != steps:
                 raise SystemExit(
-                    f"error: {workdir} ended at step {final_eval['step']}, not {args.steps}; "
+                    f"error: {workdir} ended at step {final_eval['step']}, not {steps}; "
                     "delete it (or fix its config) and rerun"
                 )
             for r in log:
@@ -172,6 +248,7 @@ def run_study(study: Study, args: argparse.Namespace) -> pathlib.Path:
                     "mmacs": round(macs / 1e6, 3),
                     "final_train_loss": round(statistics.fmean(r["loss"] for r in tail), 5),
                     "image_size": int(config.data.image_size),
+                    "lr": float(config.optimizer.lr),
                     "eval_top1": round(float(final_eval["top1"]), 5),
                     "eval_loss": round(float(final_eval["loss"]), 5),
                     "wall_s": wall,
@@ -179,8 +256,43 @@ def run_study(study: Study, args: argparse.Namespace) -> pathlib.Path:
             )
     write_csv(out / "results.csv", results)
     write_csv(out / "curves.csv", curves)
+    if sweep_rows:
+        write_csv(out / "lr_sweep.csv", sweep_rows)
     write_summary_and_plot(study, results, curves, out=out, args=args)
     return out
+
+
+def arm_steps(study: Study, variants, args: argparse.Namespace) -> dict[str, int]:
+    """Training steps per arm: ``args.steps`` each, or with ``--equal-compute`` the first arm's
+    ``args.steps`` times its MACs per image, divided by each arm's (equal training compute)."""
+    if not args.equal_compute:
+        return {v.label: args.steps for v in variants}
+    macs = {
+        v.label: count_params_and_macs(build_config(study, v, seed=0, args=args))[1]
+        for v in variants
+    }
+    budget = args.steps * macs[variants[0].label]
+    return {label: max(1, round(budget / m)) for label, m in macs.items()}
+
+
+def pick_learning_rate(
+    study: Study, variant: Variant, args, runs_dir: pathlib.Path, steps: int, rows: list[dict]
+) -> float | None:
+    """With ``--lr-sweep``, the rate of the sweep whose run (first seed) reaches the best top-1
+    on the held-out part of the training split; ``None`` (the recipe's rate) without one."""
+    if not args.lr_sweep:
+        return None
+    seed = args.seeds[0]
+    scores = {}
+    for lr in args.lr_sweep:
+        config = build_config(
+            study, variant, seed=seed, args=args, steps=steps, lr=lr, held_out=True
+        )
+        log, _ = train_or_reuse(config, runs_dir / f"sweep_{variant.label}_s{seed}_lr{lr:g}")
+        top1 = float([r for r in log if r.get("split") == "eval"][-1]["top1"])
+        scores[lr] = top1
+        rows.append({"variant": variant.label, "lr": lr, "heldout_top1": round(top1, 5)})
+    return max(scores, key=scores.get)
 
 
 def write_summary_and_plot(study, results, curves, *, out: pathlib.Path, args) -> None:
@@ -236,6 +348,65 @@ def mean_spread(values: list[float]) -> str:
     return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
+def t_interval(values: list[float], *, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean, standard deviation and the half-width of the Student-t confidence interval of the
+    mean over seeds (``nan`` widths with one seed: no spread measured)."""
+    from scipy import stats
+
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, float("nan"), float("nan")
+    std = statistics.stdev(values)
+    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * std / len(values) ** 0.5
+    return mean, std, half
+
+
+def seeds_needed(effect: float, std: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Seeds per arm for a two-sided test at ``alpha`` to detect ``effect`` with ``power``, given
+    the per-seed spread ``std`` (normal approximation: 2 (z_a/2 + z_b)^2 std^2 / effect^2)."""
+    from scipy import stats
+
+    if effect == 0:
+        return float("inf")
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return max(2.0, 2 * (z * std / effect) ** 2)
+
+
+def interval_lines(results: list[dict], metric: str = "eval_top1") -> list[str]:
+    """Per arm the metric's mean, std and 95% t-interval over seeds; per arm after the first of
+    its group, the effect against that first arm and the seeds per arm its spread needs."""
+    lines = [
+        "",
+        f"`{metric}` over seeds: mean, standard deviation, 95% Student-t interval of the mean; "
+        "effect against the first arm of the group, and the seeds per arm that the measured "
+        "spread needs to resolve it (two-sided 5%, power 80%).",
+        "",
+        "| variant | seeds | mean | std | 95% CI | effect | seeds needed |",
+        "|---|---:|---:|---:|---|---:|---:|",
+    ]
+    baselines: dict[str, tuple[float, float]] = {}
+    for label in dict.fromkeys(r["variant"] for r in results):
+        rows = [r for r in results if r["variant"] == label]
+        mean, std, half = t_interval([float(r[metric]) for r in rows])
+        group = rows[0].get("group", "")
+        ci = f"[{mean - half:.4f}, {mean + half:.4f}]" if half == half else "n/a (1 seed)"
+        effect = needed = ""
+        if group in baselines:
+            base_mean, base_std = baselines[group]
+            delta = mean - base_mean
+            pooled = ((std**2 + base_std**2) / 2) ** 0.5 if std == std else float("nan")
+            effect = f"{delta:+.4f}"
+            n = seeds_needed(delta, pooled) if pooled == pooled else float("nan")
+            needed = "n/a" if n != n else ("inf" if n == float("inf") else f"{n:.0f}")
+        else:
+            baselines[group] = (mean, std)
+        lines.append(
+            f"| {label} | {len(rows)} | {mean:.4f} | "
+            f"{std:.4f} | {ci} | {effect} | {needed} |".replace("nan", "n/a")
+        )
+    return lines
+
+
 def summary_table(results: list[dict], args: argparse.Namespace) -> str:
     seeds = ",".join(str(s) for s in args.seeds)
     lines = [
@@ -253,6 +424,11 @@ def summary_table(results: list[dict], args: argparse.Namespace) -> str:
             f"{mean_spread([r['final_train_loss'] for r in rows])} | "
             f"{mean_spread([r['eval_top1'] for r in rows])} |"
         )
+    arms = {r["variant"]: (r["steps"], r.get("lr")) for r in results}
+    if any(steps != args.steps for steps, _ in arms.values()) or getattr(args, "lr_sweep", None):
+        lines += ["", "Per arm (equal compute and/or the learning rate the sweep picked):", ""]
+        lines += [f"- {label}: {steps} steps, lr {lr}" for label, (steps, lr) in arms.items()]
+    lines += interval_lines(results)
     return "\n".join(lines)
 
 
@@ -275,6 +451,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "less, or the warm-up takes most of the run",
     )
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1])
+    parser.add_argument(
+        "--lr-sweep",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=None,
+        help="optimizer.lr values to try per arm, e.g. 0.1,0.4,1.6: each arm's best on a "
+        f"held-out {HELD_OUT_PERCENT}%% of the training split (first seed) is then used for "
+        "every seed; the sweep is written to lr_sweep.csv",
+    )
+    parser.add_argument(
+        "--equal-compute",
+        action="store_true",
+        help="scale each arm's steps so that steps x MACs per image equal the first arm's "
+        "(--steps is the first arm's)",
+    )
     parser.add_argument(
         "--variants",
         type=lambda s: [int(x) for x in s.split(",")],

@@ -2,6 +2,7 @@
 a handful of steps through the real training system (every study with ``-m studies``)."""
 
 import csv
+import warnings
 
 import pytest
 
@@ -163,3 +164,86 @@ def test_help_is_laid_out_and_works_from_another_folder(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "\n  results.csv   one row per" in done.stdout  # the file list, one line each
     assert "--overwrite" in done.stdout
+
+
+def test_patch_model_on_enlarged_digits_warns():
+    """The vit_vs_resnet pitfall (issue 18): a ViT's 4-pixel patches on digits/32 see one grey
+    level each; the runner names it, unless the background is zero or the digits are native."""
+    import argparse
+
+    from experiments.run import build_config, load_study
+
+    study = load_study("vit_vs_resnet")
+    vit, resnet = study.variants[1], study.variants[0]
+    args = argparse.Namespace(
+        dataset="digits", image_size=None, steps=4, batch_size=8, warmup_epochs=None, cache_dir="x"
+    )
+    with pytest.warns(UserWarning, match="rank one"):
+        build_config(study, vit, seed=0, args=args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_config(study, resnet, seed=0, args=args)
+        build_config(study, vit, seed=0, args=argparse.Namespace(**{**vars(args), "image_size": 8}))
+
+
+def test_summary_reports_t_intervals_and_seeds_needed():
+    from experiments.run import interval_lines, seeds_needed, t_interval
+
+    mean, std, half = t_interval([0.90, 0.92, 0.94])
+    assert (round(mean, 4), round(std, 4)) == (0.92, 0.02)
+    assert half == pytest.approx(4.302653 * 0.02 / 3**0.5, rel=1e-5)  # t(0.975, 2 dof)
+    # 2 (1.96 + 0.8416)^2 (0.02 / 0.01)^2 = 62.8 seeds per arm for a 1-point effect.
+    assert seeds_needed(0.01, 0.02) == pytest.approx(62.79, rel=1e-3)
+    rows = [
+        {"variant": v, "group": "g", "seed": s, "eval_top1": x}
+        for v, xs in (("a", [0.90, 0.92, 0.94]), ("b", [0.91, 0.93, 0.95]))
+        for s, x in enumerate(xs)
+    ]
+    table = "\n".join(interval_lines(rows))
+    assert "| b | 3 | 0.9300 | 0.0200 | [0.8803, 0.9797] | +0.0100 | 63 |" in table
+
+
+def test_lr_sweep_picks_on_held_out_training_images_and_equal_compute_scales_steps(
+    tmp_path, monkeypatch
+):
+    """--lr-sweep trains each arm at every rate on 80% of the training split, evaluates on the
+    other 20% (never the test split), and runs the seeds at the best; --equal-compute gives each
+    arm the first arm's steps x MACs. The trainer is replaced by a fake whose held-out top-1
+    peaks at a different rate per arm."""
+
+    study = run.load_study("degradation")
+    first, second = CHEAP_ARMS["degradation"]
+    labels = [study.variants[i].label for i in (first, second)]
+    best = {labels[0]: 0.4, labels[1]: 0.1}
+    seen = []
+
+    def fake_train(config, workdir):
+        label = next(lbl for lbl in labels if workdir.name.startswith(lbl) or lbl in workdir.name)
+        lr = float(config.optimizer.lr)
+        seen.append((workdir.name, config.data.train_split, config.data.eval_split, lr))
+        top1 = 1.0 - abs(lr - best[label]) if config.data.train_split else 0.5
+        steps = int(config.total_steps)
+        log = [{"split": "train", "step": steps, "loss": 1.0, "accuracy": 0.5}]
+        log.append({"split": "eval", "step": steps, "top1": top1, "loss": 1.0})
+        return log, 0.0
+
+    monkeypatch.setattr(run, "train_or_reuse", fake_train)
+    args = run.parse_args(
+        ["degradation", "--steps=12", "--seeds=0,1", f"--variants={first},{second}"]
+        + ["--lr-sweep=0.1,0.4,1.6", "--equal-compute", f"--out={tmp_path}"]
+    )
+    run.run_study(study, args)
+    sweeps = [s for s in seen if s[0].startswith("sweep_")]
+    assert len(sweeps) == 6 and all(s[1:3] == ("train[:80%]", "train[80%:]") for s in sweeps)
+    finals = [s for s in seen if not s[0].startswith("sweep_")]
+    # The seeds train and evaluate on the study's own splits.
+    assert len(finals) == 4 and not any("%" in str(s[1]) + str(s[2]) for s in finals)
+    with (tmp_path / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["variant"], float(r["lr"])) for r in rows} == set(best.items())
+    macs = {r["variant"]: float(r["mmacs"]) for r in rows}
+    steps = {r["variant"]: int(r["steps"]) for r in rows}
+    assert steps[labels[0]] == 12
+    assert steps[labels[1]] == round(12 * macs[labels[0]] / macs[labels[1]])
+    assert (tmp_path / "lr_sweep.csv").exists()
+    assert "95% CI" in (tmp_path / "summary.md").read_text()

@@ -180,6 +180,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.ema_copy_in_warmup = False
     config.ema_batch_stats = False
     config.bn_mode = "global"  # global | per_device
+    # Running-variance update of BatchNorm: "unbiased" (torch's, n / (n - 1) times the batch
+    # variance, as torchvision's recipes ran) or "biased" (Flax's and Keras's; runs made before
+    # torch's became the default). cnn_flax.models.norm.BatchNorm.
+    config.bn_running_var = "unbiased"
     config.grad_accum_steps = 1
     config.clip_grad_norm = config_dict.placeholder(float)
     config.loss_scale = ml_collections.ConfigDict({"initial": 2.0**15, "growth_interval": 2000})

@@ -17,6 +17,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnn_flax.models import norm as _norm
+from cnn_flax.models.norm import is_batch_norm, module_class
+
 # The input contract of every model: RGB images scaled to [0, 1], then normalised per channel with
 # the ImageNet statistics torchvision uses. Said once here; the data pipeline (0-255 scale), predict
 # and GoogLeNet's ``transform_input`` derive from it.
@@ -39,19 +42,6 @@ conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 torch_linear_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
-def module_class(module: ModuleDef) -> type | None:
-    """The class a module definition builds, looking through ``functools.partial``."""
-    while isinstance(module, functools.partial):
-        module = module.func
-    return module if isinstance(module, type) else None
-
-
-def is_batch_norm(norm: ModuleDef) -> bool:
-    """Whether ``norm`` builds a BatchNorm (``nn.BatchNorm`` or a subclass), by type."""
-    cls = module_class(norm)
-    return cls is not None and issubclass(cls, nn.BatchNorm)
-
-
 def bind_norm(
     norm: ModuleDef,
     *,
@@ -66,9 +56,15 @@ def bind_norm(
     Flax's convention (weight of the old running value: torchvision's ``momentum=0.1`` is Flax's
     ``0.9``); any other norm (LayerNorm, GroupNorm) normalises each example and only gets
     ``epsilon``. Parameters and statistics stay float32 whatever ``dtype``.
+
+    A plain ``nn.BatchNorm`` is built as :class:`cnn_flax.models.norm.BatchNorm`, the same layer
+    with torch's running-variance update (unbiased batch variance), so statistics evolve as
+    torchvision's do; names, shapes and the forward pass are unchanged.
     """
     common = {"epsilon": epsilon, "dtype": dtype, "param_dtype": jnp.float32}
     if is_batch_norm(norm):
+        if module_class(norm) is nn.BatchNorm:
+            norm = _norm.torch_convention(norm)
         return functools.partial(norm, use_running_average=not train, momentum=momentum, **common)
     return functools.partial(norm, **common)
 

@@ -203,7 +203,7 @@ def _base() -> ml_collections.ConfigDict:
 
 def _check_run(config: ml_collections.ConfigDict) -> None:
     from cnn_flax.training import steps
-    from cnn_flax.training.model_builder import BN_MODES
+    from cnn_flax.training.model_builder import BN_MODES, BN_RUNNING_VARS
 
     _text(config, "model")
     _choice(config, "dtype", steps.DTYPES)
@@ -231,6 +231,8 @@ def _check_run(config: ml_collections.ConfigDict) -> None:
             "set one of them to false."
         )
     _choice(config, "bn_mode", BN_MODES)
+    if "bn_running_var" in config:  # absent from configs saved before it existed
+        _choice(config, "bn_running_var", BN_RUNNING_VARS)
     _integer(config, "grad_accum_steps", minimum=1)
     if config.batch_size % config.grad_accum_steps:
         raise ValueError(

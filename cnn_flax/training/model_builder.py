@@ -11,6 +11,11 @@ BatchNorm (``config.bn_mode``):
   GroupBatchNorm`), as the multi-GPU reference runs did (Goyal et al. 2017); the per-device batch
   then acts as the BN batch and the result depends on the device count.
 
+BatchNorm's running variance (``config.bn_running_var``): ``"unbiased"`` (default) updates it as
+torch does, with ``n / (n - 1)`` times the batch variance, so statistics evolve as in the
+torchvision recipes; ``"biased"`` is Flax's and Keras's convention (runs made before the default
+changed). Names and shapes are the same either way: checkpoints load in both.
+
 Convolutions: ``model_overrides.conv`` may name a preset of :data:`cnn_flax.models.depthwise.
 PRESETS` (``"cpu"``, ``"shift"``, ``"xla"``), e.g. ``--config.model_overrides.conv=cpu``; the
 model then binds that implementation in place of ``nn.Conv`` (``layers.bind_conv``), with the
@@ -24,10 +29,11 @@ from typing import Any
 import ml_collections
 
 from cnn_flax.models import create_model, depthwise
-from cnn_flax.models.norm import frozen_batch_norm, per_device_batch_norm
+from cnn_flax.models.norm import biased_running_var, frozen_batch_norm, per_device_batch_norm
 from cnn_flax.training import optim, steps
 
 BN_MODES = ("global", "per_device")
+BN_RUNNING_VARS = ("unbiased", "biased")
 
 
 def build_model(config: ml_collections.ConfigDict, *, num_classes: int, num_devices: int) -> Any:
@@ -42,6 +48,8 @@ def build_model(config: ml_collections.ConfigDict, *, num_classes: int, num_devi
     if config.bn_mode == "per_device":
         # Every BatchNorm the model is given, found by type (models without BatchNorm unchanged).
         model = per_device_batch_norm(model, num_devices)
+    if config.get("bn_running_var", "unbiased") == "biased":
+        model = biased_running_var(model)
     return model
 
 
@@ -59,4 +67,4 @@ def adapt_model(model: Any, config: ml_collections.ConfigDict) -> Any:
     return frozen_batch_norm(model) if freezes_batch_norm(config) else model
 
 
-__all__ = ["BN_MODES", "adapt_model", "build_model", "freezes_batch_norm"]
+__all__ = ["BN_MODES", "BN_RUNNING_VARS", "adapt_model", "build_model", "freezes_batch_norm"]
