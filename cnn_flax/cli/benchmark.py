@@ -65,11 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--conv",
-        choices=("model", "xla", "shift", "cpu"),
+        choices=("model", "auto", "xla", "shift", "cpu"),
         default="model",
         help="convolution implementations (cnn_flax.models.depthwise.PRESETS): model = the "
-        "model's own; xla = nn.Conv; shift = depthwise as shifted multiply-adds; cpu = shift "
-        "+ 1x1 as matrix products + k x k kernel gradients as per-tap matrix products",
+        "model's own default, which is auto; auto = the fastest measured on this backend "
+        "(XLA:CPU: cpu with XLA's kernel gradients on maps under 28x28; elsewhere xla); xla = "
+        "nn.Conv; shift = depthwise as shifted multiply-adds; cpu = shift + 1x1 as matrix "
+        "products + k x k kernel gradients as matrix products",
     )
     p.add_argument("--compare", choices=COMPARE, default="none")
     p.add_argument(

@@ -223,7 +223,11 @@ def inference_fn(source: Source, *, with_preprocessing: bool) -> Callable:
     from cnn_flax.models import create_model
 
     num_classes = int(np.shape(source.variables["params"]["head"]["kernel"])[-1])
-    model = create_model(source.name, num_classes=num_classes, **source.overrides)
+    # XLA's own convolutions: the exported graph should hold plain convolution ops for the target
+    # runtime to map to its kernels, not the XLA:CPU training implementations (custom gradients,
+    # shifted slices) a model picks by default on this backend; the parameters are the same.
+    overrides = {**source.overrides, "conv": "xla"}
+    model = create_model(source.name, num_classes=num_classes, **overrides)
     mean = np.asarray(source.preprocessing.mean, np.float32) * np.float32(255)
     std = np.asarray(source.preprocessing.std, np.float32) * np.float32(255)
 

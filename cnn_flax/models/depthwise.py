@@ -26,7 +26,7 @@ implementations unchanged.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -39,6 +39,12 @@ DEPTHWISE_IMPLS = ("xla", "shift")
 POINTWISE_IMPLS = ("xla", "dot")
 # "xla": lax.conv_general_dilated; "taps": conv_tap_filter_grad.
 DENSE_IMPLS = ("xla", "taps")
+# "xla": lax.conv_general_dilated; "local": the same, per device on its shard of the batch
+# (batch_local_grouped_conv).
+GROUPED_IMPLS = ("xla", "local")
+# The mesh axis a batch is split along in data-parallel training (cnn_flax.parallel.DATA_AXIS
+# names the same axis; a test keeps the two equal, since models sit below the training code).
+BATCH_AXIS = "data"
 
 # Below this many input channels (an RGB stem) the k*k per-tap products are too thin: ResNet-50's
 # 7x7 stem kernel gradient took 590 ms that way against XLA's 309 ms (batch 16, 2 CPU cores).
@@ -410,6 +416,68 @@ def _patch_kernel_grad(xp, dy, kernel_shape, strides, precision, patch_chunk) ->
 _conv_taps.defvjp(_conv_tap_fwd, _conv_tap_bwd)
 
 
+def grouped_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    *,
+    strides: tuple[int, int],
+    padding: Pads,
+    feature_group_count: int,
+    precision: lax.PrecisionLike = None,
+) -> jax.Array:
+    """XLA's grouped convolution (run batch-local by :class:`Conv`, see :func:`batch_local`)."""
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=strides,
+        padding=padding,
+        dimension_numbers=_DIMENSION_NUMBERS,
+        feature_group_count=feature_group_count,
+        precision=precision,
+    )
+
+
+def batch_local(conv: Callable[[jax.Array, jax.Array], jax.Array]) -> Callable:
+    """``conv(x, kernel)`` run by each device on its own shard of the batch.
+
+    Under ``jit`` with the batch split over a mesh, XLA's SPMD partitioner keeps a plain
+    convolution batch-sharded, but not two kinds of operation this module uses:
+
+    * a grouped convolution with more than one input channel per group (ResNeXt, RegNet): the
+      partitioner all-gathers the global batch onto every device, convolves all of it there and
+      slices the local part back out (openxla/xla#47945);
+    * the ``lax.scan`` over chunks of images that the kernel gradients of :func:`depthwise_shift`
+      and :func:`conv_tap_filter_grad` run: a scan over the sharded batch axis is gathered too.
+
+    Either way every device recomputes those layers for the whole global batch, forward and
+    backward. ``shard_map`` over the mesh's :data:`BATCH_AXIS` says what data parallelism
+    means: each device convolves its own examples with the replicated kernel, and the kernel
+    gradient is summed over devices by ``shard_map``'s transpose. Without such a mesh in context
+    (``jax.set_mesh``), or when the batch does not split evenly, ``conv`` runs as it is.
+    """
+
+    def run(x: jax.Array, kernel: jax.Array) -> jax.Array:
+        mesh = jax.sharding.get_abstract_mesh()
+        if mesh.empty or BATCH_AXIS not in mesh.axis_names:
+            return conv(x, kernel)
+        devices = mesh.shape[BATCH_AXIS]
+        if devices == 1 or x.shape[0] % devices:
+            return conv(x, kernel)
+        spec = jax.sharding.PartitionSpec
+        return jax.shard_map(
+            conv,
+            in_specs=(spec(BATCH_AXIS), spec()),
+            out_specs=spec(BATCH_AXIS),
+            axis_names={BATCH_AXIS},
+            # The kernel gradients' scans start from a zero carry that is the same on every
+            # device; the check would ask for it to be marked per-device. Gradients of the
+            # replicated kernel are still summed over devices (tests/models/test_depthwise.py).
+            check_vma=False,
+        )(x, kernel)
+
+    return run
+
+
 class Conv(nn.Conv):
     """``nn.Conv`` that sends depthwise, 1x1 and other dense convolutions to chosen
     implementations.
@@ -420,7 +488,8 @@ class Conv(nn.Conv):
     ``feature_group_count`` equals both the input channels and ``features``, *pointwise* when the
     kernel is 1x1 with one group and no padding, and *dense* for any other one-group kernel with
     at least :data:`TAPS_MIN_IN_FEATURES` input channels (or, with ``dense_patch_chunk`` set,
-    :data:`PATCHES_MIN_OUT_PIXELS` output pixels).
+    :data:`PATCHES_MIN_OUT_PIXELS` output pixels) and at least ``dense_min_out_pixels`` output
+    pixels, and *grouped* for more than one group with more than one input channel per group.
     Each needs 2-D NHWC input, zero padding, no dilation and no mask; every other call (grouped
     convolutions, circular padding...) and every case left at ``"xla"`` is ``nn.Conv.__call__``.
 
@@ -432,6 +501,8 @@ class Conv(nn.Conv):
       dense: one of :data:`DENSE_IMPLS`.
       dense_patch_chunk: images per im2col chunk of :func:`conv_tap_filter_grad`'s kernel
         gradient on large maps (``None``: per tap on every map).
+      dense_min_out_pixels: dense convolutions with fewer output pixels per image stay XLA's.
+      grouped: one of :data:`GROUPED_IMPLS`.
     """
 
     depthwise: str = "shift"
@@ -439,6 +510,8 @@ class Conv(nn.Conv):
     pointwise: str = "xla"
     dense: str = "xla"
     dense_patch_chunk: int | None = PATCH_CHUNK
+    dense_min_out_pixels: int = 0
+    grouped: str = "xla"
 
     @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -448,13 +521,17 @@ class Conv(nn.Conv):
             raise ValueError(f"pointwise={self.pointwise!r}; choose one of {POINTWISE_IMPLS}.")
         if self.dense not in DENSE_IMPLS:
             raise ValueError(f"dense={self.dense!r}; choose one of {DENSE_IMPLS}.")
+        if self.grouped not in GROUPED_IMPLS:
+            raise ValueError(f"grouped={self.grouped!r}; choose one of {GROUPED_IMPLS}.")
         route = self._route(inputs)
         if route is None:
             return super().__call__(inputs)
         kind, strides, pads = route
         in_features = inputs.shape[-1]
         kernel_hw = self._kernel_hw()
-        in_per_group = 1 if kind == "depthwise" else in_features
+        in_per_group = {"depthwise": 1, "grouped": in_features // self.feature_group_count}.get(
+            kind, in_features
+        )
         kernel = self.param(
             "kernel", self.kernel_init, kernel_hw + (in_per_group, self.features), self.param_dtype
         )
@@ -465,24 +542,31 @@ class Conv(nn.Conv):
         )
         inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
         if kind == "depthwise":
-            y = depthwise_shift(
-                inputs,
-                kernel,
+            conv = functools.partial(
+                depthwise_shift,
                 strides=strides,
                 padding=pads,
                 grad_chunk=self.depthwise_grad_chunk,
             )
+        elif kind == "grouped":
+            conv = functools.partial(
+                grouped_conv,
+                strides=strides,
+                padding=pads,
+                feature_group_count=self.feature_group_count,
+                precision=self.precision,
+            )
         elif kind == "dense":
-            y = conv_tap_filter_grad(
-                inputs,
-                kernel,
+            conv = functools.partial(
+                conv_tap_filter_grad,
                 strides=strides,
                 padding=pads,
                 precision=self.precision,
                 patch_chunk=self.dense_patch_chunk,
             )
         else:
-            y = pointwise_dot(inputs, kernel, strides=strides, precision=self.precision)
+            conv = functools.partial(pointwise_dot, strides=strides, precision=self.precision)
+        y = batch_local(conv)(inputs, kernel)
         if bias is not None:
             y = y + bias
         return y
@@ -525,6 +609,8 @@ class Conv(nn.Conv):
             and non_negative
         ):
             return "depthwise", strides, pads
+        if self.grouped == "local" and 1 < groups < in_features and in_features % groups == 0:
+            return "grouped", strides, pads
         unpadded = pads == ((0, 0), (0, 0))
         if self.pointwise == "dot" and kernel_hw == (1, 1) and groups == 1 and unpadded:
             return "pointwise", strides, pads
@@ -533,6 +619,7 @@ class Conv(nn.Conv):
             self.dense == "taps"
             and groups == 1
             and non_negative
+            and out_hw[0] * out_hw[1] >= self.dense_min_out_pixels
             and (
                 in_features >= TAPS_MIN_IN_FEATURES
                 or (
@@ -545,9 +632,11 @@ class Conv(nn.Conv):
         return None
 
 
-# Named choices for a model's ``conv`` field. "cpu" is what measured fastest on XLA:CPU
-# (benchmarks/RESULTS.md); "shift" changes only the depthwise convolutions, the candidate for
-# GPUs, where cuDNN runs dense convolutions well; "xla" is nn.Conv's behaviour.
+# Named choices for a model's ``conv`` field. "cpu" is what measured fastest on XLA:CPU for
+# ResNet-50 and EfficientNet-B0 at 224 px (benchmarks/RESULTS.md); "shift" changes only the
+# depthwise convolutions, the candidate for GPUs, where cuDNN runs dense convolutions well; "xla"
+# is nn.Conv's behaviour; "auto" is the backend's entry of BACKEND_DEFAULTS, what every model
+# uses unless told otherwise.
 PRESETS: dict[str, dict[str, object]] = {
     "xla": dict(depthwise="xla", pointwise="xla", dense="xla"),
     "shift": dict(depthwise="shift", pointwise="xla", dense="xla"),
@@ -560,13 +649,44 @@ PRESETS: dict[str, dict[str, object]] = {
     ),
 }
 
+# The default per backend (``jax.default_backend()`` when the model is traced). XLA:CPU: the
+# "cpu" preset, but k x k kernel gradients stay XLA's on maps under 28 x 28 outputs, where the
+# per-tap products measured slower than XLA's (RESULTS.md, "Default convolutions"). Elsewhere
+# XLA's own convolutions: nothing faster has been measured on a GPU or TPU yet. Every backend
+# keeps grouped convolutions batch-local under a data-parallel mesh (openxla/xla#47945).
+BACKEND_DEFAULTS: dict[str, dict[str, object]] = {
+    "cpu": dict(PRESETS["cpu"], dense_min_out_pixels=PATCHES_MIN_OUT_PIXELS, grouped="local"),
+}
+OTHER_BACKENDS_DEFAULT: dict[str, object] = dict(PRESETS["xla"], grouped="local")
+AUTO = "auto"
+
+
+def backend_default(backend: str | None = None) -> dict[str, object]:
+    """The :class:`Conv` fields a model uses on ``backend`` (default: JAX's default backend)."""
+    backend = jax.default_backend() if backend is None else backend
+    return dict(BACKEND_DEFAULTS.get(backend, OTHER_BACKENDS_DEFAULT))
+
 
 def conv_preset(name: str) -> functools.partial:
-    """``Conv`` bound to the implementations of preset ``name`` (a key of :data:`PRESETS`).
+    """``Conv`` bound to the implementations of preset ``name`` (a key of :data:`PRESETS`, or
+    ``"auto"``: :func:`backend_default` of the backend in use now).
 
     Raises:
       ValueError: for an unknown name.
     """
+    if name == AUTO:
+        return functools.partial(Conv, **backend_default())
     if name not in PRESETS:
-        raise ValueError(f"Unknown convolution preset {name!r}; choose one of {sorted(PRESETS)}.")
+        raise ValueError(
+            f"Unknown convolution preset {name!r}; choose one of {sorted([*PRESETS, AUTO])}."
+        )
     return functools.partial(Conv, **PRESETS[name])
+
+
+def describe(name: str) -> str:
+    """What preset ``name`` runs here, e.g. ``"auto (cpu: depthwise=shift, ...)"``."""
+    if name == AUTO:
+        fields, label = backend_default(), f"auto ({jax.default_backend()}"
+    else:
+        fields, label = PRESETS[name], f"{name} ("
+    return label + ": " * (name == AUTO) + ", ".join(f"{k}={v}" for k, v in fields.items()) + ")"

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnn_flax.models import depthwise
 from cnn_flax.models import norm as _norm
 from cnn_flax.models.norm import is_batch_norm, module_class
 
@@ -140,10 +141,22 @@ def bind_conv(
     ask for ``param_dtype=jnp.float64``), torchvision's init and a padding mode
     (:data:`PADDINGS`).
 
+    ``conv`` is a module definition or the name of a preset of
+    :data:`cnn_flax.models.depthwise.PRESETS`. ``nn.Conv``, every family's default, stands for
+    "the fastest implementation of nn.Conv's function on this backend"
+    (:func:`cnn_flax.models.depthwise.backend_default`: on XLA:CPU depthwise convolutions as
+    shifted multiply-adds and 1x1 convolutions as matrix products; on every backend grouped
+    convolutions kept on each device's batch shard). The parameters are nn.Conv's in every case;
+    ``conv="xla"`` asks for XLA's own convolutions.
+
     The bound conv is called like ``nn.Conv`` (``features, kernel_size, strides=...,
     feature_group_count=..., name=...``); without a ``padding`` argument it pads by the bound mode,
     with one it pads as told.
     """
+    if isinstance(conv, str):
+        conv = depthwise.conv_preset(conv)
+    elif conv is nn.Conv:
+        conv = depthwise.conv_preset(depthwise.AUTO)
     bound = functools.partial(
         conv,
         use_bias=use_bias,

@@ -113,12 +113,11 @@ def _choose_step(settings: Settings) -> str:
 
 
 def build_model(settings: Settings, dtype: jnp.dtype):
-    """The model, with ``settings.conv``'s convolution preset unless it is "model"."""
+    """The model, with ``settings.conv``'s convolution preset ("model": the model's own default,
+    which is the backend's "auto")."""
     if settings.conv == "model":
         return create_model(settings.model, dtype=dtype)
-    from cnn_flax.models import depthwise
-
-    return create_model(settings.model, dtype=dtype, conv=depthwise.conv_preset(settings.conv))
+    return create_model(settings.model, dtype=dtype, conv=settings.conv)
 
 
 def _dtype(name: str) -> jnp.dtype:

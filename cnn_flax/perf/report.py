@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from cnn_flax.models import depthwise
 from cnn_flax.perf import torch_bench
+
+
+def conv_ran(conv: str) -> str:
+    """The ``--conv`` setting with the implementations it ran on this backend."""
+    return depthwise.describe(depthwise.AUTO if conv == "model" else conv)
 
 
 def _gflops(x: float) -> str:
@@ -34,7 +40,7 @@ def lines(result, torch_results, torch_device: str | None, real=None) -> list[st
     s = result.settings
     out = [
         f"model: {s.model}  mode: {s.mode}  dtype: {s.dtype}  batch: {s.batch_size}  "
-        f"resolution: {result.resolution}  remat: {s.remat}  conv: {s.conv}  "
+        f"resolution: {result.resolution}  remat: {s.remat}  conv: {conv_ran(s.conv)}  "
         f"device: {result.device}",
         f"train step: {result.step_impl}" if s.mode == "train" else "infer: model.apply eval",
         f"compile time: {result.compile_s:.2f} s",

@@ -44,6 +44,7 @@ class Evaluator:
         self._data_config = config.data
         self._data = data_source
         self._batch_size = batch_size
+        self._mesh = mesh
         self._sharding = parallel.data_sharding(mesh)
         replicated = parallel.replicated_sharding(mesh)
         self._jitted = jax.jit(
@@ -61,7 +62,8 @@ class Evaluator:
         )
         for batch in batches:
             if self._compiled is None:
-                self._compiled = self._jitted.lower(variables, batch).compile()
+                lowered = parallel.lower_on_mesh(self._jitted, self._mesh, variables, batch)
+                self._compiled = lowered.compile()
             pairs.append(self._compiled(variables, batch))
         result = metrics.reduce_pairs(pairs)
         result["num_examples"] = sum(float(np.asarray(p["top1"][1])) for p in pairs)

@@ -87,6 +87,17 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def lower_on_mesh(jitted: Any, mesh: Mesh, *args: Any) -> Any:
+    """``jitted.lower(*args)`` with ``mesh`` in context (``jax.set_mesh``).
+
+    Code traced inside can then see how the batch is split: the models' convolutions use it to
+    keep grouped convolutions and chunked kernel gradients on each device's shard of the batch
+    (:func:`cnn_flax.models.depthwise.batch_local`), which XLA's partitioner alone does not.
+    """
+    with jax.set_mesh(mesh):
+        return jitted.lower(*args)
+
+
 def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
     """Raises a clear error when the global batch does not split evenly over the devices."""
     if global_batch_size % mesh.size:

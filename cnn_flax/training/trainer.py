@@ -421,6 +421,7 @@ class _TrainStep:
             out_shardings=(replicated, replicated),
             donate_argnums=0,
         )
+        self._mesh = run.mesh
         self._compiled: Any = None
 
     @property
@@ -429,7 +430,7 @@ class _TrainStep:
 
     def compile(self, state: TrainState, batch: dict) -> float | None:
         """Compiles for these shapes; returns the FLOPs one device runs per step (or None)."""
-        lowered = self._jitted.lower(state, batch)
+        lowered = parallel.lower_on_mesh(self._jitted, self._mesh, state, batch)
         self._compiled = lowered.compile()
         return metrics.step_flops_per_device(
             lowered, self._jitted, state, batch, num_devices=jax.device_count()
