@@ -100,10 +100,9 @@ def evaluated_step(checkpoint_dir: str | pathlib.Path, config: ml_collections.Co
     if step_dir is None:
         if (directory / checkpoint_record.CONFIG_FILE).is_file():
             raise CheckpointError(
-                f"{directory} is a training workdir with no checkpoint yet: its run saves the "
-                f"first after {int(config.checkpoint_every_steps)} steps and one at the end. "
-                f"If it is still training, evaluate again once {checkpoint.CHECKPOINTS_DIR}/ "
-                "holds a step folder."
+                f"{directory} is a training workdir with no checkpoint yet (its run saves one "
+                "every checkpoint interval and at the end); if it is still training, evaluate "
+                f"again once {checkpoint.CHECKPOINTS_DIR}/ holds a step folder."
             )
         return None  # load_variables names what is missing
     return int(step_dir.name) // max(1, int(config.get("grad_accum_steps") or 1))
