@@ -1,4 +1,4 @@
-"""Classify images: ``python -m cnn_flax.predict --checkpoint=DIR [--model=NAME] IMAGE...``.
+"""Classify images: ``python -m cnn_flax.predict --checkpoint=DIR [--model=NAME] IMAGE|FOLDER...``.
 
 Prints the top-5 classes of each image with their probabilities and the checkpoint's class names:
 a training workdir's data set classes (recorded in ``classes.json`` when training starts: digits
@@ -294,12 +294,18 @@ def run(
     Raises:
       UsageError: for an unknown model or an unreadable checkpoint, before any image is read.
     """
+    images = expand_images(images)
     if weights is not None:
         inputs, variables = _published_inputs(model, weights)
     else:
         checkpoint_dir = pathlib.Path(checkpoint or "").expanduser()
         if not checkpoint or not checkpoint_dir.exists():
             raise UsageError(f"--checkpoint {checkpoint_dir} does not exist.")
+        if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
+            raise UsageError(
+                f"--checkpoint {checkpoint_dir} is an empty folder: pass a training workdir or "
+                "a converted checkpoint (python -m cnn_flax.convert)."
+            )
         inputs, variables = checkpoint_inputs(checkpoint_dir, model), None
     pre = inputs.preprocessing
 
@@ -345,6 +351,40 @@ def run(
     return 1 if failed else 0
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def expand_images(images: Sequence[str]) -> list[str]:
+    """``images`` with each folder replaced by the image files in it and its sub-folders (sorted,
+    hidden ones left out), so ``predict --checkpoint=W photos/`` classifies a folder of photos.
+
+    Raises:
+      UsageError: a folder with no image file in it, naming the folder and the suffixes looked
+        for (before any checkpoint is read, so the fix named is the right one).
+    """
+    expanded = []
+    for image in images:
+        folder = pathlib.Path(image).expanduser()
+        if not folder.is_dir():
+            expanded.append(image)
+            continue
+        found = sorted(
+            str(p)
+            for p in folder.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        )
+        if not found:
+            what = "is empty" if not any(folder.iterdir()) else "holds no image file"
+            raise UsageError(
+                f"folder {image} {what} (looked for {', '.join(IMAGE_SUFFIXES)} in it and its "
+                "sub-folders); pass image files or a folder that holds some."
+            )
+        expanded += found
+    return expanded
+
+
 def _published_inputs(model: str | None, source: str) -> tuple[CheckpointInputs, dict]:
     from cnn_flax import weights
     from cnn_flax.data.classes import imagenet_class_names
@@ -385,7 +425,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--top-k", type=int, default=5, help="classes to print per image")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files (JPEG, PNG, ...) or folders of them",
+    )
     args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
         parser.error("--top-k and --batch-size must be at least 1")
