@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import logging
 import os
 import re
 import socket
@@ -282,7 +283,7 @@ def _digits_builder(name: str, data_dir: str | None, *, prepare: bool = True):
 
     config = name.partition("/")[2] or "32"
     builder = Digits(config=config, data_dir=data_dir)
-    if prepare and not builder.is_prepared():
+    if prepare and not _quietly_prepared(builder):
         # tfds prints "Downloading and preparing dataset Unknown size ..." and draws five
         # progress bars for any builder, though digits downloads nothing and prepares in a
         # second: keep the console for the trainer's own lines.
@@ -296,6 +297,25 @@ def _digits_builder(name: str, data_dir: str | None, *, prepare: bool = True):
         finally:
             tfds.display_progress_bar(shown)
     return builder
+
+
+class _NotPreparedYet(logging.Filter):
+    """Drops tfds's "Variant folder .../1.0.0 has no dataset_info.json" warning: ``is_prepared``
+    logs it for any data set not prepared yet, which on a first digits run is the expected state
+    (the caller prepares it next), not a fault to warn about."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Variant folder")
+
+
+def _quietly_prepared(builder: tfds.core.DatasetBuilder) -> bool:
+    absl_logger = logging.getLogger("absl")
+    quiet = _NotPreparedYet()
+    absl_logger.addFilter(quiet)
+    try:
+        return builder.is_prepared()
+    finally:
+        absl_logger.removeFilter(quiet)
 
 
 def get_source(data_config: Any, *, auto_prepare: bool = True):
