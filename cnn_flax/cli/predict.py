@@ -167,12 +167,15 @@ class CheckpointInputs:
       overrides: model overrides it was built with.
       preprocessing: its evaluation transform.
       class_names: its output classes' names, or ``None`` (indices are printed).
+      kept_ema: a training workdir whose run also kept averaged (EMA) weights; predict uses the
+        raw ones, as the trainer's "Done" line reports, and says so.
     """
 
     model: str
     overrides: dict
     preprocessing: Preprocessing
     class_names: list[str] | None
+    kept_ema: bool = False
 
 
 def checkpoint_inputs(checkpoint: pathlib.Path, model: str | None = None) -> CheckpointInputs:
@@ -188,7 +191,8 @@ def checkpoint_inputs(checkpoint: pathlib.Path, model: str | None = None) -> Che
         raise UsageError(str(err)) from None
     if record.workdir is not None:
         names = record.class_names or _data_set_class_names(record.config)
-        return CheckpointInputs(name, overrides, record.preprocessing, names)
+        kept_ema = record.config is not None and record.config.get("ema_decay") is not None
+        return CheckpointInputs(name, overrides, record.preprocessing, names, kept_ema)
     preprocessing = record.preprocessing or Preprocessing.for_model(name)
     names = record.class_names or _imagenet_names(int(meta.get("num_classes", 0)))
     return CheckpointInputs(name, overrides, preprocessing, names)
@@ -336,6 +340,12 @@ def run(
         variables = variables or load_variables(checkpoint_dir)
     except CheckpointError as err:
         raise UsageError(" ".join(str(err).split())) from None
+    if inputs.kept_ema:  # on stderr: stdout stays the predictions alone
+        print(
+            "Predicting with the raw weights (the figure the Done line names first); this run "
+            "also kept averaged (EMA) weights, which evaluate reports beside them.",
+            file=sys.stderr,
+        )
     logits = predict(
         inputs.model, variables, np.stack(arrays), overrides=inputs.overrides, batch_size=batch_size
     )
