@@ -170,6 +170,34 @@ def test_non_imagenet_checkpoint_prints_indices(ten_class_checkpoint, photos, ca
     assert [r[0] for r in rows] == list(np.argsort(-np.asarray(logits))[:3])
 
 
+def test_a_folder_of_images_is_predicted_image_by_image(ten_class_checkpoint, photos, capsys):
+    folder, _, _ = ten_class_checkpoint
+    photo_dir = photos["astronaut"].parent
+    assert main([f"--checkpoint={folder}", "--top-k=1", str(photo_dir)]) == 0
+    printed = set(_parse(capsys.readouterr().out))
+    assert printed == {str(p) for p in photos.values()}, printed
+
+
+def test_an_empty_folder_of_images_says_it_is_empty(ten_class_checkpoint, tmp_path, capsys):
+    """Not "does not record its model; pass --model" (the folder was the images, not the
+    checkpoint), nor a traceback: one line naming the folder."""
+    folder, _, _ = ten_class_checkpoint
+    (tmp_path / "photos").mkdir()
+    assert main([f"--checkpoint={folder}", str(tmp_path / "photos")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "photos is empty" in err and "--model" not in err, err
+    (tmp_path / "photos" / "notes.txt").write_text("")
+    assert main([f"--checkpoint={folder}", str(tmp_path / "photos")]) == 2
+    assert "holds no image file" in capsys.readouterr().err
+
+
+def test_an_empty_checkpoint_folder_says_it_is_empty(tmp_path, photos, capsys):
+    (tmp_path / "ckpt").mkdir()
+    assert main([f"--checkpoint={tmp_path / 'ckpt'}", str(photos["coffee"])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is an empty folder" in err and "--model" not in err, err
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

@@ -44,6 +44,7 @@ def evaluate(
       ``{"top1", "top5", "loss", "num_examples"}`` and, when the checkpoint has EMA weights, the
       same with an ``ema_`` prefix.
     """
+    step = evaluated_step(checkpoint_dir, config)
     if data_source is None:
         from cnn_flax import data as data_source
     num_classes, _, _ = data_source.get_dataset_info(config.data)
@@ -79,7 +80,32 @@ def evaluate(
             raise
         variables = parallel.replicate(variables, mesh)
         results.update({prefix + k: v for k, v in evaluator.run(variables).items()})
+    if step is not None:
+        results["step"] = step
     return results
+
+
+def evaluated_step(checkpoint_dir: str | pathlib.Path, config: ml_collections.ConfigDict):
+    """The training step (optimizer updates) of the checkpoint ``checkpoint_dir`` designates,
+    ``None`` for a variables checkpoint (converted weights have no step).
+
+    Raises:
+      CheckpointError: a training workdir with no checkpoint yet (a run that has not reached its
+        first save), said as such rather than as a folder that is no checkpoint at all.
+    """
+    directory = pathlib.Path(checkpoint_dir)
+    if checkpoint.is_variables_checkpoint(directory):
+        return None
+    step_dir = checkpoint.training_step_dir(directory)
+    if step_dir is None:
+        if (directory / checkpoint_record.CONFIG_FILE).is_file():
+            raise CheckpointError(
+                f"{directory} is a training workdir with no checkpoint yet (its run saves one "
+                "every checkpoint interval and at the end); if it is still training, evaluate "
+                f"again once {checkpoint.CHECKPOINTS_DIR}/ holds a step folder."
+            )
+        return None  # load_variables names what is missing
+    return int(step_dir.name) // max(1, int(config.get("grad_accum_steps") or 1))
 
 
 def _check_preprocessing(config: ml_collections.ConfigDict, source: str) -> None:
@@ -115,10 +141,11 @@ def cli(argv: Sequence[str] | None = None) -> int:
     except (ValueError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    at = f" at step {results['step']}" if "step" in results else " (no training step)"
     for prefix, label in (("", "raw"), ("ema_", "EMA")):
         if prefix + "top1" in results:
             print(
-                f"{label}: top-1 {100 * results[prefix + 'top1']:.2f}%  "
+                f"{label}{at}: top-1 {100 * results[prefix + 'top1']:.2f}%  "
                 f"top-5 {100 * results[prefix + 'top5']:.2f}%  "
                 f"loss {results[prefix + 'loss']:.4f}  "
                 f"({int(results[prefix + 'num_examples'])} examples)"

@@ -1,4 +1,4 @@
-"""Classify images: ``python -m cnn_flax.predict --checkpoint=DIR [--model=NAME] IMAGE...``.
+"""Classify images: ``python -m cnn_flax.predict --checkpoint=DIR [--model=NAME] IMAGE|FOLDER...``.
 
 Prints the top-5 classes of each image with their probabilities and the checkpoint's class names:
 a training workdir's data set classes (recorded in ``classes.json`` when training starts: digits
@@ -167,12 +167,15 @@ class CheckpointInputs:
       overrides: model overrides it was built with.
       preprocessing: its evaluation transform.
       class_names: its output classes' names, or ``None`` (indices are printed).
+      kept_ema: a training workdir whose run also kept averaged (EMA) weights; predict uses the
+        raw ones, as the trainer's "Done" line reports, and says so.
     """
 
     model: str
     overrides: dict
     preprocessing: Preprocessing
     class_names: list[str] | None
+    kept_ema: bool = False
 
 
 def checkpoint_inputs(checkpoint: pathlib.Path, model: str | None = None) -> CheckpointInputs:
@@ -188,7 +191,8 @@ def checkpoint_inputs(checkpoint: pathlib.Path, model: str | None = None) -> Che
         raise UsageError(str(err)) from None
     if record.workdir is not None:
         names = record.class_names or _data_set_class_names(record.config)
-        return CheckpointInputs(name, overrides, record.preprocessing, names)
+        kept_ema = record.config is not None and record.config.get("ema_decay") is not None
+        return CheckpointInputs(name, overrides, record.preprocessing, names, kept_ema)
     preprocessing = record.preprocessing or Preprocessing.for_model(name)
     names = record.class_names or _imagenet_names(int(meta.get("num_classes", 0)))
     return CheckpointInputs(name, overrides, preprocessing, names)
@@ -294,12 +298,18 @@ def run(
     Raises:
       UsageError: for an unknown model or an unreadable checkpoint, before any image is read.
     """
+    images = expand_images(images)
     if weights is not None:
         inputs, variables = _published_inputs(model, weights)
     else:
         checkpoint_dir = pathlib.Path(checkpoint or "").expanduser()
         if not checkpoint or not checkpoint_dir.exists():
             raise UsageError(f"--checkpoint {checkpoint_dir} does not exist.")
+        if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
+            raise UsageError(
+                f"--checkpoint {checkpoint_dir} is an empty folder: pass a training workdir or "
+                "a converted checkpoint (python -m cnn_flax.convert)."
+            )
         inputs, variables = checkpoint_inputs(checkpoint_dir, model), None
     pre = inputs.preprocessing
 
@@ -330,6 +340,12 @@ def run(
         variables = variables or load_variables(checkpoint_dir)
     except CheckpointError as err:
         raise UsageError(" ".join(str(err).split())) from None
+    if inputs.kept_ema:  # on stderr: stdout stays the predictions alone
+        print(
+            "Predicting with the raw weights (the figure the Done line names first); this run "
+            "also kept averaged (EMA) weights, which evaluate reports beside them.",
+            file=sys.stderr,
+        )
     logits = predict(
         inputs.model, variables, np.stack(arrays), overrides=inputs.overrides, batch_size=batch_size
     )
@@ -343,6 +359,40 @@ def run(
             label = names[index] if names else f"class {index}"
             print(f"  {prob:.4f}  {index:>4d}  {label}")
     return 1 if failed else 0
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def expand_images(images: Sequence[str]) -> list[str]:
+    """``images`` with each folder replaced by the image files in it and its sub-folders (sorted,
+    hidden ones left out), so ``predict --checkpoint=W photos/`` classifies a folder of photos.
+
+    Raises:
+      UsageError: a folder with no image file in it, naming the folder and the suffixes looked
+        for (before any checkpoint is read, so the fix named is the right one).
+    """
+    expanded = []
+    for image in images:
+        folder = pathlib.Path(image).expanduser()
+        if not folder.is_dir():
+            expanded.append(image)
+            continue
+        found = sorted(
+            str(p)
+            for p in folder.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        )
+        if not found:
+            what = "is empty" if not any(folder.iterdir()) else "holds no image file"
+            raise UsageError(
+                f"folder {image} {what} (looked for {', '.join(IMAGE_SUFFIXES)} in it and its "
+                "sub-folders); pass image files or a folder that holds some."
+            )
+        expanded += found
+    return expanded
 
 
 def _published_inputs(model: str | None, source: str) -> tuple[CheckpointInputs, dict]:
@@ -385,7 +435,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--top-k", type=int, default=5, help="classes to print per image")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files (JPEG, PNG, ...) or folders of them",
+    )
     args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
         parser.error("--top-k and --batch-size must be at least 1")

@@ -14,6 +14,7 @@ from cnn_flax.data.iterators import (
     create_train_iterator,
     get_class_names,
     get_dataset_info,
+    get_held_out_record,
 )
 from cnn_flax.data.mixing import (
     IMAGENET_MEAN,
@@ -31,6 +32,7 @@ __all__ = [
     "create_train_iterator",
     "get_class_names",
     "get_dataset_info",
+    "get_held_out_record",
     "imagenet_class_names",
     "mixup_cutmix",
     "normalize",

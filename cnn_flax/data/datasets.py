@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import logging
 import os
 import re
 import socket
@@ -282,7 +283,7 @@ def _digits_builder(name: str, data_dir: str | None, *, prepare: bool = True):
 
     config = name.partition("/")[2] or "32"
     builder = Digits(config=config, data_dir=data_dir)
-    if prepare and not builder.is_prepared():
+    if prepare and not _quietly_prepared(builder):
         # tfds prints "Downloading and preparing dataset Unknown size ..." and draws five
         # progress bars for any builder, though digits downloads nothing and prepares in a
         # second: keep the console for the trainer's own lines.
@@ -296,6 +297,25 @@ def _digits_builder(name: str, data_dir: str | None, *, prepare: bool = True):
         finally:
             tfds.display_progress_bar(shown)
     return builder
+
+
+class _NotPreparedYet(logging.Filter):
+    """Drops tfds's "Variant folder .../1.0.0 has no dataset_info.json" warning: ``is_prepared``
+    logs it for any data set not prepared yet, which on a first digits run is the expected state
+    (the caller prepares it next), not a fault to warn about."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Variant folder")
+
+
+def _quietly_prepared(builder: tfds.core.DatasetBuilder) -> bool:
+    absl_logger = logging.getLogger("absl")
+    quiet = _NotPreparedYet()
+    absl_logger.addFilter(quiet)
+    try:
+        return builder.is_prepared()
+    finally:
+        absl_logger.removeFilter(quiet)
 
 
 def get_source(data_config: Any, *, auto_prepare: bool = True):
@@ -346,16 +366,21 @@ _ANNOUNCED: set[tuple[str, str]] = set()
 def _folder_splits(source, train: str, evals: str) -> tuple[str, str]:
     index = source.index
     wanted = re.match(r"\w+", evals)
-    if train != "train" or set(index.files) != {"train"} or not wanted:
+    if set(index.files) != {"train"} or not wanted:
         return train, evals
-    if wanted.group(0) in index.files:
+    if (train, evals) == index.default_splits:  # no eval split configured: the same hold-out
+        wanted_text = "val/ or test/"
+    elif train == "train" and wanted.group(0) not in index.files:
+        wanted_text = f"{wanted.group(0)}/"
+    else:
         return train, evals
     train, held_out = index.default_splits
     if (index.root, evals) not in _ANNOUNCED:
         _ANNOUNCED.add((index.root, evals))
         message = (
-            f"Folder {index.root} has no {wanted.group(0)}/ sub-folder: training on {train} and "
-            f"evaluating on {held_out}, held out per class (fixed seed)."
+            f"Folder {index.root} has no {wanted_text} sub-folder: training on {train} and "
+            f"evaluating on {held_out}, held out per class (fixed seed; the list goes to the "
+            f"workdir's {HELD_OUT_FILE})."
         )
         sides = {name: set(index.split(name)[1]) for name in (train, held_out)}
         short = [
@@ -370,6 +395,38 @@ def _folder_splits(source, train: str, evals: str) -> tuple[str, str]:
             )
         print(message, flush=True)
     return train, held_out
+
+
+HELD_OUT_FILE = "held_out.json"
+
+
+def held_out_record(data_config: Any) -> dict | None:
+    """What a folder set without an eval sub-folder holds out of ``train/`` for evaluation (see
+    :func:`splits`), for the trainer to write as ``held_out.json``: the two splits, the seed of
+    :func:`cnn_flax.data.builders.folder.stratified_order`, the counts per class and the held-out
+    files (relative to the folder), so a later look can tell which images the model never
+    trained on. ``None`` for any other data set or split."""
+    source = get_source(data_config)
+    if not isinstance(source, FileSource):
+        return None
+    train, evals = splits(data_config, source)
+    base = re.match(r"\w+", evals)
+    if "[" not in evals or not base or base.group(0) != re.match(r"\w*", train).group(0):
+        return None
+    index = source.index
+    _, train_labels = index.split(train)
+    held_paths, held_labels = index.split(evals)
+    return {
+        "folder": index.root,
+        "train_split": train,
+        "eval_split": evals,
+        "order": "stratified per class, seed 0",
+        "per_class": {
+            cls: {"train": train_labels.count(label), "held_out": held_labels.count(label)}
+            for label, cls in enumerate(index.class_names)
+        },
+        "held_out": [os.path.relpath(path, index.root) for path in held_paths],
+    }
 
 
 def sizes_without_reading(data_config: Any) -> tuple[DatasetInfo, str]:

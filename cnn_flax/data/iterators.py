@@ -25,6 +25,14 @@ def get_class_names(data_config: Any) -> list[str]:
     return datasets.class_names(data_config)
 
 
+def get_held_out_record(data_config: Any) -> dict | None:
+    """A folder set's own held-out part, to record in the workdir (see datasets.held_out_record);
+    ``None`` when the eval split is not carved out of the training images."""
+    from cnn_flax.data import datasets
+
+    return datasets.held_out_record(data_config)
+
+
 def create_train_iterator(
     data_config: Any,
     *,

@@ -1,7 +1,8 @@
 """The training loop: init or resume, jitted steps, evaluation, checkpoints, logging.
 
 A workdir holds ``config.json`` (the resolved config), ``model.json`` (what ``evaluate`` and
-``predict`` need to rebuild the model), ``metrics.jsonl``, ``tensorboard/`` and ``checkpoints/``,
+``predict`` need to rebuild the model), ``held_out.json`` (a folder set's own held-out images,
+when it has no eval sub-folder), ``metrics.jsonl``, ``tensorboard/`` and ``checkpoints/``,
 the lock of the run training there (``.lock``, :mod:`cnn_flax.workdir_lock`) and, after an
 allowed config change, ``config_history.jsonl`` (:mod:`cnn_flax.run_record`).
 
@@ -323,7 +324,7 @@ def _starting_state(run: _Run) -> tuple[int, TrainState]:
         )
     if run.is_main and start_step < plan.micro(plan.total_steps):
         run_record.record(workdir, run.change)
-        _write_run_files(workdir, config, num_classes=run.num_classes)
+        _write_run_files(workdir, config, num_classes=run.num_classes, data_source=run.data)
     return start_step, state
 
 
@@ -388,8 +389,19 @@ def _finished_message(
     )
 
 
-def _write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict, *, num_classes: int):
+def _write_run_files(
+    workdir: pathlib.Path,
+    config: ml_collections.ConfigDict,
+    *,
+    num_classes: int,
+    data_source: Any = None,
+):
     workdir.mkdir(parents=True, exist_ok=True)
+    # A folder set's own held-out part: which images the model never trained on.
+    held_out = getattr(data_source, "get_held_out_record", None)
+    record = held_out(config.data) if held_out is not None else None
+    if record is not None:
+        (workdir / "held_out.json").write_text(json.dumps(record, indent=1) + "\n")
     (workdir / "config.json").write_text(
         config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
     )

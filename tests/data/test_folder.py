@@ -206,3 +206,40 @@ def test_a_recipe_eval_split_missing_from_a_flat_folder_holds_out_its_own(
     assert out.count("has no test/ sub-folder") == 1, out
     # 7 images a class, 2 held out in all: a class is left without one, and is named.
     assert "Too few images for both sides in class(es) c" in out, out
+
+
+def test_held_out_part_is_recorded_and_said(jpeg_folder, tmp_path, capsys):
+    """The hold-out a folder set makes of its own train images is said in one line (with no
+    eval split configured too) and recorded: the splits, the seed, counts per class and the
+    held-out files, which the trainer writes to the workdir's held_out.json."""
+    root = _flat_copy(jpeg_folder, tmp_path)
+    config = data_config(f"folder:{root}", str(tmp_path))  # the finetune recipe's: no eval split
+    record = datasets.held_out_record(config)
+    out = capsys.readouterr().out
+    assert out.count("has no val/ or test/ sub-folder") == 1, out
+    assert "held_out.json" in out, out
+    assert record["train_split"] == "train[:90%]" and record["eval_split"] == "train[90%:]"
+    assert "seed 0" in record["order"]
+    assert sum(c["train"] + c["held_out"] for c in record["per_class"].values()) == 21
+    assert len(record["held_out"]) == 2 and all(
+        (root / path).is_file() and not os.path.isabs(path) for path in record["held_out"]
+    )
+    # A folder with a val/ sub-folder holds nothing out of train/: nothing to record.
+    assert datasets.held_out_record(data_config(f"folder:{jpeg_folder}", str(tmp_path))) is None
+
+
+def test_trainer_writes_held_out_json_next_to_config(jpeg_folder, tmp_path):
+    import json
+
+    import cnn_flax.data
+    from cnn_flax.configs.base import get_base_config
+    from cnn_flax.training import trainer
+
+    root = _flat_copy(jpeg_folder, tmp_path)
+    config = get_base_config()
+    config.data = data_config(f"folder:{root}", str(tmp_path))
+    workdir = tmp_path / "run"
+    trainer._write_run_files(workdir, config, num_classes=3, data_source=cnn_flax.data)
+    assert (workdir / "config.json").is_file()
+    record = json.loads((workdir / "held_out.json").read_text())
+    assert record["eval_split"] == "train[90%:]" and len(record["held_out"]) == 2

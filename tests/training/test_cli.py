@@ -56,6 +56,20 @@ def test_evaluate_user_errors_are_one_line(capsys, tmp_path):
     assert "model.json" in _one_line_error(capsys)
 
 
+def test_evaluate_on_a_workdir_without_a_checkpoint_yet_says_so(capsys, tmp_path):
+    """A run that has written its config but not its first checkpoint: the line says that, not
+    that the folder is no checkpoint and one must be written with train."""
+    from cnn_flax.training import trainer
+    from cnn_flax.training.config_checks import load_config
+
+    config = load_config("quickstart", [])
+    trainer._write_run_files(tmp_path, config, num_classes=10)
+    assert evaluate.cli([f"--workdir={tmp_path}"]) == 2
+    line = _one_line_error(capsys)
+    assert "training workdir with no checkpoint yet" in line, line
+    assert "cnn_flax.train" not in line, line
+
+
 @pytest.mark.slow
 def test_quickstart_reaches_97_percent(tmp_path):
     """The embedded default trains on the offline digits data to >= 97% (about a minute of 2 CPU

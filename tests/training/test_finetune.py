@@ -227,7 +227,9 @@ def test_predict_from_a_workdir_uses_the_runs_preprocessing_and_class_names(
         paths.append(str(tmp_path / f"eval{i}.png"))
         Image.fromarray(image).save(paths[-1])
     assert predict.main([f"--checkpoint={workdir}", "--top-k=2", *paths]) == 0
-    rows = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    rows = captured.out.splitlines()
+    assert config["ema_decay"] is None and "raw weights" not in captured.err  # no EMA: no note
 
     model = create_model(fakes.TINY_MODEL, num_classes=fakes.NUM_CLASSES)
     x = normalize(images, mean=config["data"]["mean"], std=config["data"]["std"])
@@ -251,3 +253,20 @@ def test_evaluate_refuses_a_config_with_other_preprocessing(pretrained, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "crop 8 vs 12" in err and "--config.data.image_size=8" in err
+
+
+def test_predict_names_the_raw_weights_of_a_run_that_kept_ema(tmp_path, capsys):
+    """A run with averaged weights: predict says it uses the raw ones, which the trainer's Done
+    line names first, so its numbers are not taken for the EMA figure."""
+    from PIL import Image
+
+    from cnn_flax.cli import predict
+
+    config = fakes.tiny_config(total_steps=2, eval_every_steps=2, checkpoint_every_steps=0)
+    config.ema_decay = 0.5
+    trainer.train(config, tmp_path / "run", data_source=NamedFakeData(), show_progress=False)
+    Image.fromarray(fakes.EVAL[0][0]).save(tmp_path / "x.png")
+    capsys.readouterr()
+    assert predict.main([f"--checkpoint={tmp_path / 'run'}", str(tmp_path / "x.png")]) == 0
+    err = capsys.readouterr().err
+    assert "Predicting with the raw weights" in err and "EMA" in err, err

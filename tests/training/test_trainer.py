@@ -105,12 +105,13 @@ def test_evaluate_matches_training_eval(full_run, tmp_path):
     got = evaluate.evaluate(config, workdir, data_source=data)
     for key in ("top1", "top5", "ema_top1", "num_examples"):
         assert got[key] == pytest.approx(result.eval_metrics["eval_" + key]), key
+    assert got["step"] == 6  # the step evaluated, which the command line names
     # A variables checkpoint (what the torchvision converter writes) of the same weights.
     meta = {"model": fakes.TINY_MODEL, "num_classes": fakes.NUM_CLASSES}
     checkpoint.save_variables(tmp_path / "vars", checkpoint.load_variables(workdir), meta=meta)
     got = evaluate.evaluate(config, tmp_path / "vars", data_source=data)
     assert got["top1"] == pytest.approx(result.eval_metrics["eval_top1"])
-    assert "ema_top1" not in got
+    assert "ema_top1" not in got and "step" not in got
 
 
 def test_rerun_on_a_finished_workdir_says_so_and_changes_nothing(full_run, capsys):
