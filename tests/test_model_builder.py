@@ -44,5 +44,7 @@ def test_conv_preset_by_name_reaches_every_convolution_with_the_same_parameters(
 
 
 def test_unknown_conv_preset_is_one_clear_error():
-    with pytest.raises(ValueError, match=r"'fast'.*choose one of \['cpu', 'shift', 'xla'\]"):
+    with pytest.raises(
+        ValueError, match=r"'fast'.*choose one of \['auto', 'cpu', 'shift', 'xla'\]"
+    ):
         build_model(_config("model_overrides.conv=fast"), num_classes=10, num_devices=1)

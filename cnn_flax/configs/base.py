@@ -146,6 +146,9 @@ def get_finetune_config() -> ml_collections.ConfigDict:
     # Learning rate of everything outside the head, as a multiple of the schedule's (the head's):
     # pretrained features need smaller steps than a new classifier. 0 freezes them.
     ft.backbone_lr_mult = 1.0
+    # A fine-tuning recipe refuses to start without init_from (it would train from random weights
+    # and look like a fine-tune); True starts from random weights on purpose (a study's control).
+    ft.from_scratch = False
     return ft
 
 

@@ -117,7 +117,9 @@ def build_model(settings: Settings, dtype: jnp.dtype):
     which is the backend's "auto")."""
     if settings.conv == "model":
         return create_model(settings.model, dtype=dtype)
-    return create_model(settings.model, dtype=dtype, conv=settings.conv)
+    from cnn_flax.models import depthwise
+
+    return create_model(settings.model, dtype=dtype, conv=depthwise.conv_preset(settings.conv))
 
 
 def _dtype(name: str) -> jnp.dtype:

@@ -345,6 +345,8 @@ def _check_finetune(config: ml_collections.ConfigDict) -> None:
     _boolean(config, "finetune.reset_head")
     _choice(config, "finetune.trainable", TRAINABLE)
     _boolean(config, "finetune.freeze_bn_stats")
+    if "from_scratch" in config.finetune:  # configs saved before the field existed lack it
+        _boolean(config, "finetune.from_scratch")
     _number(config, "finetune.backbone_lr_mult", low=0.0, high=1e3)
 
 

@@ -259,12 +259,14 @@ def _check_start(
     from cnn_flax.training import optim
 
     finetune_recipe = str(config.recipe or "").startswith("finetune")
-    if fresh and finetune_recipe and not config.init_from:
+    from_scratch = bool(config.finetune.get("from_scratch", False))
+    if fresh and finetune_recipe and not config.init_from and not from_scratch:
         raise ValueError(
             "--config=finetune starts from published weights, but --config.init_from is not "
             "set: pass --config.init_from=WEIGHTS (a .pth or .safetensors file, a converted "
             "checkpoint or a workdir), or train from random weights on purpose with the "
-            f"model's own recipe, --config={config.model}."
+            f"model's own recipe, --config={config.model} (or keep this recipe with "
+            "--config.finetune.from_scratch=true)."
         )
     if plan.global_batch > num_train:
         raise ValueError(

@@ -66,9 +66,14 @@ def hub_file(repo_id: str, filename: str = "model.safetensors") -> pathlib.Path:
             f"{repo_id} is on the Hugging Face Hub: `pip install huggingface_hub` to download it."
         ) from None
     try:
-        # HF_ENDPOINT read now, not when huggingface_hub was first imported.
+        # HF_ENDPOINT and the cache read now, not when huggingface_hub was first imported.
         endpoint = os.environ.get("HF_ENDPOINT") or None
-        return pathlib.Path(hf_hub_download(repo_id, filename, endpoint=endpoint))
+        hub_cache = os.environ.get("HF_HUB_CACHE") or (
+            os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None
+        )
+        return pathlib.Path(
+            hf_hub_download(repo_id, filename, endpoint=endpoint, cache_dir=hub_cache)
+        )
     except Exception as err:  # its errors: offline, 404s, connection errors, ...
         reason = " ".join(str(err).split())[:200]
         raise WeightsError(

@@ -56,7 +56,7 @@ def base_config(*, dataset: str = "digits", image_size: int | None = None):
     return config
 
 
-_SCRATCH = {"init_from": None, "finetune.freeze_bn_stats": False}
+_SCRATCH = {"init_from": None, "finetune.freeze_bn_stats": False, "finetune.from_scratch": True}
 
 STUDY = Study(
     name="finetune",

@@ -19,13 +19,16 @@ from cnn_flax.data.eval_transform import Preprocessing
 from cnn_flax.export import ExportCheckError, Request, UsageError, export, formats
 from cnn_flax.export.__main__ import main
 from cnn_flax.models import create_model
+from cnn_flax.models.registry import EvalTransform
 from cnn_flax.training.checkpoint import load_variables, save_variables
 
 pytest.importorskip("tensorflow")
 
 SIZE = 32
 MODELS = {"resnet18": {}, "mobilenet_v3_small": {"width_mult": 0.5}}
-PRE = Preprocessing(resize=36, crop=SIZE, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+PRE = Preprocessing(
+    EvalTransform(crop=SIZE, resize=36), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+)
 
 
 def _random_variables(name: str, overrides: dict) -> dict:

@@ -34,8 +34,8 @@ def mult_adds(name: str, *, res: int = 224, **overrides) -> int:
             total += x.shape[-1] * out.shape[-1]
         return out
 
-    with nn.intercept_methods(count):
-        init_shapes(name, res=res, **overrides)
+    with nn.intercept_methods(count):  # XLA's convolutions: one nn.Conv call per layer
+        init_shapes(name, res=res, **{"conv": "xla", **overrides})
     return total
 
 

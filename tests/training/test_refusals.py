@@ -29,6 +29,14 @@ def test_finetune_without_weights_is_refused(tmp_path, capsys):
     assert "Compiling" not in capsys.readouterr().out
 
 
+def test_finetune_from_scratch_on_purpose_starts(tmp_path):
+    config = _finetune_config()
+    config.finetune.from_scratch = True
+    config.total_steps = 1
+    result = trainer.train(config, tmp_path, data_source=fakes.FakeData())
+    assert result.step == 1
+
+
 def test_batch_larger_than_the_training_split_is_refused(tmp_path):
     config = fakes.tiny_config(batch_size=128)  # the fake split holds 64
     with pytest.raises(ValueError, match=r"batch_size 128 is larger than the training split"):

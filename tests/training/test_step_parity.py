@@ -30,12 +30,11 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
-from cnn_flax import steps  # noqa: E402
 from cnn_flax.configs import get_config  # noqa: E402
 from cnn_flax.configs.recipes import TORCHVISION_V2  # noqa: E402
 from cnn_flax.convert import from_torchvision  # noqa: E402
 from cnn_flax.models import create_model  # noqa: E402
-from cnn_flax.training import optim  # noqa: E402
+from cnn_flax.training import optim, steps  # noqa: E402
 from cnn_flax.training.run_plan import make_run_plan  # noqa: E402
 from cnn_flax.training.state import create_train_state  # noqa: E402
 from tests.convert.test_train_parity import relative_errors  # noqa: E402
