@@ -22,10 +22,18 @@ def mult_adds(name: str, *, res: int = 224, **overrides) -> int:
     """Multiply-adds of every convolution and dense layer, counted from traced shapes."""
     total = 0
 
+    inside = set()  # depthwise.Conv's __call__ runs nn.Conv's: count each module once
+
     def count(next_fun, args, kwargs, context):
         nonlocal total
-        out = next_fun(*args, **kwargs)
         module, x = context.module, args[0] if args else None
+        if id(module) in inside:
+            return next_fun(*args, **kwargs)
+        inside.add(id(module))
+        try:
+            out = next_fun(*args, **kwargs)
+        finally:
+            inside.discard(id(module))
         if context.method_name == "__call__" and isinstance(module, nn.Conv):
             kh, kw = module.kernel_size
             in_per_group = x.shape[-1] // module.feature_group_count
@@ -34,7 +42,7 @@ def mult_adds(name: str, *, res: int = 224, **overrides) -> int:
             total += x.shape[-1] * out.shape[-1]
         return out
 
-    with nn.intercept_methods(count):  # XLA's convolutions: one nn.Conv call per layer
+    with nn.intercept_methods(count):  # XLA's convolutions, as the paper counts them
         init_shapes(name, res=res, **{"conv": "xla", **overrides})
     return total
 
