@@ -20,6 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from cnn_flax.data.eval_transform import Preprocessing
+from cnn_flax.errors import one_line
 from cnn_flax.export import formats, images
 
 # Max |exported - JAX| logit error allowed, as a fraction of the largest |logit| (at least 1):
@@ -194,7 +195,7 @@ def load_source(request: Request) -> Source:
         except predict.UsageError as err:
             raise UsageError(str(err)) from None
         except CheckpointError as err:
-            raise UsageError(_one_line(err)) from None
+            raise UsageError(one_line(err)) from None
         return Source(inputs.model, inputs.overrides, variables, inputs.preprocessing)
 
     from cnn_flax import weights
@@ -203,11 +204,11 @@ def load_source(request: Request) -> Source:
     try:
         model_info(request.model)
     except ValueError as err:
-        raise UsageError(_one_line(err)) from None
+        raise UsageError(one_line(err)) from None
     try:
         variables, provenance = weights.load(request.model, request.weights)
     except (KeyError, ValueError, TypeError, OSError) as err:  # WeightsError is a ValueError
-        raise UsageError(_one_line(err.args[0] if err.args else err)) from None
+        raise UsageError(one_line(err.args[0] if err.args else err)) from None
     if provenance.preprocessing:
         preprocessing = Preprocessing.from_json(provenance.preprocessing)
     else:
@@ -370,7 +371,3 @@ def _remove(path: pathlib.Path) -> None:
         shutil.rmtree(path)
     elif path.exists():
         path.unlink()
-
-
-def _one_line(message: object) -> str:
-    return " ".join(str(message).split())
