@@ -12,7 +12,23 @@ import ast
 import pathlib
 import sys
 
+import pytest
+
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cnn_flax"
+
+# The command-line layer: argparse entry points and the ``python -m`` shims that forward to them.
+# No other module may import one of these (``test_library_never_imports_a_command``): a library
+# function that a command owns belongs a layer down, where the command and the library both reach
+# it. A module named ``__main__`` is a command wherever it lies.
+COMMANDS: tuple[str, ...] = (
+    "cnn_flax.cli",
+    "cnn_flax.data.benchmark",
+    # the old paths of the commands, forwarding to cli/
+    "cnn_flax.train",
+    "cnn_flax.evaluate",
+    "cnn_flax.predict",
+    "cnn_flax.benchmark",
+)
 
 # Lowest first: a module may import its own layer and those listed before it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -30,22 +46,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("recipes", ("cnn_flax.configs",)),
     ("training", ("cnn_flax.training",)),
+    ("exporting", ("cnn_flax.export",)),
     ("benchmarks", ("cnn_flax.perf",)),
-    (
-        "commands",
-        (
-            "cnn_flax",  # the package's face re-exports the public API
-            "cnn_flax.cli",
-            "cnn_flax.convert",
-            "cnn_flax.models.__main__",
-            "cnn_flax.data.benchmark",
-            # the old paths of the commands, forwarding to cli/
-            "cnn_flax.train",
-            "cnn_flax.evaluate",
-            "cnn_flax.predict",
-            "cnn_flax.benchmark",
-        ),
-    ),
+    ("the package's face", ("cnn_flax", "cnn_flax.convert")),  # re-export the public API
+    ("commands", COMMANDS),
 )
 
 
@@ -91,11 +95,22 @@ def imports(mods: dict[str, pathlib.Path]) -> dict[str, dict[str, int]]:
     return graph
 
 
+def is_command(module: str) -> bool:
+    return module.endswith(".__main__") or any(
+        module == prefix or module.startswith(prefix + ".") for prefix in COMMANDS
+    )
+
+
 def layer_of(module: str) -> int:
+    """The index in ``LAYERS`` of ``module``'s longest matching prefix; ``cnn_flax`` itself
+    matches only the package's ``__init__``, so that a new folder must be given a layer."""
+    if is_command(module):
+        return len(LAYERS) - 1
     best, layer = -1, None
     for index, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+            below = module.startswith(prefix + ".") and prefix != "cnn_flax"
+            if (module == prefix or below) and len(prefix) > best:
                 best, layer = len(prefix), index
     if layer is None:
         raise AssertionError(f"{module} is in no layer; add it to LAYERS in {__file__}.")
@@ -147,6 +162,17 @@ def upward(graph: dict[str, dict[str, int]]) -> list[str]:
     ]
 
 
+def command_imports(graph: dict[str, dict[str, int]]) -> list[str]:
+    """Imports of a command module (``cnn_flax.cli``, a ``__main__``, a shim) from a module that
+    is not one."""
+    return [
+        f"{module}:{line} imports the command module {target}"
+        for module, targets in sorted(graph.items())
+        for target, line in sorted(targets.items())
+        if is_command(target) and not is_command(module)
+    ]
+
+
 def test_every_module_has_a_layer():
     for module in modules():
         layer_of(module)
@@ -160,6 +186,10 @@ def test_imports_point_down_the_layers():
     assert upward(imports(modules())) == []
 
 
+def test_library_never_imports_a_command():
+    assert command_imports(imports(modules())) == []
+
+
 def test_the_checks_catch_a_cycle_and_an_upward_import():
     graph = {
         "cnn_flax.models.a": {"cnn_flax.training.b": 1},
@@ -169,6 +199,22 @@ def test_the_checks_catch_a_cycle_and_an_upward_import():
     assert upward(graph) == [
         "cnn_flax.models.a:1 imports cnn_flax.training.b (training is above the zoo)"
     ]
+
+
+def test_the_checks_catch_a_library_module_importing_a_command():
+    graph = {
+        "cnn_flax.export.core": {"cnn_flax.cli.predict": 3, "cnn_flax.training.checkpoint": 4},
+        "cnn_flax.weights.files": {"cnn_flax.models.__main__": 5},
+        "cnn_flax.cli.train": {"cnn_flax.cli.dry_run": 6},
+        "cnn_flax.train": {"cnn_flax.cli.train": 7},
+    }
+    assert command_imports(graph) == [
+        "cnn_flax.export.core:3 imports the command module cnn_flax.cli.predict",
+        "cnn_flax.weights.files:5 imports the command module cnn_flax.models.__main__",
+    ]
+    # ... and a module in no declared layer is refused rather than taken for the package's face.
+    with pytest.raises(AssertionError, match="in no layer"):
+        layer_of("cnn_flax.newfolder.x")
 
 
 def _statements(mods: dict[str, pathlib.Path]) -> tuple[int, int]:
@@ -203,4 +249,8 @@ if __name__ == "__main__":
     up = upward(graph)
     print(f"upward imports: {len(up)}")
     for line in up:
+        print(f"  {line}")
+    into_commands = command_imports(graph)
+    print(f"library imports of command modules: {len(into_commands)}")
+    for line in into_commands:
         print(f"  {line}")

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_flax.cli.predict import eval_transform, load_image, main, open_rgb
+from cnn_flax.cli.predict import eval_transform, main
+from cnn_flax.data.image_files import load_image, open_rgb
 from cnn_flax.models import create_model, list_models
 from cnn_flax.training.checkpoint import save_variables
 
@@ -261,7 +262,7 @@ def test_published_lite0_weights_predict_a_cat(photos, tmp_path, capsys):
 
 
 def test_an_undecodable_file_through_the_training_transform_is_one_plain_line(tmp_path):
-    from cnn_flax.cli.predict import ImageError, load_image_as_trained
+    from cnn_flax.data.image_files import ImageError, load_image_as_trained
     from cnn_flax.data.eval_transform import Preprocessing
     from cnn_flax.models import EvalTransform
 

@@ -7,7 +7,8 @@ class indices otherwise. ``--checkpoint`` takes a variables checkpoint
 (``python -m cnn_flax.convert``) or a training workdir; ``--model`` may be left out, since both
 record their model, and must agree with it when given.
 
-Each image gets the checkpoint's own evaluation preprocessing (:mod:`cnn_flax.preprocessing`):
+Each image gets the checkpoint's own evaluation preprocessing (read by
+:mod:`cnn_flax.training.checkpoint_record`, applied by :mod:`cnn_flax.data.image_files`):
 
 * a training workdir: the run's (``config.json``: image size, eval resize/crop, mean/std), made by
   the training data pipeline's own evaluation transform
@@ -27,10 +28,8 @@ read, 2 on a usage error (unknown model, unreadable checkpoint) with nothing cla
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import pathlib
-import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -39,20 +38,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_flax.data.eval_transform import Preprocessing
+from cnn_flax.data.image_files import IMAGE_SUFFIXES, ImageError, load_image, load_image_as_trained
 from cnn_flax.models import create_model, model_info
-from cnn_flax.models.layers import IMAGENET_MEAN, IMAGENET_STD
 from cnn_flax.training import checkpoint_record
-from cnn_flax.training.checkpoint import CheckpointError, find_model_meta, load_variables
-
-_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+from cnn_flax.training.checkpoint import CheckpointError, load_variables
 
 
 class UsageError(Exception):
     """A mistake in the command's inputs; the message says what is wrong and how to fix it."""
-
-
-class ImageError(Exception):
-    """An image file that cannot be read or decoded."""
 
 
 def eval_transform(name: str) -> tuple[int, int, str]:
@@ -61,186 +54,11 @@ def eval_transform(name: str) -> tuple[int, int, str]:
     return transform.resize, transform.crop, transform.interpolation
 
 
-def open_rgb(path: str | pathlib.Path):
-    """An image file as an 8-bit RGB PIL image, decoded fully (truncated files fail here).
-
-    16-bit greyscale PNGs (PIL modes ``I;16*``/``I``) are scaled to 8 bits by ``x >> 8``, as
-    TensorFlow's decoder (the training pipeline's) converts them; ``Image.convert("RGB")`` would
-    clip every value above 255 to white. 16-bit RGB PNGs PIL already reads that way.
-
-    Raises:
-      ImageError: naming the path when the file is missing or not a decodable image.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in _SIXTEEN_BIT:
-                pixels = np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8
-                return Image.fromarray(pixels.astype(np.uint8), mode="L").convert("RGB")
-            return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageError(f"cannot read image {path}: {' '.join(str(err).split())}") from None
-
-
-def load_image(
-    path: str | pathlib.Path,
-    *,
-    resize_size: int,
-    crop_size: int,
-    interpolation: str = "bilinear",
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> np.ndarray:
-    """An image file as a normalised float32 ``[crop_size, crop_size, 3]`` array.
-
-    Matches ``torchvision.transforms.Compose([Resize(resize_size), CenterCrop(crop_size),
-    ToTensor(), Normalize(mean, std)])`` on a PIL image, transposed to HWC: the same output size
-    rounding, PIL resampling, crop offsets and float32 arithmetic. ``mean``/``std`` are on the
-    [0, 1] scale.
-
-    Raises:
-      ImageError: naming the path when the file is missing or not a decodable image.
-    """
-    from PIL import Image
-
-    resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
-    image = open_rgb(path)
-    width, height = image.size
-    short, long = min(width, height), max(width, height)
-    new_short, new_long = resize_size, int(resize_size * long / short)
-    size = (new_short, new_long) if width <= height else (new_long, new_short)
-    if size != image.size:
-        image = image.resize(size, resample[interpolation])
-    if min(size) < crop_size:
-        raise ImageError(f"cannot crop {crop_size} pixels from {path} resized to {size}")
-    top = int(round((size[1] - crop_size) / 2.0))
-    left = int(round((size[0] - crop_size) / 2.0))
-    image = image.crop((left, top, left + crop_size, top + crop_size))
-    pixels = np.asarray(image, dtype=np.float32) / np.float32(255)
-    return (pixels - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-
-
-def _without_tf_frames(message: str) -> str:
-    """TensorFlow's op error without its ``{{function_node ...}}`` and ``[Op:...]`` decorations."""
-    message = re.sub(r"\{\{.*?\}\}", "", message)
-    message = re.sub(r"\[Op:.*$", "", message, flags=re.DOTALL)
-    return " ".join(message.split())
-
-
-def load_image_as_trained(path: str | pathlib.Path, preprocessing: Preprocessing) -> np.ndarray:
-    """An image file through the training data pipeline's evaluation transform, normalised.
-
-    The bytes go through :func:`cnn_flax.data.preprocess.preprocess_for_eval` (TensorFlow's
-    decoder, centre crop of ``crop / resize`` of the shorter side, antialiased bilinear resize)
-    and the eval step's normalisation, so the model sees what ``evaluate`` shows it.
-
-    Raises:
-      ImageError: naming the path when the file is missing or not a decodable image.
-    """
-    import tensorflow as tf
-
-    from cnn_flax.data.preprocess import preprocess_for_eval
-
-    try:
-        data = pathlib.Path(path).read_bytes()
-        pixels = preprocess_for_eval(
-            tf.constant(data),
-            image_size=preprocessing.crop,
-            crop_ratio=preprocessing.crop_ratio,
-        ).numpy()
-    except (OSError, tf.errors.OpError) as err:
-        message = _without_tf_frames(getattr(err, "message", str(err)))
-        raise ImageError(f"cannot read image {path}: {message}") from None
-    mean = np.asarray(preprocessing.mean, np.float32) * np.float32(255)
-    std = np.asarray(preprocessing.std, np.float32) * np.float32(255)
-    return (pixels.astype(np.float32) - mean) / std
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckpointInputs:
-    """What a checkpoint says about its inputs and outputs.
-
-    Attributes:
-      model: the registry name.
-      overrides: model overrides it was built with.
-      preprocessing: its evaluation transform.
-      class_names: its output classes' names, or ``None`` (indices are printed).
-      kept_ema: a training workdir whose run also kept averaged (EMA) weights; predict uses the
-        raw ones, as the trainer's "Done" line reports, and says so.
-    """
-
-    model: str
-    overrides: dict
-    preprocessing: Preprocessing
-    class_names: list[str] | None
-    kept_ema: bool = False
-
-
-def checkpoint_inputs(checkpoint: pathlib.Path, model: str | None = None) -> CheckpointInputs:
-    """Reads model, preprocessing and class names off a workdir or variables checkpoint.
-
-    Raises:
-      UsageError: unknown model, or ``model`` disagrees with the checkpoint's.
-    """
-    name, overrides, meta = _resolve_model(model, checkpoint)
-    try:
-        record = checkpoint_record.read(checkpoint)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    if record.workdir is not None:
-        names = record.class_names or _data_set_class_names(record.config)
-        kept_ema = record.config is not None and record.config.get("ema_decay") is not None
-        return CheckpointInputs(name, overrides, record.preprocessing, names, kept_ema)
-    preprocessing = record.preprocessing or Preprocessing.for_model(name)
-    names = record.class_names or _imagenet_names(int(meta.get("num_classes", 0)))
-    return CheckpointInputs(name, overrides, preprocessing, names)
-
-
-def _data_set_class_names(config) -> list[str] | None:
-    # Workdirs from before classes.json: ask the data set (cheap for the offline sets).
-    try:
-        from cnn_flax.data import get_class_names
-
-        return get_class_names(config.data)
-    except Exception:  # noqa: BLE001 - the data set may be gone; indices are the fallback
-        return None
-
-
-def _imagenet_names(num_classes: int) -> list[str] | None:
-    if num_classes != 1000:
-        return None
-    from cnn_flax.data.classes import imagenet_class_names
-
-    return imagenet_class_names()
-
-
 def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``(indices, probabilities)`` of the ``k`` most probable classes per row, best first."""
     probs = np.asarray(jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1))
     indices = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
     return indices, np.take_along_axis(probs, indices, axis=-1)
-
-
-def _resolve_model(model: str | None, checkpoint: pathlib.Path) -> tuple[str, dict, dict]:
-    try:
-        meta = find_model_meta(checkpoint)
-    except CheckpointError:
-        meta = {}
-    name = model or meta.get("model")
-    if name is None:
-        raise UsageError(f"{checkpoint} does not record its model; pass --model=NAME.")
-    try:
-        model_info(name)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    if meta.get("model") not in (None, name):
-        raise UsageError(
-            f"{checkpoint} holds a {meta['model']!r} checkpoint, not {name!r}; "
-            f"pass --model={meta['model']} or another checkpoint."
-        )
-    return name, dict(meta.get("overrides") or {}), meta
 
 
 def predict(
@@ -310,7 +128,10 @@ def run(
                 f"--checkpoint {checkpoint_dir} is an empty folder: pass a training workdir or "
                 "a converted checkpoint (python -m cnn_flax.convert)."
             )
-        inputs, variables = checkpoint_inputs(checkpoint_dir, model), None
+        try:
+            inputs, variables = checkpoint_record.inputs(checkpoint_dir, model), None
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     pre = inputs.preprocessing
 
     def load(path: str) -> np.ndarray:
@@ -361,9 +182,6 @@ def run(
     return 1 if failed else 0
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
 def expand_images(images: Sequence[str]) -> list[str]:
     """``images`` with each folder replaced by the image files in it and its sub-folders (sorted,
     hidden ones left out), so ``predict --checkpoint=W photos/`` classifies a folder of photos.
@@ -395,7 +213,7 @@ def expand_images(images: Sequence[str]) -> list[str]:
     return expanded
 
 
-def _published_inputs(model: str | None, source: str) -> tuple[CheckpointInputs, dict]:
+def _published_inputs(model: str | None, source: str) -> tuple[checkpoint_record.Inputs, dict]:
     from cnn_flax import weights
     from cnn_flax.data.classes import imagenet_class_names
 
@@ -411,7 +229,7 @@ def _published_inputs(model: str | None, source: str) -> tuple[CheckpointInputs,
         else Preprocessing.for_model(model)
     )
     names = imagenet_class_names()
-    return CheckpointInputs(model, dict(provenance.overrides), pre, names), variables
+    return checkpoint_record.Inputs(model, dict(provenance.overrides), pre, names), variables
 
 
 def main(argv: Sequence[str] | None = None) -> int:

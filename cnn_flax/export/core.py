@@ -19,9 +19,13 @@ from collections.abc import Callable
 
 import numpy as np
 
+from cnn_flax import weights
 from cnn_flax.data.eval_transform import Preprocessing
 from cnn_flax.errors import one_line
 from cnn_flax.export import formats, images
+from cnn_flax.models import create_model, model_info
+from cnn_flax.training import checkpoint_record
+from cnn_flax.training.checkpoint import CheckpointError, load_variables
 
 # Max |exported - JAX| logit error allowed, as a fraction of the largest |logit| (at least 1):
 # float32 arithmetic in another runtime differs by rounding only (1e-6 to 1e-5 measured);
@@ -181,25 +185,16 @@ def load_source(request: Request) -> Source:
     Raises:
       UsageError: unknown model, unreadable checkpoint or weights.
     """
-    from cnn_flax.training.checkpoint import CheckpointError, load_variables
-
     if request.checkpoint is not None:
-        from cnn_flax.cli import predict
-
         checkpoint = pathlib.Path(request.checkpoint).expanduser()
         if not checkpoint.exists():
             raise UsageError(f"--checkpoint {checkpoint} does not exist.")
         try:
-            inputs = predict.checkpoint_inputs(checkpoint)
+            inputs = checkpoint_record.inputs(checkpoint)
             variables = load_variables(checkpoint)
-        except predict.UsageError as err:
-            raise UsageError(str(err)) from None
-        except CheckpointError as err:
+        except (CheckpointError, ValueError) as err:
             raise UsageError(one_line(err)) from None
         return Source(inputs.model, inputs.overrides, variables, inputs.preprocessing)
-
-    from cnn_flax import weights
-    from cnn_flax.models import model_info
 
     try:
         model_info(request.model)
@@ -220,8 +215,6 @@ def inference_fn(source: Source, *, with_preprocessing: bool) -> Callable:
     """``fn(variables, images) -> float32 logits`` in evaluation mode; with preprocessing the
     images are uint8 pixels normalised inside with the model's own mean and std."""
     import jax.numpy as jnp
-
-    from cnn_flax.models import create_model
 
     num_classes = int(np.shape(source.variables["params"]["head"]["kernel"])[-1])
     # XLA's own convolutions: the exported graph should hold plain convolution ops for the target

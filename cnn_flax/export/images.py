@@ -12,8 +12,7 @@ import pathlib
 import numpy as np
 
 from cnn_flax.data.eval_transform import Preprocessing
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+from cnn_flax.data.image_files import IMAGE_SUFFIXES, load_image
 
 
 def folder_images(folder: pathlib.Path) -> list[pathlib.Path]:
@@ -31,10 +30,8 @@ def split_held_out(paths: list[pathlib.Path]) -> tuple[list[pathlib.Path], list[
 
 def load_uint8(paths: list[pathlib.Path], preprocessing: Preprocessing) -> np.ndarray:
     """``[len(paths), crop, crop, 3]`` uint8: the model's evaluation resize and centre crop, not
-    normalised (the same geometry as ``predict``; :func:`cnn_flax.predict.load_image` with a unit
-    normalisation on the 0..255 scale)."""
-    from cnn_flax.cli.predict import load_image
-
+    normalised (the same geometry as ``predict``; :func:`cnn_flax.data.image_files.load_image`
+    with a unit normalisation on the 0..255 scale)."""
     p = preprocessing
     arrays = [
         load_image(

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from cnn_flax import weights
-from cnn_flax.cli.predict import load_image
+from cnn_flax.data.image_files import load_image
 from cnn_flax.data.eval_transform import Preprocessing
 from cnn_flax.models import create_model
 
