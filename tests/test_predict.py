@@ -262,8 +262,8 @@ def test_published_lite0_weights_predict_a_cat(photos, tmp_path, capsys):
 
 
 def test_an_undecodable_file_through_the_training_transform_is_one_plain_line(tmp_path):
-    from cnn_flax.data.image_files import ImageError, load_image_as_trained
     from cnn_flax.data.eval_transform import Preprocessing
+    from cnn_flax.data.image_files import ImageError, load_image_as_trained
     from cnn_flax.models import EvalTransform
 
     bad = tmp_path / "bad.png"

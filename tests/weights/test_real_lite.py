@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from cnn_flax import weights
-from cnn_flax.data.image_files import load_image
 from cnn_flax.data.eval_transform import Preprocessing
+from cnn_flax.data.image_files import load_image
 from cnn_flax.models import create_model
 
 torch = pytest.importorskip("torch")
