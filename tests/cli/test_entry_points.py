@@ -22,6 +22,7 @@ DOCUMENTED = (
     "cnn_flax.benchmark",
     "cnn_flax.convert",
     "cnn_flax.models",
+    "cnn_flax.export",
     "cnn_flax.data.prepare",
     "cnn_flax.data.make_fake_images",
     "cnn_flax.data.benchmark",
@@ -53,9 +54,27 @@ def test_documented_module_path_still_runs(path):
         assert importlib.util.find_spec(f"{path}.__main__") is not None
 
 
-def test_old_predict_path_runs_the_command():
+@pytest.mark.parametrize(
+    "path, flag",
+    [
+        ("cnn_flax.predict", "--checkpoint"),
+        ("cnn_flax.convert", "--torchvision-checkpoint"),
+        ("cnn_flax.models", "--names"),
+        ("cnn_flax.export", "--with-preprocessing"),
+    ],
+)
+def test_old_path_runs_the_command(path, flag):
+    """The ``python -m`` paths of commands that moved into cli/ forward to them."""
+    done = subprocess.run([sys.executable, "-m", path, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert flag in done.stdout
+
+
+def test_models_names_through_its_old_path():
     done = subprocess.run(
-        [sys.executable, "-m", "cnn_flax.predict", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "cnn_flax.models", "--names", "--family=alexnet"],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "--checkpoint" in done.stdout
+    assert done.stdout.split()[:3] == ["alexnet", "alexnet", "224"]

@@ -15,9 +15,9 @@ import jax
 import numpy as np
 import pytest
 
+from cnn_flax.cli.export import main
 from cnn_flax.data.eval_transform import Preprocessing
 from cnn_flax.export import ExportCheckError, Request, UsageError, export, formats
-from cnn_flax.export.__main__ import main
 from cnn_flax.models import create_model
 from cnn_flax.models.registry import EvalTransform
 from cnn_flax.training.checkpoint import load_variables, save_variables

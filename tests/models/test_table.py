@@ -4,8 +4,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from cnn_flax.cli.models import main
 from cnn_flax.models import list_models, model_info
-from cnn_flax.models.__main__ import count_macs, describe, main
+from cnn_flax.models.counting import count_macs, describe
 from tests.helpers import param_count, reference_rows
 
 # One model per kind of layer the counter must handle: plain convs and dense layers (alexnet),
@@ -125,7 +126,7 @@ def test_default_weights_facts_match_the_reference_csv():
 
 def test_names_lists_every_model_without_counting(capsys, monkeypatch):
     """``--names`` is the quick listing: the full table counts every model (minutes)."""
-    import cnn_flax.models.__main__ as table
+    import cnn_flax.cli.models as table
 
     def no_counting(*args, **kwargs):
         raise AssertionError("--names must not count parameters or MACs")

@@ -112,7 +112,7 @@ def test_every_timm_classifier_of_the_mapped_architectures_is_listed():
 
 
 def test_weights_listing(capsys):
-    from cnn_flax.models.__main__ import main
+    from cnn_flax.cli.models import main
 
     assert main(["--weights", "resnet50"]) == 0
     lines = capsys.readouterr().out.splitlines()

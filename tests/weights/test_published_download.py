@@ -147,7 +147,7 @@ def test_predict_with_a_published_set(host, monkeypatch, state_dict_bytes, tmp_p
 
 
 def test_convert_cli_takes_a_name(host, monkeypatch, state_dict_bytes, tmp_path, capsys):
-    from cnn_flax.convert.__main__ import main as convert_main
+    from cnn_flax.cli.convert import main as convert_main
 
     host.add(_publish(monkeypatch, state_dict_bytes), state_dict_bytes)
     out = tmp_path / "ckpt"
