@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 from cnn_flax.cli import benchmark
@@ -101,12 +102,37 @@ def test_compile_only_refuses_step_timing_options(capsys):
     assert "--compile-only times no steps; drop --compare" in capsys.readouterr().err
 
 
+def _bench_model(**settings):
+    from cnn_flax.perf import jax_bench
+    from cnn_flax.training.model_builder import build_model
+
+    config = jax_bench.model_config(jax_bench.Settings(**settings))
+    return build_model(config, num_classes=1000, num_devices=1)
+
+
 def test_conv_preset_becomes_the_models_conv_field():
     from cnn_flax.models import depthwise
-    from cnn_flax.perf import jax_bench
 
-    model = jax_bench.build_model(jax_bench.Settings(model="mobilenet_v2", conv="cpu"), None)
+    model = _bench_model(model="mobilenet_v2", conv="cpu", dtype="float32")
     assert model.conv.func is depthwise.Conv
     assert model.conv.keywords == depthwise.PRESETS["cpu"]
+    assert model.dtype == jnp.float32
     with pytest.raises(ValueError, match="Unknown convolution preset 'fast'"):
-        jax_bench.build_model(jax_bench.Settings(model="mobilenet_v2", conv="fast"), None)
+        _bench_model(model="mobilenet_v2", conv="fast")
+
+
+def test_the_benchmark_builds_its_model_with_the_trainers_builder(monkeypatch):
+    """One model builder: the benchmark times the network the trainer would build."""
+    from cnn_flax.perf import jax_bench
+    from cnn_flax.training import model_builder
+
+    built = []
+
+    def builder(config, *, num_classes, num_devices):
+        built.append((config.model, config.dtype, num_classes, num_devices))
+        raise RuntimeError("built")
+
+    monkeypatch.setattr(model_builder, "build_model", builder)
+    with pytest.raises(RuntimeError, match="built"):
+        jax_bench.prepare(jax_bench.Settings(model="resnet20", mode="infer", dtype="float32"))
+    assert built == [("resnet20", "float32", 1000, 1)]

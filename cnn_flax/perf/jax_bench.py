@@ -10,10 +10,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
-from cnn_flax.models import create_model, model_info
+from cnn_flax.configs.base import get_base_config
+from cnn_flax.models import model_info
 from cnn_flax.perf import jax_steps, peaks, rates, timing
 from cnn_flax.perf.flops import forward_flops
+from cnn_flax.training import model_builder
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -112,14 +115,17 @@ def _choose_step(settings: Settings) -> str:
     return "trainer" if reason is None and not whole_step_remat else "minimal"
 
 
-def build_model(settings: Settings, dtype: jnp.dtype):
-    """The model, with ``settings.conv``'s convolution preset ("model": the model's own default,
-    which is the backend's "auto")."""
-    if settings.conv == "model":
-        return create_model(settings.model, dtype=dtype)
-    from cnn_flax.models import depthwise
-
-    return create_model(settings.model, dtype=dtype, conv=depthwise.conv_preset(settings.conv))
+def model_config(settings: Settings) -> ml_collections.ConfigDict:
+    """The training config whose model ``settings`` benchmarks: the base recipe with its model,
+    compute dtype and convolution preset (``conv="model"``: the model's own, the backend's
+    "auto"). The model is built from it by the trainer's own builder, so the benchmark times the
+    network ``python -m cnn_flax.train`` would train."""
+    config = get_base_config()
+    config.model = settings.model
+    config.dtype = settings.dtype
+    if settings.conv != "model":
+        config.model_overrides.conv = settings.conv
+    return config
 
 
 def _dtype(name: str) -> jnp.dtype:
@@ -184,10 +190,10 @@ def prepare(settings: Settings) -> Prepared:
     """The model, its state and the step ``settings`` asks for, on synthetic inputs."""
     info = model_info(settings.model)
     res = settings.resolution or info.resolution
-    dtype = _dtype(settings.dtype)
+    _dtype(settings.dtype)  # the benchmark's dtypes, refused with the flag's name
     if settings.mode not in ("train", "infer"):
         raise ValueError(f"--mode={settings.mode!r} is not supported; use 'train' or 'infer'.")
-    model = build_model(settings, dtype)
+    model = model_builder.build_model(model_config(settings), num_classes=1000, num_devices=1)
     if settings.mode == "train" and settings.remat == "blocks":
         model = jax_steps.remat_blocks(model)
     key = jax.random.key(1)
