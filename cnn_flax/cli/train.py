@@ -21,14 +21,15 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import jax
 from absl import logging
 
-from cnn_flax.cli import train_help
+from cnn_flax import configs
 from cnn_flax.cli.dry_run import dry_run
-from cnn_flax.configs import split_config_args
 from cnn_flax.training import checkpoint, parallel, trainer
 from cnn_flax.training.checkpoint import CheckpointError
 from cnn_flax.training.config_checks import load_config
@@ -151,23 +152,62 @@ def main(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     return 0
 
 
+_HELP_FLAGS = ("--help", "-h", "--helpshort")
+
+
+def _wants_help(argv: Sequence[str]) -> bool:
+    return any(arg in _HELP_FLAGS for arg in argv[1:])
+
+
 def _help(rest: list[str], overrides: list[str]) -> str:
-    """The help for ``rest`` (parsed for ``--config`` alone, so any other flag may be wrong)."""
-    config = next((a.split("=", 1)[1] for a in rest if a.startswith("--config=")), None)
-    return train_help.help_text(
-        usage=__doc__,
-        flags_help=_parser().format_help().partition("options:")[2],
-        config_name=config,
-        overrides=overrides,
-    )
+    """The help: this module's docstring, the flags, then the recipes, or the keys of the
+    ``--config`` in ``rest`` when given, overrides applied: the keys one can set. A parser's own
+    ``--help`` knows nothing of the recipes or of ``--config.x=y`` keys, hence this.
+
+    ``rest`` is parsed for ``--config`` alone, so any other flag may be wrong.
+
+    Raises:
+      ValueError: the config or an override is unknown (the caller prints it in one line).
+    """
+    config_name = next((a.split("=", 1)[1] for a in rest if a.startswith("--config=")), None)
+    flags_help = _parser().format_help().partition("options:")[2]
+    # The flags alone, without a usage line or heading.
+    flag_lines = [line for line in flags_help.splitlines() if line.startswith(" ")]
+    parts = [__doc__.strip(), "Flags:\n" + "\n".join(flag_lines)]
+    if config_name:
+        config = configs.apply_overrides(configs.get_config(config_name), list(overrides))
+        keys = "\n".join(f"  --config.{key}={value!r}" for key, value in _flat(config))
+        parts.append(f"Keys of --config={config_name} (set any with --config.KEY=VALUE):\n{keys}")
+    else:
+        recipes = ", ".join(configs.list_recipes())
+        by_model = ", ".join(sorted(configs.model_recipe_names()))
+        parts.append(f"Recipes (--config=NAME): {recipes}.")
+        parts.append(
+            textwrap.fill(
+                f"Model recipes (a model's name trains it with its published recipe): {by_model}.",
+                width=100,
+                subsequent_indent="  ",
+            )
+        )
+        parts.append("A config's keys and values: python -m cnn_flax.train --config=NAME --help")
+    return "\n\n".join(parts) + "\n"
+
+
+def _flat(config: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key in sorted(config.keys()):
+        value = config[key]
+        if hasattr(value, "keys") and value.keys():
+            yield from _flat(value, prefix=f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value.to_dict() if hasattr(value, "to_dict") else value
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
     """Entry point (also ``cnn-flax-train``). User errors become one line and exit status 2."""
     argv = list(sys.argv if argv is None else argv)  # argv[0]: the program, as sys.argv
     try:
-        rest, overrides = split_config_args(argv)
-        if train_help.wants_help(rest):
+        rest, overrides = configs.split_config_args(argv)
+        if _wants_help(rest):
             print(_help(rest, overrides), end="")
             return 0
         args, unexpected = _parser().parse_known_args(rest[1:])
