@@ -174,10 +174,10 @@ def torchvision_weights(
 ) -> Weights:
     """One entry of a torchvision ``*_Weights`` enum, from one row of a family's table.
 
-    The rows are data written by ``tools/published_weights.py`` (and checked against
-    torchvision's metadata by tests/models/test_weights_facts.py), so the arguments are positional
-    in the enum's order; ``extra`` takes the other :class:`Weights` fields (``overrides``,
-    ``recipe``, ``mean``/``std``).
+    The rows are data written by ``python -m cnn_flax.weights.published_tables`` (and checked
+    against torchvision's metadata by tests/models/test_weights_facts.py), so the arguments are
+    positional in the enum's order; ``extra`` takes the other :class:`Weights` fields
+    (``overrides``, ``recipe``, ``mean``/``std``).
     """
     return Weights(
         "torchvision",

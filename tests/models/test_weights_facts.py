@@ -100,9 +100,9 @@ def test_timm_weights_facts(name):
 @pytest.mark.torch
 def test_every_timm_classifier_of_the_mapped_architectures_is_listed():
     """The rows cover every ImageNet-1k classifier timm publishes for the architectures whose
-    naming a family's timm mapping reads (tools/published_weights.py names them)."""
+    naming a family's timm mapping reads (cnn_flax.weights.published_tables names them)."""
     timm = pytest.importorskip("timm")
-    from tools.published_weights import TIMM_ARCHITECTURES, timm_rows
+    from cnn_flax.weights.published_tables import TIMM_ARCHITECTURES, timm_rows
 
     for name in TIMM_ARCHITECTURES:
         ours = [w.tag for w in model_info(name).weights if w.source == "timm"]

@@ -1,6 +1,6 @@
 """The two-command fine-tune from a published set's name, end to end and offline.
 
-    python tools/finetune_by_name_demo.py [--steps 30] [--image-size 96]
+    python benchmarks/finetune_by_name_demo.py [--steps 30] [--image-size 96]
 
 There is no network here, so a host on 127.0.0.1 stands in for the Hugging Face Hub
 (``HF_ENDPOINT``) and serves, at ``timm/tf_efficientnet_lite0.in1k``'s real path, real ImageNet

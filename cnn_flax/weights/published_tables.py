@@ -1,11 +1,11 @@
 """Writes the rows of the families' published weight tables from torchvision and timm.
 
-    python tools/published_weights.py resnet          # prints resnet's ``_PUBLISHED`` table
-    python tools/published_weights.py --all          # every family's, one after the other
+    python -m cnn_flax.weights.published_tables resnet   # prints resnet's ``_PUBLISHED`` table
+    python -m cnn_flax.weights.published_tables --all    # every family's, one after the other
 
 The tables live in the family modules (``_PUBLISHED``: model -> its published sets, default
 first), as timm keeps ``default_cfgs`` beside its models, so cnn_flax reads no torchvision or
-timm at run time. This script is how the rows were made; tests/models/test_weights_facts.py checks
+timm at run time. This module is how the rows were made; tests/models/test_weights_facts.py checks
 the committed rows against the same metadata, so an edited or stale row fails there. Needs
 torchvision and timm (the ``[test]`` extra); both answer offline.
 
@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
+
+from cnn_flax.models import list_families, list_models, model_info
+from cnn_flax.models.registry import TORCHVISION_URL
 
 # The timm architectures each registered model's "timm" mapping reads: its own implementation
 # first, then its TensorFlow port ("tf_", TF padding and BatchNorm epsilon). Families without a
@@ -128,9 +132,6 @@ def _extra(row: dict) -> list[str]:
 
 def family_table(family: str) -> str:
     """The ``_PUBLISHED`` table of one family, as Python source."""
-    import cnn_flax.models  # noqa: F401 - registers the families
-    from cnn_flax.models.registry import TORCHVISION_URL, list_models, model_info
-
     lines = ["# fmt: off", "_PUBLISHED = {"]
     for name in list_models(family):
         info = model_info(name)
@@ -155,13 +156,13 @@ def family_table(family: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m cnn_flax.weights.published_tables", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("family", nargs="?", help="a family name (cnn_flax.models.list_families)")
     parser.add_argument("--all", action="store_true", help="every family")
-    args = parser.parse_args()
-    from cnn_flax.models import list_families
-
+    args = parser.parse_args(argv)
     for family in list_families() if args.all else [args.family]:
         print(f"# {family}\n{family_table(family)}\n")
 
