@@ -121,17 +121,7 @@ def run(
         inputs, variables = _published_inputs(model, weights)
     else:
         checkpoint_dir = pathlib.Path(checkpoint or "").expanduser()
-        if not checkpoint or not checkpoint_dir.exists():
-            raise UsageError(f"--checkpoint {checkpoint_dir} does not exist.")
-        if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
-            raise UsageError(
-                f"--checkpoint {checkpoint_dir} is an empty folder: pass a training workdir or "
-                "a converted checkpoint (python -m cnn_flax.convert)."
-            )
-        try:
-            inputs, variables = checkpoint_record.inputs(checkpoint_dir, model), None
-        except ValueError as err:
-            raise UsageError(str(err)) from None
+        inputs, variables = _checkpoint_inputs(checkpoint, model), None
     pre = inputs.preprocessing
 
     def load(path: str) -> np.ndarray:
@@ -211,6 +201,22 @@ def expand_images(images: Sequence[str]) -> list[str]:
             )
         expanded += found
     return expanded
+
+
+def _checkpoint_inputs(checkpoint: str | None, model: str | None) -> checkpoint_record.Inputs:
+    """What ``--checkpoint`` records, with a missing or empty folder refused first."""
+    path = pathlib.Path(checkpoint or "").expanduser()
+    if not checkpoint or not path.exists():
+        raise UsageError(f"--checkpoint {path} does not exist.")
+    if path.is_dir() and not any(path.iterdir()):
+        raise UsageError(
+            f"--checkpoint {path} is an empty folder: pass a training workdir or "
+            "a converted checkpoint (python -m cnn_flax.convert)."
+        )
+    try:
+        return checkpoint_record.inputs(path, model)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def _published_inputs(model: str | None, source: str) -> tuple[checkpoint_record.Inputs, dict]:
