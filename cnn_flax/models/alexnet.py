@@ -37,27 +37,21 @@ _FEATURES = (
 )
 
 
-class AlexNet(nn.Module):
+class AlexNet(layers.Contract):
     """AlexNet: five convolutions, three max pools and a three-layer classifier.
 
     Features (``num_classes=0``): the ``hidden_features`` outputs of ``fc2``, the input of the
     classifier, as torchvision users take ``classifier[:-1]``.
 
-    Attributes:
+    Attributes (besides the contract's, :class:`~cnn_flax.models.layers.Contract`):
       num_classes: classifier outputs; 0 returns the features.
       dropout: dropout in front of the two hidden fully connected layers.
       hidden_features: width of the hidden fully connected layers.
-      dtype: computation dtype; parameters stay float32.
-      conv: convolution module to use.
-      activation: activation.
     """
 
     num_classes: int = 1000
     dropout: float = 0.5
     hidden_features: int = 4096
-    dtype: jnp.dtype = jnp.float32
-    conv: layers.ModuleDef = nn.Conv
-    activation: layers.Activation = nn.relu
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -126,8 +120,8 @@ FAMILY = Family(
 
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
-# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
-# metadata; tests/models/test_weights_facts.py checks them against it.
+# interpolation). ``python -m cnn_flax.weights.published_tables`` writes the rows from
+# torchvision's and timm's metadata; tests/models/test_weights_facts.py checks them against it.
 # fmt: off
 _PUBLISHED = {
     "alexnet": (

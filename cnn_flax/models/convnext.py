@@ -99,24 +99,19 @@ class ConvNeXtBlock(nn.Module):
         return x + y
 
 
-class ConvNeXt(nn.Module):
+class ConvNeXt(layers.LayerNormContract):
     """ConvNeXt: patchify stem, four stages with downsampling between them, pooled classifier.
 
     Features (``num_classes=0``): the globally pooled, LayerNorm-ed output of the last stage,
     the input of the classifier.
 
-    Attributes:
+    Attributes (besides the contract's, :class:`~cnn_flax.models.layers.LayerNormContract`):
       stages: the stage spec, e.g. :data:`TINY`.
       num_classes: classifier outputs; 0 returns the features.
       width_mult: multiplier on every stage's width (below 1: thin models for experiments).
       drop_path: stochastic depth rate of the last block; block b of B uses rate * b / (B - 1).
       layer_scale_init: initial per-channel scale of every block's output (1e-6).
       patch_size: kernel and stride of the stem.
-      norm_epsilon: LayerNorm epsilon.
-      dtype: computation dtype; parameters stay float32.
-      conv: convolution module.
-      norm: normalisation module (LayerNorm over channels).
-      activation: activation inside the blocks.
     """
 
     stages: tuple[ConvNeXtStage, ...] = TINY
@@ -125,11 +120,6 @@ class ConvNeXt(nn.Module):
     drop_path: float = 0.1
     layer_scale_init: float = 1e-6
     patch_size: int = 4
-    norm_epsilon: float = 1e-6
-    dtype: jnp.dtype = jnp.float32
-    conv: layers.ModuleDef = nn.Conv
-    norm: layers.ModuleDef = nn.LayerNorm
-    activation: layers.Activation = functools.partial(jax.nn.gelu, approximate=False)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -264,8 +254,8 @@ _VARIANTS = {
 }
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
-# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
-# metadata; tests/models/test_weights_facts.py checks them against it.
+# interpolation). ``python -m cnn_flax.weights.published_tables`` writes the rows from
+# torchvision's and timm's metadata; tests/models/test_weights_facts.py checks them against it.
 # fmt: off
 _PUBLISHED = {
     "convnext_tiny": (

@@ -108,12 +108,12 @@ class DenseLayer(nn.Module):
         return nn.Dropout(self.dropout, deterministic=not train)(y)
 
 
-class DenseNet(nn.Module):
+class DenseNet(layers.BatchNormContract):
     """DenseNet-BC: stem, dense blocks joined by compressing transitions, BN-ReLU, classifier.
 
     Features (``num_classes=0``): the globally pooled output of the final BN and ReLU.
 
-    Attributes:
+    Attributes (besides the contract's, :class:`~cnn_flax.models.layers.BatchNormContract`):
       num_classes: classifier outputs; 0 returns the features.
       growth_rate: channels each layer adds (k: 32, or 48 for DenseNet-161).
       block_config: layers per dense block.
@@ -122,12 +122,6 @@ class DenseNet(nn.Module):
       compression: transitions keep ``floor(compression * channels)`` channels (theta).
       dropout: dropout after every dense layer (torchvision's ``drop_rate``).
       memory_efficient: rematerialise each layer's concatenation-BN-ReLU (torchvision's option).
-      bn_momentum: Flax BatchNorm momentum (1 - torch momentum).
-      bn_epsilon: BatchNorm epsilon.
-      dtype: computation dtype; parameters and BatchNorm statistics stay float32.
-      conv: convolution module.
-      norm: normalisation module.
-      activation: activation.
     """
 
     num_classes: int = 1000
@@ -138,12 +132,6 @@ class DenseNet(nn.Module):
     compression: float = 0.5
     dropout: float = 0.0
     memory_efficient: bool = False
-    bn_momentum: float = 0.9
-    bn_epsilon: float = 1e-5
-    dtype: jnp.dtype = jnp.float32
-    conv: layers.ModuleDef = nn.Conv
-    norm: layers.ModuleDef = nn.BatchNorm
-    activation: layers.Activation = nn.relu
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -279,8 +267,8 @@ _VARIANTS = {
 }
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
-# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
-# metadata; tests/models/test_weights_facts.py checks them against it.
+# interpolation). ``python -m cnn_flax.weights.published_tables`` writes the rows from
+# torchvision's and timm's metadata; tests/models/test_weights_facts.py checks them against it.
 # fmt: off
 _PUBLISHED = {
     "densenet121": (

@@ -29,7 +29,6 @@ import math
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from cnn_flax.models import layers
 from cnn_flax.models.features import FeatureNodes
@@ -94,7 +93,7 @@ def scale_stages(
 _head_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_out", "uniform")
 
 
-class EfficientNet(nn.Module):
+class EfficientNet(layers.BatchNormContract):
     """EfficientNet: stem, scaled MBConv stages, a 1x1 head convolution, pooling, classifier.
 
     Parameter names: ``stem``, ``stage{s}_block{j}`` (torchvision's ``features.{s}.{j}``, stages
@@ -102,7 +101,7 @@ class EfficientNet(nn.Module):
     ``project``), ``head_conv`` and ``head``. Features (``num_classes=0``): the pooled output of
     ``head_conv``.
 
-    Attributes:
+    Attributes (besides the contract's, :class:`~cnn_flax.models.layers.BatchNormContract`):
       num_classes: classifier outputs; 0 returns the features.
       stages: the unscaled stage table (B0's by default).
       width_mult: width coefficient (override for width-only scaling).
@@ -117,11 +116,6 @@ class EfficientNet(nn.Module):
       se_ratio: squeeze-and-excitation width as a fraction of the block's input width; 0 for none.
       dropout: dropout in front of the classifier.
       drop_path: stochastic depth rate of the last block; block b of B uses rate * b / B.
-      bn_momentum: Flax BatchNorm momentum (1 - torch momentum).
-      bn_epsilon: BatchNorm epsilon.
-      dtype: computation dtype; parameters stay float32.
-      conv: convolution module.
-      norm: normalisation module.
       activation: SiLU (swish) for B0-B7, ReLU6 for Lite.
       padding: convolution padding (:data:`cnn_flax.models.layers.PADDINGS`): ``"symmetric"`` as
         torchvision (B0-B7), ``"tf_same"`` for weights trained in TensorFlow (Lite's
@@ -138,12 +132,7 @@ class EfficientNet(nn.Module):
     se_ratio: float = 0.25
     dropout: float = 0.2
     drop_path: float = 0.2
-    bn_momentum: float = 0.9
-    bn_epsilon: float = 1e-5
-    dtype: jnp.dtype = jnp.float32
-    conv: layers.ModuleDef = nn.Conv
-    norm: layers.ModuleDef = nn.BatchNorm
-    activation: layers.Activation = nn.silu
+    activation: layers.Activation = layers.family_default(nn.silu)
     padding: str = "symmetric"
 
     @nn.compact
@@ -319,8 +308,8 @@ _B_VARIANTS = (
 )
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
-# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
-# metadata; tests/models/test_weights_facts.py checks them against it.
+# interpolation). ``python -m cnn_flax.weights.published_tables`` writes the rows from
+# torchvision's and timm's metadata; tests/models/test_weights_facts.py checks them against it.
 # fmt: off
 _PUBLISHED = {
     "efficientnet_b0": (

@@ -30,7 +30,6 @@ import functools
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from cnn_flax.models import layers
 from cnn_flax.models.features import FeatureNodes
@@ -114,12 +113,12 @@ class FusedMBConv(nn.Module):
 _head_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_out", "uniform")
 
 
-class EfficientNetV2(nn.Module):
+class EfficientNetV2(layers.BatchNormContract):
     """EfficientNetV2: stem, Fused-MBConv then MBConv stages, 1x1 head convolution, classifier.
 
     Features (``num_classes=0``): the pooled output of ``head_conv``.
 
-    Attributes:
+    Attributes (besides the contract's, :class:`~cnn_flax.models.layers.BatchNormContract`):
       stages: the stage table, e.g. :data:`S_STAGES`.
       stem_features: channels of the 3x3/2 stem.
       head_features: channels of the head convolution.
@@ -127,10 +126,6 @@ class EfficientNetV2(nn.Module):
       se_ratio: squeeze-and-excitation width of MBConv blocks as a fraction of their input width.
       dropout: dropout in front of the classifier.
       drop_path: stochastic depth rate of the last block; block b of B uses rate * b / B.
-      bn_momentum: Flax BatchNorm momentum (1 - torch momentum).
-      bn_epsilon: BatchNorm epsilon.
-      dtype: computation dtype; parameters stay float32.
-      conv, norm, activation: convolution, normalisation and activation modules, bound once.
     """
 
     stages: tuple[MBConvSpec, ...] = S_STAGES
@@ -140,12 +135,8 @@ class EfficientNetV2(nn.Module):
     se_ratio: float = 0.25
     dropout: float = 0.2
     drop_path: float = 0.2
-    bn_momentum: float = 0.9
-    bn_epsilon: float = 1e-3
-    dtype: jnp.dtype = jnp.float32
-    conv: layers.ModuleDef = nn.Conv
-    norm: layers.ModuleDef = nn.BatchNorm
-    activation: layers.Activation = nn.silu
+    bn_epsilon: float = layers.family_default(1e-3)
+    activation: layers.Activation = layers.family_default(nn.silu)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -265,8 +256,8 @@ _VARIANTS = {
 }  # fmt: skip
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
-# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
-# metadata; tests/models/test_weights_facts.py checks them against it.
+# interpolation). ``python -m cnn_flax.weights.published_tables`` writes the rows from
+# torchvision's and timm's metadata; tests/models/test_weights_facts.py checks them against it.
 # fmt: off
 _PUBLISHED = {
     "efficientnet_v2_s": (

@@ -211,7 +211,7 @@ class InceptionAux(nn.Module):
         return self.dense(self.num_classes, name="fc2")(x).astype(jnp.float32)
 
 
-class GoogLeNet(nn.Module):
+class GoogLeNet(layers.BatchNormContract):
     """GoogLeNet: a stem, nine Inception modules in three stages, and a linear classifier.
 
     Parameters are named ``conv1``, ``conv2``, ``conv3`` (stem), ``inception3a`` ...
@@ -222,7 +222,7 @@ class GoogLeNet(nn.Module):
       The logits, float32 ``[batch, num_classes]`` (features ``[batch, 1024]`` when
       ``num_classes=0``). In train mode the auxiliary logits go to ``layers.AUX_COLLECTION``.
 
-    Attributes:
+    Attributes (besides the contract's, :class:`~cnn_flax.models.layers.BatchNormContract`):
       num_classes: classifier outputs; 0 returns the features (and builds no auxiliary heads).
       aux_logits: build the two auxiliary classifiers (run in train mode only).
       transform_input: re-normalise ImageNet-normalised input to the [-1, 1] scaling the ported
@@ -232,12 +232,7 @@ class GoogLeNet(nn.Module):
       stages: the Inception spec, three stages (numbered 3 to 5 as in the paper).
       dropout: dropout in front of the classifier.
       aux_dropout: dropout inside the auxiliary classifiers.
-      bn_momentum: Flax BatchNorm momentum (1 - torch momentum).
       bn_epsilon: BatchNorm epsilon (0.001, torchvision's ``BasicConv2d``).
-      dtype: computation dtype; parameters and BatchNorm statistics stay float32.
-      conv: convolution module to use.
-      norm: normalisation module to use.
-      activation: activation.
     """
 
     num_classes: int = 1000
@@ -248,12 +243,7 @@ class GoogLeNet(nn.Module):
     stages: tuple[tuple[InceptionSpec, ...], ...] = GOOGLENET
     dropout: float = 0.2
     aux_dropout: float = 0.7
-    bn_momentum: float = 0.9
-    bn_epsilon: float = 1e-3
-    dtype: jnp.dtype = jnp.float32
-    conv: layers.ModuleDef = nn.Conv
-    norm: layers.ModuleDef = nn.BatchNorm
-    activation: layers.Activation = nn.relu
+    bn_epsilon: float = layers.family_default(1e-3)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -425,8 +415,8 @@ FAMILY = Family(
 )
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
-# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
-# metadata; tests/models/test_weights_facts.py checks them against it.
+# interpolation). ``python -m cnn_flax.weights.published_tables`` writes the rows from
+# torchvision's and timm's metadata; tests/models/test_weights_facts.py checks them against it.
 # fmt: off
 _PUBLISHED = {
     "googlenet": (

@@ -230,37 +230,27 @@ class InceptionAux(nn.Module):
                           name="fc")(x).astype(jnp.float32)  # fmt: skip
 
 
-class InceptionV3(nn.Module):
+class InceptionV3(layers.BatchNormContract):
     """Inception v3: the Table 1 network with its auxiliary classifier.
 
     Returns:
       The logits, float32 ``[batch, num_classes]`` (features ``[batch, 2048]`` when
       ``num_classes=0``). In train mode the auxiliary logits go to ``layers.AUX_COLLECTION``.
 
-    Attributes:
+    Attributes (besides the contract's, :class:`~cnn_flax.models.layers.BatchNormContract`):
       num_classes: classifier outputs; 0 returns the features (and builds no auxiliary head).
       aux_logits: build the auxiliary classifier (run in train mode only).
       transform_input: re-normalise ImageNet-normalised input to the [-1, 1] scaling the ported
         weights expect, as torchvision's option; set it for the published weights.
       dropout: dropout in front of the classifier.
-      bn_momentum: Flax BatchNorm momentum (1 - torch momentum).
       bn_epsilon: BatchNorm epsilon (0.001, torchvision's ``BasicConv2d``).
-      dtype: computation dtype; parameters and BatchNorm statistics stay float32.
-      conv: convolution module.
-      norm: normalisation module.
-      activation: activation.
     """
 
     num_classes: int = 1000
     aux_logits: bool = True
     transform_input: bool = False
     dropout: float = 0.5
-    bn_momentum: float = 0.9
-    bn_epsilon: float = 1e-3
-    dtype: jnp.dtype = jnp.float32
-    conv: layers.ModuleDef = nn.Conv
-    norm: layers.ModuleDef = nn.BatchNorm
-    activation: layers.Activation = nn.relu
+    bn_epsilon: float = layers.family_default(1e-3)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -428,8 +418,8 @@ FAMILY = Family(
 )
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
-# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
-# metadata; tests/models/test_weights_facts.py checks them against it.
+# interpolation). ``python -m cnn_flax.weights.published_tables`` writes the rows from
+# torchvision's and timm's metadata; tests/models/test_weights_facts.py checks them against it.
 # fmt: off
 _PUBLISHED = {
     "inception_v3": (

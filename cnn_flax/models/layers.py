@@ -9,6 +9,7 @@ per-example norm, so the same code path serves ConvNets and Transformers.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -165,6 +166,65 @@ def bind_conv(
         kernel_init=conv_kernel_init if kernel_init is None else kernel_init,
     )
     return functools.partial(_padded_conv, bound, check_padding(padding))
+
+
+class Contract(nn.Module, kw_only=True):
+    """The fields every family module shares: its compute dtype, convolution and activation.
+
+    A family module subclasses this (or :class:`BatchNormContract` / :class:`LayerNormContract`,
+    which add the normalisation) and declares only its own fields: its blocks, its variant
+    table's knobs. The shared fields are keyword-only, so they never shift a family's own
+    positional fields, and the same names mean the same thing in every family (the contract a
+    config's ``model_overrides`` and :func:`bind_contract` rely on). A family whose reference
+    uses another default (SiLU, BatchNorm epsilon 1e-3) restates that one field with
+    :func:`family_default`.
+
+    Attributes:
+      dtype: computation dtype; parameters stay float32.
+      conv: convolution module (``nn.Conv`` or a preset of :mod:`cnn_flax.models.depthwise`
+        with the same parameters).
+      activation: the activation of the family's blocks.
+    """
+
+    dtype: jnp.dtype = jnp.float32
+    conv: ModuleDef = nn.Conv
+    activation: Activation = nn.relu
+
+
+class BatchNormContract(Contract, kw_only=True):
+    """A :class:`Contract` normalised with BatchNorm (the ConvNets).
+
+    Attributes:
+      norm: normalisation module.
+      bn_momentum: BatchNorm momentum in Flax's convention, the weight of the old running value
+        (torch's ``momentum=0.1`` is ``0.9``).
+      bn_epsilon: BatchNorm epsilon.
+    """
+
+    norm: ModuleDef = nn.BatchNorm
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+
+
+class LayerNormContract(Contract, kw_only=True):
+    """A :class:`Contract` normalised per example with LayerNorm (ConvNeXt and the Transformers),
+    with GELU (exact, torch's default) as the activation.
+
+    Attributes:
+      norm: normalisation module.
+      norm_epsilon: LayerNorm epsilon.
+    """
+
+    norm: ModuleDef = nn.LayerNorm
+    norm_epsilon: float = 1e-6
+    activation: Activation = functools.partial(jax.nn.gelu, approximate=False)
+
+
+def family_default(value: Any) -> Any:
+    """A family's own default for one of :class:`Contract`'s fields, e.g.
+    ``bn_epsilon: float = layers.family_default(1e-3)``; keyword-only like the field it
+    restates, so the family's own fields keep their positions."""
+    return dataclasses.field(default=value, kw_only=True)
 
 
 class Bound(NamedTuple):

@@ -29,7 +29,6 @@ import functools
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from cnn_flax.models import layers
 from cnn_flax.models.features import FeatureNodes
@@ -69,23 +68,18 @@ B1_STACKS = (
 )
 
 
-class MNASNet(nn.Module):
+class MNASNet(layers.BatchNormContract):
     """MNASNet-B1 as torchvision builds it.
 
     Features (``num_classes=0``): the globally pooled output of the 1280-wide last convolution.
 
-    Attributes:
+    Attributes (besides the contract's, :class:`~cnn_flax.models.layers.BatchNormContract`):
       num_classes: classifier outputs; 0 returns the features.
       width_mult: depth multiplier (torchvision's ``alpha``) on :data:`DEPTHS`.
       stacks: the inverted residual stacks.
       head_features: width of the last convolution (not scaled).
       dropout: dropout in front of the classifier.
       bn_momentum: Flax BatchNorm momentum (1 - torch momentum; torchvision's 0.0003).
-      bn_epsilon: BatchNorm epsilon.
-      dtype: computation dtype; parameters and BatchNorm statistics stay float32.
-      conv: convolution module.
-      norm: normalisation module.
-      activation: activation.
     """
 
     num_classes: int = 1000
@@ -93,12 +87,7 @@ class MNASNet(nn.Module):
     stacks: tuple[StackSpec, ...] = B1_STACKS
     head_features: int = 1280
     dropout: float = 0.2
-    bn_momentum: float = 0.9997
-    bn_epsilon: float = 1e-5
-    dtype: jnp.dtype = jnp.float32
-    conv: layers.ModuleDef = nn.Conv
-    norm: layers.ModuleDef = nn.BatchNorm
-    activation: layers.Activation = nn.relu
+    bn_momentum: float = layers.family_default(0.9997)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -236,8 +225,8 @@ _VARIANTS = {
 }
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
-# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
-# metadata; tests/models/test_weights_facts.py checks them against it.
+# interpolation). ``python -m cnn_flax.weights.published_tables`` writes the rows from
+# torchvision's and timm's metadata; tests/models/test_weights_facts.py checks them against it.
 # fmt: off
 _PUBLISHED = {
     "mnasnet0_5": (

@@ -18,7 +18,6 @@ import functools
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from cnn_flax.models import layers
 from cnn_flax.models.features import FeatureNodes
@@ -65,7 +64,7 @@ def v1_width(channels: int, width_mult: float, min_features: int = 8) -> int:
     return max(int(channels * width_mult), min_features)
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(layers.BatchNormContract):
     """MobileNet v1: a stride-2 3x3 stem, 13 separable blocks, global pooling and a classifier.
 
     With ``separable=False`` each depthwise-separable pair becomes one full 3x3 convolution from
@@ -79,7 +78,7 @@ class MobileNetV1(nn.Module):
 
     Features (``num_classes=0``): the globally pooled output of the last block.
 
-    Attributes:
+    Attributes (besides the contract's, :class:`~cnn_flax.models.layers.BatchNormContract`):
       num_classes: classifier outputs; 0 returns the features.
       width_mult: width multiplier (the paper's alpha) on every layer, stem and last block
         included.
@@ -87,11 +86,6 @@ class MobileNetV1(nn.Module):
       blocks: (output channels, stride) of each block before width scaling.
       stem_features: stem channels before width scaling.
       dropout: dropout in front of the classifier.
-      bn_momentum: Flax BatchNorm momentum (1 - torch momentum).
-      bn_epsilon: BatchNorm epsilon.
-      dtype: computation dtype; parameters stay float32.
-      conv: convolution module.
-      norm: normalisation module.
       activation: activation after every BatchNorm.
       padding: convolution padding (:data:`cnn_flax.models.layers.PADDINGS`); TF "SAME"
         (``"tf_same"``) by default, as the TF-slim reference whose weights MobileNet v1 has.
@@ -103,12 +97,6 @@ class MobileNetV1(nn.Module):
     blocks: tuple[tuple[int, int], ...] = V1_BLOCKS
     stem_features: int = 32
     dropout: float = 0.001
-    bn_momentum: float = 0.9
-    bn_epsilon: float = 1e-5
-    dtype: jnp.dtype = jnp.float32
-    conv: layers.ModuleDef = nn.Conv
-    norm: layers.ModuleDef = nn.BatchNorm
-    activation: layers.Activation = nn.relu
     padding: str = "tf_same"
 
     @nn.compact
@@ -174,7 +162,7 @@ V2_STAGES: tuple[MBConvSpec, ...] = (
 )
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(layers.BatchNormContract):
     """MobileNet v2 as torchvision builds it.
 
     Stem 3x3/2 to 32 channels, 17 inverted residual blocks (Table 2), a 1x1 convolution to 1280
@@ -186,7 +174,7 @@ class MobileNetV2(nn.Module):
     Parameter names: ``stem``, ``block1`` ... ``block17`` (torchvision's ``features.1`` ...
     ``features.17``; each with ``expand``, ``depthwise``, ``project``), ``head_conv``, ``head``.
 
-    Attributes:
+    Attributes (besides the contract's, :class:`~cnn_flax.models.layers.BatchNormContract`):
       num_classes: classifier outputs; 0 returns the features.
       width_mult: width multiplier.
       round_nearest: channel counts are multiples of this.
@@ -194,11 +182,6 @@ class MobileNetV2(nn.Module):
       stem_features: stem channels before width scaling.
       head_features: channels of the last convolution before width scaling.
       dropout: dropout in front of the classifier.
-      bn_momentum: Flax BatchNorm momentum (1 - torch momentum).
-      bn_epsilon: BatchNorm epsilon.
-      dtype: computation dtype; parameters stay float32.
-      conv: convolution module.
-      norm: normalisation module.
       activation: ReLU6, chosen in the paper for low-precision robustness.
       padding: convolution padding (:data:`cnn_flax.models.layers.PADDINGS`): ``"symmetric"`` as
         torchvision, ``"tf_same"`` for weights trained in TensorFlow.
@@ -211,12 +194,7 @@ class MobileNetV2(nn.Module):
     stem_features: int = 32
     head_features: int = 1280
     dropout: float = 0.2
-    bn_momentum: float = 0.9
-    bn_epsilon: float = 1e-5
-    dtype: jnp.dtype = jnp.float32
-    conv: layers.ModuleDef = nn.Conv
-    norm: layers.ModuleDef = nn.BatchNorm
-    activation: layers.Activation = jax.nn.relu6
+    activation: layers.Activation = layers.family_default(jax.nn.relu6)
     padding: str = "symmetric"
 
     @nn.compact
@@ -345,8 +323,8 @@ FAMILY.register(
 )
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
-# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
-# metadata; tests/models/test_weights_facts.py checks them against it.
+# interpolation). ``python -m cnn_flax.weights.published_tables`` writes the rows from
+# torchvision's and timm's metadata; tests/models/test_weights_facts.py checks them against it.
 # fmt: off
 _PUBLISHED = {
     "mobilenet_v2": (

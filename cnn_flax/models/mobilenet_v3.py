@@ -89,7 +89,7 @@ V3_SMALL: tuple[V3BlockSpec, ...] = (
 )
 
 
-class MobileNetV3(nn.Module):
+class MobileNetV3(layers.BatchNormContract):
     """MobileNet v3, large or small depending on ``blocks`` and ``last_features``.
 
     Parameter names: ``stem``, ``block1`` ... ``blockN`` (torchvision's ``features.1`` ...;
@@ -98,7 +98,7 @@ class MobileNetV3(nn.Module):
     classifier layer) and ``head``. Features (``num_classes=0``): the activated output of
     ``head_fc``, the input of the final classifier.
 
-    Attributes:
+    Attributes (besides the contract's, :class:`~cnn_flax.models.layers.BatchNormContract`):
       num_classes: classifier outputs; 0 returns the features.
       blocks: the bneck rows before width scaling.
       stem_features: stem channels before width scaling.
@@ -107,10 +107,6 @@ class MobileNetV3(nn.Module):
       width_mult: width multiplier; every width goes through ``make_divisible(c * width_mult)``.
       dropout: dropout between the two classifier layers.
       bn_momentum: Flax BatchNorm momentum (torchvision's 0.01 is 0.99 here).
-      bn_epsilon: BatchNorm epsilon.
-      dtype: computation dtype; parameters stay float32.
-      conv: convolution module.
-      norm: normalisation module.
       activation: the "HS" activation (hard-swish); "RE" blocks use ReLU.
       padding: convolution padding (:data:`cnn_flax.models.layers.PADDINGS`): ``"symmetric"`` as
         torchvision, ``"tf_same"`` for weights trained in TensorFlow.
@@ -122,12 +118,9 @@ class MobileNetV3(nn.Module):
     last_features: int = 1280
     width_mult: float = 1.0
     dropout: float = 0.2
-    bn_momentum: float = 0.99
-    bn_epsilon: float = 1e-3
-    dtype: jnp.dtype = jnp.float32
-    conv: layers.ModuleDef = nn.Conv
-    norm: layers.ModuleDef = nn.BatchNorm
-    activation: layers.Activation = layers.hard_swish
+    bn_momentum: float = layers.family_default(0.99)
+    bn_epsilon: float = layers.family_default(1e-3)
+    activation: layers.Activation = layers.family_default(layers.hard_swish)
     padding: str = "symmetric"
 
     @nn.compact
@@ -245,8 +238,8 @@ FAMILY = Family(
 )
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
-# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
-# metadata; tests/models/test_weights_facts.py checks them against it.
+# interpolation). ``python -m cnn_flax.weights.published_tables`` writes the rows from
+# torchvision's and timm's metadata; tests/models/test_weights_facts.py checks them against it.
 # fmt: off
 _PUBLISHED = {
     "mobilenet_v3_large": (

@@ -37,7 +37,6 @@ import math
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from cnn_flax.models import layers
@@ -168,12 +167,12 @@ class RegNetBlock(nn.Module):
         return self.activation(x + y)
 
 
-class RegNet(nn.Module):
+class RegNet(layers.BatchNormContract):
     """A RegNet given by its design-space parameters: stem, the derived stages, pooled classifier.
 
     Features (``num_classes=0``): the globally pooled output of the last stage.
 
-    Attributes:
+    Attributes (besides the contract's, :class:`~cnn_flax.models.layers.BatchNormContract`):
       depth: blocks in total (``d``).
       w_0: width of the first block (a multiple of 8).
       w_a: width slope per block.
@@ -184,10 +183,6 @@ class RegNet(nn.Module):
         0.25 for RegNetY.
       num_classes: classifier outputs; 0 returns the features.
       stem_features: channels of the 3x3/2 stem.
-      bn_momentum: Flax BatchNorm momentum (1 - torch momentum).
-      bn_epsilon: BatchNorm epsilon.
-      dtype: computation dtype; parameters stay float32.
-      conv, norm, activation: convolution, normalisation and activation modules, bound once.
     """
 
     depth: int
@@ -199,12 +194,6 @@ class RegNet(nn.Module):
     se_ratio: float = 0.0
     num_classes: int = 1000
     stem_features: int = 32
-    bn_momentum: float = 0.9
-    bn_epsilon: float = 1e-5
-    dtype: jnp.dtype = jnp.float32
-    conv: layers.ModuleDef = nn.Conv
-    norm: layers.ModuleDef = nn.BatchNorm
-    activation: layers.Activation = nn.relu
 
     @property
     def stages(self) -> tuple[RegNetStage, ...]:
@@ -361,8 +350,8 @@ _Y = {
 
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
-# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
-# metadata; tests/models/test_weights_facts.py checks them against it.
+# interpolation). ``python -m cnn_flax.weights.published_tables`` writes the rows from
+# torchvision's and timm's metadata; tests/models/test_weights_facts.py checks them against it.
 # SWAG (Singh et al. 2022, "Revisiting Weakly Supervised Pre-Training of Visual Perception
 # Models"): pre-trained on 3.6B Instagram images, then fine-tuned end to end at 384 px or given
 # a linear classifier on the frozen trunk at 224 px. V2: torchvision's new recipe with

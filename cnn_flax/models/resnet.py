@@ -187,7 +187,7 @@ def _last_norm(norm: layers.ModuleDef, zero_init: bool) -> layers.ModuleDef:
     return functools.partial(norm, scale_init=nn.initializers.zeros) if zero_init else norm
 
 
-class ResNet(nn.Module):
+class ResNet(layers.BatchNormContract):
     """A residual network (or its plain twin) of ``len(stage_sizes)`` stages.
 
     Stage ``i`` (from 0) has ``stage_sizes[i]`` blocks of ``base_width * width_mult * 2**i``
@@ -195,7 +195,7 @@ class ResNet(nn.Module):
     pooling and one Dense layer (``head``) follow; the pooled features are what
     ``num_classes=0`` returns.
 
-    Attributes:
+    Attributes (besides the contract's, :class:`~cnn_flax.models.layers.BatchNormContract`):
       stage_sizes: blocks per stage, e.g. ``(3, 4, 6, 3)`` for ResNet-50, ``(3, 3, 3)`` for the
         CIFAR ResNet-20.
       block: :class:`BasicBlock` or :class:`Bottleneck`.
@@ -215,10 +215,6 @@ class ResNet(nn.Module):
         shortcut additions and no projection shortcuts (the degradation experiment, Fig. 4/6).
       zero_init_residual: zero the last BN scale of every block (torchvision's option, default
         off as there).
-      bn_momentum: Flax BatchNorm momentum (1 - torch momentum; torchvision's 0.1 is 0.9).
-      bn_epsilon: BatchNorm epsilon.
-      dtype: computation dtype; parameters and BN statistics stay float32.
-      conv, norm, activation: convolution, normalisation and activation modules, bound once.
     """
 
     stage_sizes: tuple[int, ...]
@@ -232,12 +228,6 @@ class ResNet(nn.Module):
     shortcut: str = "projection"
     skip_connections: bool = True
     zero_init_residual: bool = False
-    bn_momentum: float = 0.9
-    bn_epsilon: float = 1e-5
-    dtype: jnp.dtype = jnp.float32
-    conv: layers.ModuleDef = nn.Conv
-    norm: layers.ModuleDef = nn.BatchNorm
-    activation: layers.Activation = nn.relu
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -422,8 +412,8 @@ def _v2_recipe(name: str, weights: Weights) -> Recipe:
 
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
-# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
-# metadata; tests/models/test_weights_facts.py checks them against it.
+# interpolation). ``python -m cnn_flax.weights.published_tables`` writes the rows from
+# torchvision's and timm's metadata; tests/models/test_weights_facts.py checks them against it.
 # fmt: off
 _PUBLISHED = {
     "resnet18": (

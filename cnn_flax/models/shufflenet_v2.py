@@ -127,21 +127,17 @@ class _Branch2(nn.Module):
         return cbn(1, activation=self.activation, name="conv2")(x)
 
 
-class ShuffleNetV2(nn.Module):
+class ShuffleNetV2(layers.BatchNormContract):
     """ShuffleNet V2: stem and max pool, three stages of shuffle units, 1x1 conv5, classifier.
 
     Features (``num_classes=0``): the globally pooled output of ``conv5`` (``head_conv``).
 
-    Attributes:
+    Attributes (besides the contract's, :class:`~cnn_flax.models.layers.BatchNormContract`):
       stage_features: output channels of stages 2, 3 and 4 (Table 5 for each complexity).
       stage_repeats: units per stage; the first of each downsamples.
       stem_features: channels of the 3x3/2 stem.
       head_features: channels of ``conv5``.
       num_classes: classifier outputs; 0 returns the features.
-      bn_momentum: Flax BatchNorm momentum (1 - torch momentum).
-      bn_epsilon: BatchNorm epsilon.
-      dtype: computation dtype; parameters stay float32.
-      conv, norm, activation: convolution, normalisation and activation modules, bound once.
     """
 
     stage_features: tuple[int, ...] = (116, 232, 464)
@@ -149,12 +145,6 @@ class ShuffleNetV2(nn.Module):
     stem_features: int = 24
     head_features: int = 1024
     num_classes: int = 1000
-    bn_momentum: float = 0.9
-    bn_epsilon: float = 1e-5
-    dtype: jnp.dtype = jnp.float32
-    conv: layers.ModuleDef = nn.Conv
-    norm: layers.ModuleDef = nn.BatchNorm
-    activation: layers.Activation = nn.relu
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -259,8 +249,8 @@ _VARIANTS = {
 }  # fmt: skip
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
-# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
-# metadata; tests/models/test_weights_facts.py checks them against it.
+# interpolation). ``python -m cnn_flax.weights.published_tables`` writes the rows from
+# torchvision's and timm's metadata; tests/models/test_weights_facts.py checks them against it.
 # fmt: off
 _PUBLISHED = {
     "shufflenet_v2_x0_5": (

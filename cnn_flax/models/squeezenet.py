@@ -83,18 +83,15 @@ class Fire(nn.Module):
         return jnp.concatenate([a, self.activation(b)], axis=-1)
 
 
-class SqueezeNet(nn.Module):
+class SqueezeNet(layers.Contract):
     """SqueezeNet: a strided stem, fire modules with late max pools, a convolutional classifier.
 
-    Attributes:
+    Attributes (besides the contract's, :class:`~cnn_flax.models.layers.Contract`):
       num_classes: classifier outputs; 0 returns the pooled features of the last fire module.
       fires: the fire modules and pools after the stem (:data:`V1_0` or :data:`V1_1`).
       stem_features: channels of the stem convolution (96 in v1.0, 64 in v1.1).
       stem_kernel: kernel of the stride-2, unpadded stem convolution (7 in v1.0, 3 in v1.1).
       dropout: dropout in front of the classifier (0.5, the paper's Sec. 3.3).
-      dtype: computation dtype; parameters stay float32.
-      conv: convolution module.
-      activation: activation.
     """
 
     num_classes: int = 1000
@@ -102,9 +99,6 @@ class SqueezeNet(nn.Module):
     stem_features: int = 96
     stem_kernel: int = 7
     dropout: float = 0.5
-    dtype: jnp.dtype = jnp.float32
-    conv: layers.ModuleDef = nn.Conv
-    activation: layers.Activation = nn.relu
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -202,8 +196,8 @@ _VARIANTS = {
 }  # fmt: skip
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
-# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
-# metadata; tests/models/test_weights_facts.py checks them against it.
+# interpolation). ``python -m cnn_flax.weights.published_tables`` writes the rows from
+# torchvision's and timm's metadata; tests/models/test_weights_facts.py checks them against it.
 # fmt: off
 _PUBLISHED = {
     "squeezenet1_0": (

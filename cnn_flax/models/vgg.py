@@ -115,7 +115,7 @@ class VGGBlock(nn.Module):
         return self.activation(x)
 
 
-class VGG(nn.Module):
+class VGG(layers.BatchNormContract):
     """VGG: stages of convolutions and max pools, an adaptive average pool, a classifier.
 
     Parameters are named ``stage{i}_block{j}`` (stages from 1, as the paper's five conv groups;
@@ -124,7 +124,7 @@ class VGG(nn.Module):
     Features (``num_classes=0``): the input of the classifier (the last hidden layer's outputs,
     or the pooled, flattened maps when ``hidden_features=()``).
 
-    Attributes:
+    Attributes (besides the contract's, :class:`~cnn_flax.models.layers.BatchNormContract`):
       stages: the convolutional spec, e.g. :data:`VGG16`.
       batch_norm: BatchNorm after every convolution (torchvision's ``*_bn`` variants).
       num_classes: classifier outputs; 0 returns the features.
@@ -133,12 +133,7 @@ class VGG(nn.Module):
       pool_size: output size of the adaptive average pool in front of the classifier (7 as
         torchvision; 1 is a global average pool).
       dropout: dropout after each hidden fully connected layer.
-      bn_momentum: Flax BatchNorm momentum (1 - torch momentum).
-      bn_epsilon: BatchNorm epsilon.
-      dtype: computation dtype; parameters stay float32.
-      conv: convolution module to use.
       norm: normalisation module to use when ``batch_norm`` is set.
-      activation: activation.
     """
 
     stages: tuple[VGGStage, ...] = VGG16
@@ -147,12 +142,6 @@ class VGG(nn.Module):
     hidden_features: tuple[int, ...] = (4096, 4096)
     pool_size: int = 7
     dropout: float = 0.5
-    bn_momentum: float = 0.9
-    bn_epsilon: float = 1e-5
-    dtype: jnp.dtype = jnp.float32
-    conv: layers.ModuleDef = nn.Conv
-    norm: layers.ModuleDef = nn.BatchNorm
-    activation: layers.Activation = nn.relu
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -253,8 +242,8 @@ FAMILY = Family(
 
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
-# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
-# metadata; tests/models/test_weights_facts.py checks them against it.
+# interpolation). ``python -m cnn_flax.weights.published_tables`` writes the rows from
+# torchvision's and timm's metadata; tests/models/test_weights_facts.py checks them against it.
 # fmt: off
 _PUBLISHED = {
     "vgg11": (

@@ -188,12 +188,12 @@ class _MLP(nn.Module):
         return dense(width, name="fc2")(x)
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(layers.LayerNormContract):
     """ViT: patch embedding, class token, position embeddings, encoder blocks, classifier.
 
     Features (``num_classes=0``): the class token's output after the final LayerNorm.
 
-    Attributes:
+    Attributes (besides the contract's, :class:`~cnn_flax.models.layers.LayerNormContract`):
       patch_size: side of the square patches.
       num_layers: encoder blocks.
       num_heads: attention heads per block.
@@ -204,10 +204,6 @@ class VisionTransformer(nn.Module):
       dropout: dropout after the embeddings, the attention and in the MLPs.
       attention_dropout: dropout on the attention weights.
       drop_path: stochastic depth rate of the last block (linear in depth; torchvision: 0).
-      norm_epsilon: LayerNorm epsilon.
-      dtype: computation dtype; parameters stay float32.
-      norm: normalisation module (LayerNorm).
-      activation: the MLPs' activation.
     """
 
     patch_size: int = 16
@@ -220,10 +216,6 @@ class VisionTransformer(nn.Module):
     dropout: float = 0.0
     attention_dropout: float = 0.0
     drop_path: float = 0.0
-    norm_epsilon: float = 1e-6
-    dtype: jnp.dtype = jnp.float32
-    norm: layers.ModuleDef = nn.LayerNorm
-    activation: layers.Activation = functools.partial(jax.nn.gelu, approximate=False)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -233,19 +225,17 @@ class VisionTransformer(nn.Module):
             raise ValueError(
                 f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}."
             )
-        norm = layers.bind_norm(self.norm, train=train, dtype=self.dtype, epsilon=self.norm_epsilon)
         p = self.patch_size
         fan_in = 3 * p * p
-        x = nn.Conv(
-            self.hidden_dim,
-            (p, p),
-            strides=(p, p),
-            padding="VALID",
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
+        conv, norm, _ = layers.bind_contract(
+            self,
+            train=train,
+            use_bias=True,
             kernel_init=nn.initializers.truncated_normal(math.sqrt(1 / fan_in)),
-            name="patch_embedding",
-        )(x.astype(self.dtype))
+        )
+        x = conv(self.hidden_dim, (p, p), strides=(p, p), padding="VALID", name="patch_embedding")(
+            x.astype(self.dtype)
+        )
         batch, h, w, width = x.shape
         grid = self.image_size // p
         pos = self.param(
@@ -427,8 +417,8 @@ _VARIANTS = {
 }  # fmt: skip
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
-# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
-# metadata; tests/models/test_weights_facts.py checks them against it.
+# interpolation). ``python -m cnn_flax.weights.published_tables`` writes the rows from
+# torchvision's and timm's metadata; tests/models/test_weights_facts.py checks them against it.
 # fmt: off
 _PUBLISHED = {
     "vit_b_16": (

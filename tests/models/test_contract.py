@@ -87,6 +87,23 @@ def test_fields_follow_the_contract(name):
     assert call["train"].kind is inspect.Parameter.KEYWORD_ONLY
 
 
+@pytest.mark.parametrize("family", list_families())
+def test_every_family_takes_the_contract_fields_from_one_declaration(family):
+    """The shared fields (dtype, conv, activation; norm and its settings) are declared once, in
+    ``layers.Contract`` and its two subclasses; a family restates one only to change its default
+    (``layers.family_default``), which keeps it keyword-only like the declaration."""
+    model = create_model(list_models(family)[0])
+    assert isinstance(model, layers.Contract), f"{type(model).__name__} is no layers.Contract"
+    base = layers.Contract
+    for normalised in (layers.BatchNormContract, layers.LayerNormContract):
+        base = normalised if isinstance(model, normalised) else base
+    assert hasattr(model, "norm") == (base is not layers.Contract)
+    shared = {f.name for f in dataclasses.fields(base)} - {"parent", "name"}
+    for field in dataclasses.fields(model):
+        if field.name in shared:
+            assert field.kw_only, f"{type(model).__name__}.{field.name} is declared again"
+
+
 def _norms_seen(model: nn.Module, x: jax.ShapeDtypeStruct, *, train: bool) -> list[nn.Module]:
     seen = []
 

@@ -212,8 +212,8 @@ _VARIANTS = {
 }  # fmt: skip
 # Published weight sets per model, default first: torchvision's (tag, file, crop, resize,
 # interpolation, top-1, top-5, GMACs, params, MB) and timm's Hub copies (model, crop, resize,
-# interpolation). tools/published_weights.py writes the rows from torchvision's and timm's
-# metadata; tests/models/test_weights_facts.py checks them against it.
+# interpolation). ``python -m cnn_flax.weights.published_tables`` writes the rows from
+# torchvision's and timm's metadata; tests/models/test_weights_facts.py checks them against it.
 # fmt: off
 _PUBLISHED = {
     "swin_t": (

@@ -254,13 +254,13 @@ class PatchMerging(nn.Module):
         return norm(reduction(x)) if self.v2 else reduction(norm(x))
 
 
-class SwinTransformer(nn.Module):
+class SwinTransformer(layers.LayerNormContract):
     """Swin Transformer V1 or V2: patch embedding, four stages of window-attention blocks with
     patch merging between them, a final LayerNorm, global average pooling and the classifier.
 
     Features (``num_classes=0``): the pooled, normalised tokens of the last stage.
 
-    Attributes:
+    Attributes (besides the contract's, :class:`~cnn_flax.models.layers.LayerNormContract`):
       embed_dim: channels of the first stage; stage ``s`` has ``embed_dim * 2 ** (s - 1)``.
       depths: blocks per stage.
       num_heads: attention heads per stage.
@@ -271,11 +271,6 @@ class SwinTransformer(nn.Module):
       num_classes: classifier outputs; 0 returns the features.
       dropout: dropout after each attention projection and in each MLP.
       drop_path: stochastic depth rate of the last block; block b of B uses rate * b / (B - 1).
-      norm_epsilon: LayerNorm epsilon.
-      dtype: computation dtype; parameters stay float32.
-      conv: convolution module (the patch embedding).
-      norm: normalisation module (LayerNorm over channels).
-      activation: the MLPs' activation.
     """
 
     embed_dim: int = 96
@@ -288,11 +283,7 @@ class SwinTransformer(nn.Module):
     num_classes: int = 1000
     dropout: float = 0.0
     drop_path: float = 0.2
-    norm_epsilon: float = 1e-5
-    dtype: jnp.dtype = jnp.float32
-    conv: layers.ModuleDef = nn.Conv
-    norm: layers.ModuleDef = nn.LayerNorm
-    activation: layers.Activation = functools.partial(jax.nn.gelu, approximate=False)
+    norm_epsilon: float = layers.family_default(1e-5)
 
     def _check(self) -> None:
         layers.check_rate("dropout", self.dropout)
