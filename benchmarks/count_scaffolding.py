@@ -9,7 +9,7 @@ Two columns per family module:
   ``_tv`` functions), i.e. what stating its published weight sets costs;
 * ``contract``: the lines declaring the contract's fields (``dtype``, ``conv``, ``norm``,
   ``activation``, ``bn_momentum``, ``bn_epsilon``, ``norm_epsilon``) in any class of the module,
-  the family module and its blocks alike (what :class:`cnn_flax.models.layers.Family` and its
+  the family module and its blocks alike (what :class:`cnn_flax.models.layers.Contract` and its
   two subclasses declare once).
 """
 
