@@ -48,9 +48,10 @@ DRY="${GPU_CHECK_DRY_RUN:-0}"
 PY="${GPU_CHECK_PYTHON:-python}"
 
 if [ "$DRY" = "1" ]; then
-  # Tiny stand-ins with torchvision counterparts, 32 px, batch 2, torch eager channels_last
-  # (torch.compile takes minutes on 2 CPU cores): every step's code path runs on a small CPU.
-  EFFNET=mobilenet_v3_small
+  # Tiny stand-ins with torchvision counterparts that compile fast (no depthwise convolutions;
+  # the steps' code paths are the same), 32 px, batch 2, torch eager channels_last (torch.compile
+  # takes minutes on 2 CPU cores): every step runs on a small CPU.
+  EFFNET=squeezenet1_1
   TABLE_MODELS="resnet18"
   EXTRA_MODELS=""
   BENCH_RES="--resolution=32"
@@ -58,7 +59,7 @@ if [ "$DRY" = "1" ]; then
   TIMING="--steps=2 --windows=1 --warmup=1"
   TORCH_VARIANT=channels_last
   DTYPE=float32
-  BUDGET_S="${GPU_CHECK_BUDGET_S:-1200}"
+  BUDGET_S="${GPU_CHECK_BUDGET_S:-1500}"
   JPEGS_PER_CLASS=4
   TEST_K=(-k "resnet18 and not keeps_float32")
 else
@@ -76,14 +77,16 @@ else
   TEST_K=(-k "resnet50 or mobilenet_v2 or efficientnet_b0 or convnext_tiny or vit_b_16")
 fi
 STAGES="${GPU_CHECK_STAGES:-effnet table compile data tests}"
+if [ "$TORCH_VARIANT" = compile ]; then TORCH_LABEL="torch.compile"; else TORCH_LABEL="eager"; fi
+[ "$DTYPE" = bfloat16 ] && TORCH_LABEL+=", bf16 autocast"
 COMMON="--mode=train --dtype=$DTYPE --batch-size=$BATCH${BENCH_RES:+ $BENCH_RES} $TIMING"
 
 # --- the schedule: "stage step cap_s min_s" per line, in running order; caps sum to the budget ---
 # Caps are fractions of the budget (per mille), so a dry run's larger budget scales them all.
 SCHEDULE=""
 plan() { SCHEDULE+="$1 $2 $(($3 * BUDGET_S / 1000)) $(($4 * BUDGET_S / 1000))"$'\n'; }
-plan env env 20 5
-plan effnet "jax_$EFFNET" 180 40
+plan env env 30 5
+plan effnet "jax_$EFFNET" 170 40
 plan effnet "jax_${EFFNET}_autotune0" 70 30
 i=0
 for m in $TABLE_MODELS; do
@@ -235,7 +238,7 @@ torch_row() {
   fi
   [ "$rc" = 1 ] && status="failed: $(grep -m1 -E 'Error|error' "$WORK/logs/$step.log" | cut -c1-120 | tr '|' '/')"
   [ "$rc" = 2 ] && status="stopped at ${LIMIT}s ($(grep -q 'first call' "$WORK/logs/$step.log" && echo 'compiled' || echo 'while compiling'))"
-  land "| $model | torchvision, torch $TORCH_VARIANT, channels_last ($DTYPE autocast) | $BATCH | $(field "$step" 'first call \(compile \+ 1 step\):') | $(field "$step" 'step time:') | $theirs | - | $ratio | $status |"
+  land "| $model | torchvision, channels_last, $TORCH_LABEL | $BATCH | $(field "$step" 'first call \(compile \+ 1 step\):') | $(field "$step" 'step time:') | $theirs | - | $ratio | $status |"
 }
 
 # The benchmark with a flight recorder: Python stacks of every thread on SIGTERM (the cap), and
@@ -326,10 +329,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
 land "" "## GPU check $(date -u +%F) (benchmarks/gpu_check.sh$([ "$DRY" = 1 ] && echo ', DRY RUN on CPU'))" ""
 land '```' "$(grep -v '^\$' "$WORK/logs/env.log")" '```' ""
 land "Written step by step as measured (a kill keeps what is above it). cnn_flax: \`python -m"
-land "cnn_flax.benchmark $COMMON --model=M\`; torch: torchvision's M, channels_last, torch"
-land "$TORCH_VARIANT, the same batch and timing (\`first call\` = its compile and one step)."
+land "cnn_flax.benchmark $COMMON --model=M\`; torch: torchvision's M, channels_last, $TORCH_LABEL,"
+land "the same batch and timing (its \`first call\` column is the compile and one step)."
 land ""
-TABLE_HEAD="| model | implementation | batch | compile s | step ms | img/s | MFU or GFLOP/s | ratio cnn_flax / torch | status |
+TABLE_HEAD="| model | implementation | batch | compile s (torch: first call) | step ms | img/s | MFU or GFLOP/s | ratio cnn_flax / torch | status |
 |---|---|---|---|---|---|---|---|---|"
 
 # --- (a) EfficientNet-B0 -------------------------------------------------------------------------
