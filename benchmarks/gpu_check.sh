@@ -209,7 +209,7 @@ mfu_of() {
   local v
   v=$(grep -m1 -oE '^MFU: [0-9.]+%' "$WORK/logs/$1.log" 2>/dev/null | cut -d' ' -f2)
   [ -n "$v" ] || v=$(grep -m1 -oE '^achieved: [0-9.]+ GFLOP/s' "$WORK/logs/$1.log" 2>/dev/null |
-    cut -d' ' -f2- | sed 's/ //')
+    cut -d' ' -f2-)
   echo "${v:--}"
 }
 # progress STEP: how far a stopped run got, from its log.
@@ -230,15 +230,16 @@ torch_row() {
   rc=$?
   [ "$rc" = 3 ] && return 3
   local ours theirs ratio="-" status="ok"
-  ours=$(field "jax_$model" 'throughput:')
-  [ "$ours" = "-" ] && ours=$(field "jax_${model}_autotune0" 'throughput:')
-  theirs=$(field "$step" 'throughput:')
+  # The ratio of step times (same batch), not of the rounded img/s figures.
+  ours=$(field "jax_$model" 'step time:')
+  [ "$ours" = "-" ] && ours=$(field "jax_${model}_autotune0" 'step time:')
+  theirs=$(field "$step" 'step time:')
   if [ "$ours" != "-" ] && [ "$theirs" != "-" ]; then
-    ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { if (b > 0) printf "%.3f", a / b }')
+    ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { if (a > 0) printf "%.3f", b / a }')
   fi
   [ "$rc" = 1 ] && status="failed: $(grep -m1 -E 'Error|error' "$WORK/logs/$step.log" | cut -c1-120 | tr '|' '/')"
   [ "$rc" = 2 ] && status="stopped at ${LIMIT}s ($(grep -q 'first call' "$WORK/logs/$step.log" && echo 'compiled' || echo 'while compiling'))"
-  land "| $model | torchvision, channels_last, $TORCH_LABEL | $BATCH | $(field "$step" 'first call \(compile \+ 1 step\):') | $(field "$step" 'step time:') | $theirs | - | $ratio | $status |"
+  land "| $model | torchvision, channels_last, $TORCH_LABEL | $BATCH | $(field "$step" 'first call \(compile \+ 1 step\):') | $theirs | $(field "$step" 'throughput:') | - | $ratio | $status |"
 }
 
 # The benchmark with a flight recorder: Python stacks of every thread on SIGTERM (the cap), and
@@ -252,7 +253,11 @@ trace_dir = os.environ.get("GPU_CHECK_TRACE_DIR")
 if trace_dir:
     import jax
 
-    jax.profiler.start_trace(trace_dir)
+    # No Python tracer: XLA's and JAX's own events (compiler passes, thunks, kernels) only; with
+    # it a CPU dry run's trace was 50 MB.
+    options = jax.profiler.ProfileOptions()
+    options.python_tracer_level = 0
+    jax.profiler.start_trace(trace_dir, profiler_options=options)
     lock = threading.Lock()
     done = []
 
@@ -349,6 +354,8 @@ if want effnet; then
     jax_row "$EFFNET" "$step"
   rc=$?
   cp "$WORK/logs/$step.log" "$WORK/diag/" 2>/dev/null
+  # A run that finished needs no trace (the benchmark's --profile is for that); keep the dump.
+  [ "$rc" = 0 ] && rm -rf "$WORK/diag/trace"
   diag
   if [ "$rc" = 1 ] || [ "$rc" = 2 ]; then
     land "" "$step did not finish: its log (the Python stacks at the cap), the profiler trace" \
