@@ -163,7 +163,9 @@ run() {
     return 3
   fi
   echo "\$ $*" >"$WORK/logs/$step.log"
-  timeout --kill-after=10 "$LIMIT" "$@" >>"$WORK/logs/$step.log" 2>&1
+  # bench.py stops its profiler trace shortly before this (epoch seconds).
+  GPU_CHECK_DEADLINE=$(($(date +%s) + LIMIT)) timeout --kill-after=10 "$LIMIT" "$@" \
+    >>"$WORK/logs/$step.log" 2>&1
   rc=$?
   local what
   what=$(grep -E '(compiled in|^throughput:|^step time:|^ratio:|^real data|passed|failed)' \
@@ -243,10 +245,10 @@ torch_row() {
 }
 
 # The benchmark with a flight recorder: Python stacks of every thread on SIGTERM (the cap), and
-# with GPU_CHECK_TRACE_DIR a profiler trace from start-up, stopped GPU_CHECK_TRACE_STOP_S seconds
-# in or at exit, whichever comes first.
+# with GPU_CHECK_TRACE_DIR a profiler trace from start-up, stopped (with the stacks printed) 15%
+# of the remaining time, at least 15 s, before the step's deadline, or at exit if that is sooner.
 cat >"$WORK/bench.py" <<'PY'
-import atexit, faulthandler, os, signal, sys, threading
+import atexit, faulthandler, os, signal, sys, threading, time
 
 faulthandler.register(signal.SIGTERM, all_threads=True, chain=True)
 trace_dir = os.environ.get("GPU_CHECK_TRACE_DIR")
@@ -275,7 +277,8 @@ if trace_dir:
             except Exception as err:  # noqa: BLE001 - a diagnostic must not hide the run
                 print(f"gpu_check: profiler trace not written: {err}", flush=True)
 
-    timer = threading.Timer(float(os.environ["GPU_CHECK_TRACE_STOP_S"]), stop, ("timer",))
+    left = float(os.environ["GPU_CHECK_DEADLINE"]) - time.time()
+    timer = threading.Timer(max(1.0, left - max(15.0, 0.15 * left)), stop, ("timer",))
     timer.daemon = True
     timer.start()
     atexit.register(stop, "exit")
@@ -320,14 +323,16 @@ PY
 # --- header -------------------------------------------------------------------------------------
 note "gpu_check $(date -u +%FT%TZ) dry_run=$DRY stages=[$STAGES] budget=${BUDGET_S}s"
 run env "$PY" - <<'PY'
+from importlib import metadata
+
 import jax
+
 print("jax", jax.__version__, "devices:", [d.device_kind for d in jax.devices()])
-for name in ("flax", "optax", "torch", "torchvision", "tensorflow"):
-    try:
-        module = __import__(name)
-        print(name, getattr(module, "__version__", "?"))
-    except ImportError as err:
-        print(name, "unavailable:", err)
+for name in ("jaxlib", "flax", "optax", "torch", "torchvision", "tensorflow"):
+    try:  # versions without importing (torch takes tens of seconds on a loaded CPU)
+        print(name, metadata.version(name))
+    except metadata.PackageNotFoundError:
+        print(name, "not installed")
 PY
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
   >>"$WORK/logs/env.log" 2>/dev/null
@@ -344,12 +349,10 @@ TABLE_HEAD="| model | implementation | batch | compile s (torch: first call) | s
 if want effnet; then
   land "### (a) $EFFNET train (printed nothing within 150 s on the H200 before)" "" "$TABLE_HEAD"
   step="jax_$EFFNET"
-  read -r _ _ cap _ < <(grep " $step " <<<"$SCHEDULE")
   mkdir -p "$WORK/diag/xla_dump" "$WORK/diag/trace"
-  # The trace stops 15 s (dry run: 30%) before the cap: a run still compiling then leaves the XLA
-  # passes it spent its time in.
-  stop_s=$((cap > 60 ? cap - 15 : cap * 7 / 10))
-  GPU_CHECK_TRACE_DIR="$WORK/diag/trace" GPU_CHECK_TRACE_STOP_S=$stop_s \
+  # The trace stops shortly before the cap: a run still compiling then leaves the XLA passes it
+  # spent its time in.
+  GPU_CHECK_TRACE_DIR="$WORK/diag/trace" \
     XLA_FLAGS="${XLA_FLAGS:-} --xla_dump_to=$WORK/diag/xla_dump --xla_dump_hlo_as_text --xla_dump_hlo_module_re=train_step" \
     jax_row "$EFFNET" "$step"
   rc=$?
