@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         default="model",
         help="convolution implementations (cnn_flax.models.depthwise.PRESETS): model = the "
         "model's own default, which is auto; auto = the fastest measured on this backend "
-        "(XLA:CPU: cpu with XLA's kernel gradients on maps under 28x28; elsewhere xla); xla = "
+        "(XLA:CPU: cpu's depthwise and 1x1 convolutions, XLA's k x k ones; elsewhere xla); xla = "
         "nn.Conv; shift = depthwise as shifted multiply-adds; cpu = shift + 1x1 as matrix "
         "products + k x k kernel gradients as matrix products",
     )

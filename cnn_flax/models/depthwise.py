@@ -650,12 +650,18 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 
 # The default per backend (``jax.default_backend()`` when the model is traced). XLA:CPU: the
-# "cpu" preset, but k x k kernel gradients stay XLA's on maps under 28 x 28 outputs, where the
-# per-tap products measured slower than XLA's (RESULTS.md, "Default convolutions"). Elsewhere
-# XLA's own convolutions: nothing faster has been measured on a GPU or TPU yet. Every backend
-# keeps grouped convolutions batch-local under a data-parallel mesh (openxla/xla#47945).
+# "cpu" preset's depthwise and 1x1 convolutions, but XLA's own k x k convolutions, kernel
+# gradients included: at batch 8 and 224 px (the benchmark's CPU command) XLA's kernel gradient
+# measured faster than the im2col patches on the maps where those had been chosen at batch 16
+# (ResNet-50's 3x3 64 @56: 33 ms against 68 on one core, 112 against 222 on two; the 7x7 stem:
+# 50 against 94), and no slower elsewhere; ResNet-50's whole train step, interleaved on two
+# threads, 11.7 -> 10.0 s at a load of 15 (RESULTS.md, "CPU train step at 224 px, batch 8").
+# Elsewhere XLA's own convolutions: nothing faster has been measured on a GPU or TPU yet. Every
+# backend keeps grouped convolutions batch-local under a data-parallel mesh (openxla/xla#47945).
 BACKEND_DEFAULTS: dict[str, dict[str, object]] = {
-    "cpu": dict(PRESETS["cpu"], dense_min_out_pixels=PATCHES_MIN_OUT_PIXELS, grouped="local"),
+    "cpu": dict(
+        depthwise="shift", depthwise_grad_chunk=1, pointwise="dot", dense="xla", grouped="local"
+    ),
 }
 OTHER_BACKENDS_DEFAULT: dict[str, object] = dict(PRESETS["xla"], grouped="local")
 AUTO = "auto"
