@@ -112,9 +112,9 @@ def build_config(
     # Evaluated with statistics of the current weights, not running averages that lag behind
     # them (0: off; models without BatchNorm, and frozen fine-tunes, are evaluated as trained).
     config.bn_reestimate_batches = int(getattr(args, "bn_reestimate_batches", 0) or 0)
-    # Evaluate a few times along the way and once at the end; checkpoint only at the end
-    # (the workdir is temporary, so no intermediate saves).
-    config.eval_every_steps = max(1, steps // 4)
+    # Evaluate halfway and at the end (each evaluation re-estimates BatchNorm statistics first);
+    # checkpoint only at the end (the workdir is temporary, so no intermediate saves).
+    config.eval_every_steps = max(1, steps // 2)
     config.log_every_steps = max(1, steps // 30)
     config.checkpoint_every_steps = 0
     # Seeds after the first reuse the compiled steps of the same arm.
@@ -360,7 +360,7 @@ def parse_sweep(text: str) -> list[str]:
 def write_summary_and_plot(study, results, curves, *, out: pathlib.Path, args) -> None:
     from experiments.plots import plot_study
 
-    (out / "summary.md").write_text(summary_table(results, args) + "\n")
+    (out / "summary.md").write_text(summary_table(results, args, metrics=study.metrics) + "\n")
     plot_study(study, results, curves, out / "plot.png")
 
 
@@ -469,7 +469,9 @@ def interval_lines(results: list[dict], metric: str = "eval_top1") -> list[str]:
     return lines
 
 
-def summary_table(results: list[dict], args: argparse.Namespace) -> str:
+def summary_table(
+    results: list[dict], args: argparse.Namespace, *, metrics: tuple[str, ...] = ("eval_top1",)
+) -> str:
     seeds = ",".join(str(s) for s in args.seeds)
     reestimated = getattr(args, "bn_reestimate_batches", 0)
     bn = (
@@ -497,7 +499,8 @@ def summary_table(results: list[dict], args: argparse.Namespace) -> str:
     if any(steps != args.steps for steps, _ in arms.values()) or getattr(args, "lr_sweep", None):
         lines += ["", "Per arm (equal compute and/or the learning rate the sweep picked):", ""]
         lines += [f"- {label}: {steps} steps, lr {lr}" for label, (steps, lr) in arms.items()]
-    lines += interval_lines(results)
+    for metric in metrics:
+        lines += interval_lines(results, metric)
     return "\n".join(lines)
 
 

@@ -87,6 +87,8 @@ class Study:
       plot: ``"curves"`` (training loss against steps) or ``"bars"`` (accuracy with params/MACs).
       default_steps: training steps per run at small scale.
       full: the full-scale preset (``--scale=full``), or ``None`` where none is declared yet.
+      metrics: the columns of ``results.csv`` whose intervals over seeds ``summary.md`` gives
+        (the one the claim is about first).
     """
 
     name: str
@@ -96,6 +98,7 @@ class Study:
     plot: str = "bars"
     default_steps: int = 150
     full: FullScale | None = None
+    metrics: tuple[str, ...] = ("eval_top1",)
 
 
 def set_path(config: ml_collections.ConfigDict, path: str, value: Any) -> None:

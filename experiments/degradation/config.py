@@ -36,6 +36,7 @@ STUDY = Study(
     ),
     plot="curves",
     default_steps=150,
+    metrics=("final_train_loss", "eval_top1"),  # the claim is about training
     full=FullScale(
         dataset="cifar10",
         image_size=32,
