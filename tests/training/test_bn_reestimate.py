@@ -161,3 +161,23 @@ def test_trainer_evaluates_with_reestimated_statistics(tmp_path):
     )  # fmt: skip
     expected = evaluator.run({**variables, "batch_stats": stats})
     assert result.eval_metrics["eval_loss"] == pytest.approx(expected["loss"], rel=1e-5)
+
+
+def test_evaluator_keeps_frozen_and_absent_statistics():
+    """A frozen fine-tune is evaluated with the statistics it trained against (they are the
+    point of that run), and the option off changes nothing."""
+    from cnn_flax.training import eval_loop, parallel
+
+    mesh = parallel.create_mesh(None)
+    variables = {"params": {}, "batch_stats": {"bn0": {"mean": jnp.zeros(3)}}}
+
+    def evaluator(config):
+        return eval_loop.Evaluator(
+            _Net(), config=config, num_classes=3, mesh=mesh, data_source=None, batch_size=16
+        )
+
+    frozen = fakes.tiny_config(bn_reestimate_batches=2)
+    frozen.finetune.freeze_bn_stats = True
+    assert evaluator(frozen).reestimated(variables) is variables
+    off = fakes.tiny_config(bn_reestimate_batches=0)
+    assert evaluator(off).reestimated(variables) is variables
