@@ -434,37 +434,55 @@ def seeds_needed(effect: float, std: float, *, alpha: float = 0.05, power: float
     return max(2.0, 2 * (z * std / effect) ** 2)
 
 
+def welch_interval(a: list[float], b: list[float], *, level: float = 0.95) -> float:
+    """Half-width of the Welch t-interval of ``mean(a) - mean(b)`` (unequal spreads; ``nan``
+    with fewer than two seeds on a side, ``0`` when neither spread is measurable)."""
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        return 0.0
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return float(stats.t.ppf(0.5 + level / 2, dof) * (va + vb) ** 0.5)
+
+
 def interval_lines(results: list[dict], metric: str = "eval_top1") -> list[str]:
     """Per arm the metric's mean, std and 95% t-interval over seeds; per arm after the first of
-    its group, the effect against that first arm and the seeds per arm its spread needs."""
+    its group, the effect against that first arm with its 95% Welch interval, and the seeds per
+    arm its spread needs."""
     lines = [
         "",
         f"`{metric}` over seeds: mean, standard deviation, 95% Student-t interval of the mean; "
-        "effect against the first arm of the group, and the seeds per arm that the measured "
-        "spread needs to resolve it (two-sided 5%, power 80%).",
+        "effect against the first arm of the group with its 95% Welch t-interval, and the seeds "
+        "per arm that the measured spread needs to resolve it (two-sided 5%, power 80%).",
         "",
-        "| variant | seeds | mean | std | 95% CI | effect | seeds needed |",
-        "|---|---:|---:|---:|---|---:|---:|",
+        "| variant | seeds | mean | std | 95% CI | effect | effect 95% CI | seeds needed |",
+        "|---|---:|---:|---:|---|---:|---|---:|",
     ]
-    baselines: dict[str, tuple[float, float]] = {}
+    baselines: dict[str, tuple[float, float, list[float]]] = {}
     for label in dict.fromkeys(r["variant"] for r in results):
         rows = [r for r in results if r["variant"] == label]
-        mean, std, half = t_interval([float(r[metric]) for r in rows])
+        values = [float(r[metric]) for r in rows]
+        mean, std, half = t_interval(values)
         group = rows[0].get("group", "")
         ci = f"[{mean - half:.4f}, {mean + half:.4f}]" if half == half else "n/a (1 seed)"
-        effect = needed = ""
+        effect = effect_ci = needed = ""
         if group in baselines:
-            base_mean, base_std = baselines[group]
+            base_mean, base_std, base_values = baselines[group]
             delta = mean - base_mean
             pooled = ((std**2 + base_std**2) / 2) ** 0.5 if std == std else float("nan")
             effect = f"{delta:+.4f}"
+            width = welch_interval(values, base_values)
+            effect_ci = f"[{delta - width:+.4f}, {delta + width:+.4f}]" if width == width else ""
             n = seeds_needed(delta, pooled) if pooled == pooled else float("nan")
             needed = "n/a" if n != n else ("inf" if n == float("inf") else f"{n:.0f}")
         else:
-            baselines[group] = (mean, std)
+            baselines[group] = (mean, std, values)
         lines.append(
-            f"| {label} | {len(rows)} | {mean:.4f} | "
-            f"{std:.4f} | {ci} | {effect} | {needed} |".replace("nan", "n/a")
+            f"| {label} | {len(rows)} | {mean:.4f} | {std:.4f} | {ci} | {effect} | "
+            f"{effect_ci} | {needed} |".replace("nan", "n/a")
         )
     return lines
 

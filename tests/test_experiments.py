@@ -211,7 +211,11 @@ def test_summary_reports_t_intervals_and_seeds_needed():
         for s, x in enumerate(xs)
     ]
     table = "\n".join(interval_lines(rows))
-    assert "| b | 3 | 0.9300 | 0.0200 | [0.8803, 0.9797] | +0.0100 | 63 |" in table
+    # Welch: se = sqrt(2 * 0.02^2 / 3) = 0.01633, 4 dof, t = 2.776: +0.01 +- 0.0453.
+    assert (
+        "| b | 3 | 0.9300 | 0.0200 | [0.8803, 0.9797] | +0.0100 | [-0.0353, +0.0553] | 63 |"
+        in table
+    )
 
 
 def test_lr_sweep_picks_on_held_out_training_images_and_equal_compute_scales_steps(
