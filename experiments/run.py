@@ -104,8 +104,7 @@ def build_config(
     if lr is not None:
         config.optimizer.lr = lr
     if held_out:
-        config.data.train_split = f"train[:{100 - HELD_OUT_PERCENT}%]"
-        config.data.eval_split = f"train[{100 - HELD_OUT_PERCENT}%:]"
+        config.data.train_split, config.data.eval_split = held_out_splits(config.data.train_split)
     config.batch_size = args.batch_size
     if args.warmup_epochs is not None:
         config.schedule.warmup_epochs = args.warmup_epochs
@@ -123,6 +122,38 @@ def build_config(
 
 
 HELD_OUT_PERCENT = 20  # of the training split, for picking a learning rate
+
+
+def held_out_splits(train_split: str | None) -> tuple[str, str]:
+    """The study's own training split cut into its first 80% (train) and last 20% (held out).
+
+    ``None`` or ``"train"`` is the whole split; a percent slice such as ``"train[:10%]"`` (the
+    finetune study's 144 images) is cut inside itself, ``train[:8%]`` and ``train[8%:10%]``, so
+    the sweep sees the arm's own amount of data. Other forms are refused: a rate picked on other
+    data would not be the arm's.
+    """
+    import re
+
+    split = train_split or "train"
+    if split == "train":
+        start, stop = 0.0, 100.0
+    else:
+        match = re.fullmatch(r"train\[(\d*(?:\.\d+)?)%?:(\d*(?:\.\d+)?)%\]", split)
+        if not match:
+            raise SystemExit(
+                f"error: --lr-sweep cannot hold out part of train_split={split!r}; use 'train' or "
+                "a percent slice like 'train[:10%]'"
+            )
+        start = float(match.group(1) or 0.0)
+        stop = float(match.group(2))
+    cut = start + (stop - start) * (100 - HELD_OUT_PERCENT) / 100
+
+    def pct(x: float) -> str:
+        return f"{x:g}%"
+
+    first = f"train[{pct(start) if start else ''}:{pct(cut)}]"
+    return first, f"train[{pct(cut)}:{pct(stop)}]"
+
 
 # Families that embed non-overlapping patches with one linear map (a "patchify" stem).
 PATCH_FAMILIES = ("vit", "swin", "convnext")

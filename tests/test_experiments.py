@@ -249,7 +249,7 @@ def test_lr_sweep_picks_on_held_out_training_images_and_equal_compute_scales_ste
     )
     run.run_study(study, args)
     sweeps = [s for s in seen if s[0].startswith("sweep_")]
-    assert len(sweeps) == 6 and all(s[1:3] == ("train[:80%]", "train[80%:]") for s in sweeps)
+    assert len(sweeps) == 6 and all(s[1:3] == ("train[:80%]", "train[80%:100%]") for s in sweeps)
     finals = [s for s in seen if not s[0].startswith("sweep_")]
     # The seeds train and evaluate on the study's own splits.
     assert len(finals) == 4 and not any("%" in str(s[1]) + str(s[2]) for s in finals)
@@ -337,3 +337,18 @@ def test_relative_lr_sweep_and_bn_reestimation_flag():
     off = run.parse_args(["degradation", "--bn-reestimate-batches=0"])
     assert on.bn_reestimate_batches == run.DEFAULT_BN_BATCHES > 0
     assert run.build_config(study, study.variants[0], seed=0, args=off).bn_reestimate_batches == 0
+
+
+def test_held_out_part_is_cut_inside_the_studys_own_training_split():
+    """The finetune study trains on train[:10%] (144 images): its sweep must train on 8% and
+    hold out 8-10%, not train on 80% of the whole split (what the first sweep did)."""
+    assert run.held_out_splits(None) == ("train[:80%]", "train[80%:100%]")
+    assert run.held_out_splits("train") == ("train[:80%]", "train[80%:100%]")
+    assert run.held_out_splits("train[:10%]") == ("train[:8%]", "train[8%:10%]")
+    assert run.held_out_splits("train[50%:100%]") == ("train[50%:90%]", "train[90%:100%]")
+    with pytest.raises(SystemExit, match="cannot hold out"):
+        run.held_out_splits("train[:144]")
+    study = run.load_study("finetune")
+    args = run.parse_args(["finetune", "--steps=3", "--seeds=0"])
+    config = run.build_config(study, study.variants[3], seed=0, args=args, held_out=True)
+    assert (config.data.train_split, config.data.eval_split) == ("train[:8%]", "train[8%:10%]")
