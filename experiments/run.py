@@ -10,8 +10,16 @@ the study folder (or ``--out``):
   summary.md    mean and spread over seeds per variant (pasted into the study README)
   plot.png      curves or bars, as the study asks
 
-At small scale (the default) it runs on CPU in minutes on the offline ``digits`` data set; at full
-scale only ``--dataset``, ``--image-size``, ``--batch-size`` and ``--steps`` change.
+At small scale (the default) it runs on CPU in minutes on the offline ``digits`` data set.
+``--scale=full`` takes the study's full-scale preset (:class:`experiments.study.FullScale`: a real
+data set at native resolution, the paper's epochs, recipe and seeds) and writes into
+``STUDY/full/``; ``--plan`` builds and validates every arm's config at the chosen scale and prints
+the runs and an accelerator-hours estimate without training. Any flag given explicitly overrides
+the scale's value.
+
+Before every evaluation the BatchNorm statistics of models with BatchNorm are re-estimated on
+``--bn-reestimate-batches`` training batches (:mod:`cnn_flax.training.bn_reestimate`), so that a
+short run is not judged by running averages that still remember their start; ``0`` turns it off.
 
 From the repository root: ``python -m experiments.run NAME``; from any other folder:
 ``python PATH/TO/REPO/experiments/run.py NAME``.
@@ -67,8 +75,16 @@ def build_config(
     ``held_out`` trains on the first 80% of the training split and evaluates on the rest, so a
     learning rate is never picked on the test split."""
     steps = steps or args.steps
-    config = study.base_config(dataset=args.dataset, image_size=args.image_size)
-    for path, value in variant.changes.items():
+    full = study.full if getattr(args, "scale", "small") == "full" else None
+    size = args.image_size or (full.image_size if full is not None else None)
+    config = study.base_config(dataset=args.dataset, image_size=size)
+    changes = dict(variant.changes)
+    if full is not None:
+        changes.update(full.changes)
+        changes.update(full.arm_changes.get(variant.label, {}))
+    if args.image_size is not None and "data.image_size" in changes:
+        del changes["data.image_size"]  # an explicit --image-size wins over the preset's
+    for path, value in changes.items():
         if path == "data.image_scale":
             # Relative, so that the study keeps its meaning at any --image-size.
             config.data.image_size = round(config.data.image_size * value)
@@ -80,17 +96,24 @@ def build_config(
         warnings.warn(message, stacklevel=2)
     config.seed = seed
     config.total_steps = steps
+    if full is not None:
+        # Epoch-valued schedule fields count in num_epochs (configs/base.py): the preset's epochs,
+        # so that the recipe's boundaries (e.g. 32k and 48k of 64k iterations) fall where its
+        # paper put them; another --steps compresses the whole schedule.
+        config.num_epochs = float(full.epochs)
     if lr is not None:
         config.optimizer.lr = lr
     if held_out:
-        config.data.train_split = f"train[:{100 - HELD_OUT_PERCENT}%]"
-        config.data.eval_split = f"train[{100 - HELD_OUT_PERCENT}%:]"
+        config.data.train_split, config.data.eval_split = held_out_splits(config.data.train_split)
     config.batch_size = args.batch_size
     if args.warmup_epochs is not None:
         config.schedule.warmup_epochs = args.warmup_epochs
-    # Evaluate a few times along the way and once at the end; checkpoint only at the end
-    # (the workdir is temporary, so no intermediate saves).
-    config.eval_every_steps = max(1, steps // 4)
+    # Evaluated with statistics of the current weights, not running averages that lag behind
+    # them (0: off; models without BatchNorm, and frozen fine-tunes, are evaluated as trained).
+    config.bn_reestimate_batches = int(getattr(args, "bn_reestimate_batches", 0) or 0)
+    # Evaluate halfway and at the end (each evaluation re-estimates BatchNorm statistics first);
+    # checkpoint only at the end (the workdir is temporary, so no intermediate saves).
+    config.eval_every_steps = max(1, steps // 2)
     config.log_every_steps = max(1, steps // 30)
     config.checkpoint_every_steps = 0
     # Seeds after the first reuse the compiled steps of the same arm.
@@ -99,6 +122,38 @@ def build_config(
 
 
 HELD_OUT_PERCENT = 20  # of the training split, for picking a learning rate
+
+
+def held_out_splits(train_split: str | None) -> tuple[str, str]:
+    """The study's own training split cut into its first 80% (train) and last 20% (held out).
+
+    ``None`` or ``"train"`` is the whole split; a percent slice such as ``"train[:10%]"`` (the
+    finetune study's 144 images) is cut inside itself, ``train[:8%]`` and ``train[8%:10%]``, so
+    the sweep sees the arm's own amount of data. Other forms are refused: a rate picked on other
+    data would not be the arm's.
+    """
+    import re
+
+    split = train_split or "train"
+    if split == "train":
+        start, stop = 0.0, 100.0
+    else:
+        match = re.fullmatch(r"train\[(\d*(?:\.\d+)?)%?:(\d*(?:\.\d+)?)%\]", split)
+        if not match:
+            raise SystemExit(
+                f"error: --lr-sweep cannot hold out part of train_split={split!r}; use 'train' or "
+                "a percent slice like 'train[:10%]'"
+            )
+        start = float(match.group(1) or 0.0)
+        stop = float(match.group(2))
+    cut = start + (stop - start) * (100 - HELD_OUT_PERCENT) / 100
+
+    def pct(x: float) -> str:
+        return f"{x:g}%"
+
+    first = f"train[{pct(start) if start else ''}:{pct(cut)}]"
+    return first, f"train[{pct(cut)}:{pct(stop)}]"
+
 
 # Families that embed non-overlapping patches with one linear map (a "patchify" stem).
 PATCH_FAMILIES = ("vit", "swin", "convnext")
@@ -142,13 +197,13 @@ def patch_pitfall(config) -> str | None:
     return None
 
 
-def count_params_and_macs(config) -> tuple[int, int]:
+def count_params_and_macs(config, *, num_classes: int = 10) -> tuple[int, int]:
     """Parameters and multiply-accumulates per image (papers' convention) of the arm's model."""
     from cnn_flax.models import create_model
     from cnn_flax.models.counting import count_macs
 
     overrides = config.model_overrides.to_dict() if config.model_overrides else {}
-    model = create_model(config.model, num_classes=10, **overrides)
+    model = create_model(config.model, num_classes=num_classes, **overrides)
     size = int(config.data.image_size)
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
@@ -185,8 +240,14 @@ def train_or_reuse(config, workdir: pathlib.Path) -> tuple[list[dict], float]:
     return read_curves(workdir), round(wall, 1)
 
 
+def default_out(study: Study, args: argparse.Namespace) -> pathlib.Path:
+    """The study folder at small scale, its ``full/`` sub-folder at full scale."""
+    folder = HERE / study.name
+    return folder / "full" if getattr(args, "scale", "small") == "full" else folder
+
+
 def run_study(study: Study, args: argparse.Namespace) -> pathlib.Path:
-    out = pathlib.Path(args.out) if args.out else HERE / study.name
+    out = pathlib.Path(args.out) if args.out else default_out(study, args)
     if not args.out and (out / "results.csv").exists() and not args.overwrite:
         raise SystemExit(
             f"error: {out} holds the study's committed results; pass --out=DIR to write a new "
@@ -215,7 +276,9 @@ def run_study(study: Study, args: argparse.Namespace) -> pathlib.Path:
             workdir = runs_dir / f"{variant.label}_s{seed}{suffix}"
             log, wall = train_or_reuse(config, workdir)
             if variant.label not in counts:  # the same for every seed
-                counts[variant.label] = count_params_and_macs(config)
+                counts[variant.label] = count_params_and_macs(
+                    config, num_classes=num_classes(study, args)
+                )
             params, macs = counts[variant.label]
             train_rows = [r for r in log if r.get("split") == "train"]
             final_eval = [r for r in log if r.get("split") == "eval"][-1]
@@ -267,9 +330,12 @@ def arm_steps(study: Study, variants, args: argparse.Namespace) -> dict[str, int
     ``args.steps`` times its MACs per image, divided by each arm's (equal training compute)."""
     if not args.equal_compute:
         return {v.label: args.steps for v in variants}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # warned once more when the arm is built to train
+        configs = {v.label: build_config(study, v, seed=0, args=args) for v in variants}
     macs = {
-        v.label: count_params_and_macs(build_config(study, v, seed=0, args=args))[1]
-        for v in variants
+        label: count_params_and_macs(config, num_classes=num_classes(study, args))[1]
+        for label, config in configs.items()
     }
     budget = args.steps * macs[variants[0].label]
     return {label: max(1, round(budget / m)) for label, m in macs.items()}
@@ -279,26 +345,53 @@ def pick_learning_rate(
     study: Study, variant: Variant, args, runs_dir: pathlib.Path, steps: int, rows: list[dict]
 ) -> float | None:
     """With ``--lr-sweep``, the rate of the sweep whose run (first seed) reaches the best top-1
-    on the held-out part of the training split; ``None`` (the recipe's rate) without one."""
+    on the held-out part of the training split; ``None`` (the recipe's rate) without one.
+
+    Rates written ``xM`` are multiples of the arm's own ``optimizer.lr``, so one sweep serves arms
+    whose optimisers live on different scales (SGD and AdamW)."""
     if not args.lr_sweep:
         return None
     seed = args.seeds[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # warned when the arm trains
+        own = float(build_config(study, variant, seed=seed, args=args).optimizer.lr)
     scores = {}
-    for lr in args.lr_sweep:
+    for entry in args.lr_sweep:
+        lr = sweep_rate(entry, own)
         config = build_config(
             study, variant, seed=seed, args=args, steps=steps, lr=lr, held_out=True
         )
         log, _ = train_or_reuse(config, runs_dir / f"sweep_{variant.label}_s{seed}_lr{lr:g}")
         top1 = float([r for r in log if r.get("split") == "eval"][-1]["top1"])
         scores[lr] = top1
-        rows.append({"variant": variant.label, "lr": lr, "heldout_top1": round(top1, 5)})
+        rows.append(
+            {"variant": variant.label, "rate": entry, "lr": lr, "heldout_top1": round(top1, 5)}
+        )
     return max(scores, key=scores.get)
+
+
+def sweep_rate(entry: str | float, own: float) -> float:
+    """``entry`` of ``--lr-sweep`` as a learning rate: ``"x0.25"`` is 0.25 times ``own``."""
+    text = str(entry)
+    return own * float(text[1:]) if text.startswith("x") else float(text)
+
+
+def parse_sweep(text: str) -> list[str]:
+    """``--lr-sweep``: rates (``0.1,0.4``) or multiples of each arm's own rate (``x0.5,x2``)."""
+    entries = [e.strip() for e in text.split(",") if e.strip()]
+    try:
+        [sweep_rate(e, 1.0) for e in entries]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give rates (0.1,0.4,1.6) or multiples of each arm's rate (x0.25,x1,x4)"
+        ) from None
+    return entries
 
 
 def write_summary_and_plot(study, results, curves, *, out: pathlib.Path, args) -> None:
     from experiments.plots import plot_study
 
-    (out / "summary.md").write_text(summary_table(results, args) + "\n")
+    (out / "summary.md").write_text(summary_table(results, args, metrics=study.metrics) + "\n")
     plot_study(study, results, curves, out / "plot.png")
 
 
@@ -307,13 +400,13 @@ def recount(study: Study, args: argparse.Namespace) -> pathlib.Path:
 
     For when the counting convention changes: the training numbers stay as they were measured.
     """
-    out = pathlib.Path(args.out) if args.out else HERE / study.name
+    out = pathlib.Path(args.out) if args.out else default_out(study, args)
     results = read_csv(out / "results.csv")
     curves = read_csv(out / "curves.csv")
     by_label = {v.label: v for v in study.variants}
     for row in results:
         config = build_config(study, by_label[row["variant"]], seed=int(row["seed"]), args=args)
-        params, macs = count_params_and_macs(config)
+        params, macs = count_params_and_macs(config, num_classes=num_classes(study, args))
         row["params"], row["mmacs"] = params, round(macs / 1e6, 3)
     write_csv(out / "results.csv", results)
     write_summary_and_plot(study, results, curves, out=out, args=args)
@@ -372,46 +465,73 @@ def seeds_needed(effect: float, std: float, *, alpha: float = 0.05, power: float
     return max(2.0, 2 * (z * std / effect) ** 2)
 
 
+def welch_interval(a: list[float], b: list[float], *, level: float = 0.95) -> float:
+    """Half-width of the Welch t-interval of ``mean(a) - mean(b)`` (unequal spreads; ``nan``
+    with fewer than two seeds on a side, ``0`` when neither spread is measurable)."""
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        return 0.0
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return float(stats.t.ppf(0.5 + level / 2, dof) * (va + vb) ** 0.5)
+
+
 def interval_lines(results: list[dict], metric: str = "eval_top1") -> list[str]:
     """Per arm the metric's mean, std and 95% t-interval over seeds; per arm after the first of
-    its group, the effect against that first arm and the seeds per arm its spread needs."""
+    its group, the effect against that first arm with its 95% Welch interval, and the seeds per
+    arm its spread needs."""
     lines = [
         "",
         f"`{metric}` over seeds: mean, standard deviation, 95% Student-t interval of the mean; "
-        "effect against the first arm of the group, and the seeds per arm that the measured "
-        "spread needs to resolve it (two-sided 5%, power 80%).",
+        "effect against the first arm of the group with its 95% Welch t-interval, and the seeds "
+        "per arm that the measured spread needs to resolve it (two-sided 5%, power 80%).",
         "",
-        "| variant | seeds | mean | std | 95% CI | effect | seeds needed |",
-        "|---|---:|---:|---:|---|---:|---:|",
+        "| variant | seeds | mean | std | 95% CI | effect | effect 95% CI | seeds needed |",
+        "|---|---:|---:|---:|---|---:|---|---:|",
     ]
-    baselines: dict[str, tuple[float, float]] = {}
+    baselines: dict[str, tuple[float, float, list[float]]] = {}
     for label in dict.fromkeys(r["variant"] for r in results):
         rows = [r for r in results if r["variant"] == label]
-        mean, std, half = t_interval([float(r[metric]) for r in rows])
+        values = [float(r[metric]) for r in rows]
+        mean, std, half = t_interval(values)
         group = rows[0].get("group", "")
         ci = f"[{mean - half:.4f}, {mean + half:.4f}]" if half == half else "n/a (1 seed)"
-        effect = needed = ""
+        effect = effect_ci = needed = ""
         if group in baselines:
-            base_mean, base_std = baselines[group]
+            base_mean, base_std, base_values = baselines[group]
             delta = mean - base_mean
             pooled = ((std**2 + base_std**2) / 2) ** 0.5 if std == std else float("nan")
             effect = f"{delta:+.4f}"
+            width = welch_interval(values, base_values)
+            effect_ci = f"[{delta - width:+.4f}, {delta + width:+.4f}]" if width == width else ""
             n = seeds_needed(delta, pooled) if pooled == pooled else float("nan")
             needed = "n/a" if n != n else ("inf" if n == float("inf") else f"{n:.0f}")
         else:
-            baselines[group] = (mean, std)
+            baselines[group] = (mean, std, values)
         lines.append(
-            f"| {label} | {len(rows)} | {mean:.4f} | "
-            f"{std:.4f} | {ci} | {effect} | {needed} |".replace("nan", "n/a")
+            f"| {label} | {len(rows)} | {mean:.4f} | {std:.4f} | {ci} | {effect} | "
+            f"{effect_ci} | {needed} |".replace("nan", "n/a")
         )
     return lines
 
 
-def summary_table(results: list[dict], args: argparse.Namespace) -> str:
+def summary_table(
+    results: list[dict], args: argparse.Namespace, *, metrics: tuple[str, ...] = ("eval_top1",)
+) -> str:
     seeds = ",".join(str(s) for s in args.seeds)
+    reestimated = getattr(args, "bn_reestimate_batches", 0)
+    bn = (
+        f" BatchNorm statistics re-estimated on {reestimated} training batches before each "
+        "evaluation (models with BatchNorm that update it)."
+        if reestimated
+        else " Evaluated with the running BatchNorm statistics as trained."
+    )
     lines = [
         f"Data set `{args.dataset}`, {args.steps} steps of batch {args.batch_size}, seeds "
-        f"{seeds}; mean ± standard deviation over seeds.",
+        f"{seeds}; mean ± standard deviation over seeds.{bn}",
         "",
         "| variant | image px | params | MMACs/image | final train loss | eval top-1 |",
         "|---|---:|---:|---:|---:|---:|",
@@ -428,7 +548,8 @@ def summary_table(results: list[dict], args: argparse.Namespace) -> str:
     if any(steps != args.steps for steps, _ in arms.values()) or getattr(args, "lr_sweep", None):
         lines += ["", "Per arm (equal compute and/or the learning rate the sweep picked):", ""]
         lines += [f"- {label}: {steps} steps, lr {lr}" for label, (steps, lr) in arms.items()]
-    lines += interval_lines(results)
+    for metric in metrics:
+        lines += interval_lines(results, metric)
     return "\n".join(lines)
 
 
@@ -439,10 +560,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("study", help=f"one of {', '.join(STUDIES)}")
-    parser.add_argument("--dataset", default="digits", help="data set name (cnn_flax.data)")
+    parser.add_argument(
+        "--scale",
+        choices=SCALES,
+        default="small",
+        help="small: the CPU design on digits (default); full: the study's full-scale preset "
+        "(real data set at native resolution, the paper's epochs and seeds), written to "
+        "STUDY/full/",
+    )
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="build and validate every arm's config at the chosen scale, print the runs and the "
+        "accelerator-hours estimate, train nothing",
+    )
+    parser.add_argument(
+        "--dataset", default=None, help="data set name (cnn_flax.data); default: the scale's"
+    )
     parser.add_argument("--image-size", type=int, default=None, help="default: the study's")
-    parser.add_argument("--steps", type=int, default=None, help="default: the study's")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=None, help="default: the scale's")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the scale's (32)")
     parser.add_argument(
         "--warmup-epochs",
         type=float,
@@ -450,12 +587,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="learning-rate warm-up in epochs (default: the recipe's, 1 epoch); short runs need "
         "less, or the warm-up takes most of the run",
     )
-    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1])
+    parser.add_argument(
+        "--seeds",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=None,
+        help="default: the scale's (0,1 at small scale)",
+    )
     parser.add_argument(
         "--lr-sweep",
-        type=lambda s: [float(x) for x in s.split(",")],
+        type=parse_sweep,
         default=None,
-        help="optimizer.lr values to try per arm, e.g. 0.1,0.4,1.6: each arm's best on a "
+        help="optimizer.lr values to try per arm, e.g. 0.1,0.4,1.6, or multiples of each arm's "
+        "own rate, e.g. x0.25,x1,x4: each arm's best on a "
         f"held-out {HELD_OUT_PERCENT}%% of the training split (first seed) is then used for "
         "every seed; the sweep is written to lr_sweep.csv",
     )
@@ -464,6 +607,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="scale each arm's steps so that steps x MACs per image equal the first arm's "
         "(--steps is the first arm's)",
+    )
+    parser.add_argument(
+        "--bn-reestimate-batches",
+        type=int,
+        default=DEFAULT_BN_BATCHES,
+        help="re-estimate BatchNorm statistics on this many training batches (train mode, equally "
+        "weighted average) before each evaluation; 0 evaluates with the running statistics as "
+        f"trained (default {DEFAULT_BN_BATCHES})",
     )
     parser.add_argument(
         "--variants",
@@ -498,13 +649,120 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="let a run without --out replace the study folder's committed results",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.bn_reestimate_batches < 0:
+        parser.error("--bn-reestimate-batches must be >= 0 (0: off)")
+    return resolve_scale(load_study(args.study), args)
+
+
+SCALES = ("small", "full")
+DEFAULT_BN_BATCHES = 20
+
+
+def resolve_scale(study: Study, args: argparse.Namespace) -> argparse.Namespace:
+    """Fills every flag not given with the scale's value: the CPU design's defaults, or the
+    study's :class:`FullScale` preset."""
+    if args.scale == "full":
+        full = study.full
+        if full is None:
+            raise SystemExit(
+                f"error: study {study.name!r} declares no full-scale preset yet (STUDY.full in "
+                f"experiments/{study.name}/config.py); pass --dataset, --image-size, --steps, "
+                "--batch-size and --seeds by hand instead."
+            )
+        defaults = {
+            "dataset": full.dataset,
+            "steps": full.steps,
+            "batch_size": full.batch_size,
+            "seeds": list(full.seeds),
+            "lr_sweep": list(full.lr_sweep) if full.lr_sweep else None,
+            "warmup_epochs": full.warmup_epochs,
+            "variants": list(full.variants) if full.variants else None,
+        }
+    else:
+        defaults = {
+            "dataset": "digits",
+            "steps": study.default_steps,
+            "batch_size": 32,
+            "seeds": [0, 1],
+        }
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def num_classes(study: Study, args: argparse.Namespace) -> int:
+    full = study.full if getattr(args, "scale", "small") == "full" else None
+    return full.num_classes if full is not None else 10
+
+
+# Training FLOPs per multiply-accumulate of the forward pass: 2 FLOPs per MAC, times 3 for the
+# forward pass and the two products of the backward pass (gradients of inputs and of weights).
+TRAIN_FLOPS_PER_MAC = 6
+# The sustained training rate assumed for the estimate, not measured here: 10 TFLOP/s, about 1% of
+# an H100's dense bf16 peak (989 TFLOP/s); networks of CIFAR size at batch 128 are bound by
+# kernel launches and memory, not by the tensor cores.
+ASSUMED_TRAIN_FLOPS = 10e12
+
+
+def plan(study: Study, args: argparse.Namespace) -> list[dict]:
+    """Every run of the study at the chosen scale, its config built and validated (no training):
+    per arm the steps, images, MACs per image, the runs (seeds, plus the lr sweep's) and the
+    accelerator-hours estimate ``MACs x 6 x images x runs / ASSUMED_TRAIN_FLOPS``."""
+    from cnn_flax.training.config_checks import check_config
+
+    variants = [study.variants[i] for i in args.variants] if args.variants else study.variants
+    budgets = arm_steps(study, variants, args)
+    rows = []
+    for variant in variants:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the patch pitfall warns at run time, not here
+            config = build_config(study, variant, seed=args.seeds[0], args=args)
+        config.total_steps = budgets[variant.label]
+        check_config(config)
+        params, macs = count_params_and_macs(config, num_classes=num_classes(study, args))
+        images = budgets[variant.label] * args.batch_size
+        sweep = len(args.lr_sweep or ())
+        runs = len(args.seeds) + sweep
+        flops = macs * TRAIN_FLOPS_PER_MAC * images * runs
+        rows.append(
+            {
+                "variant": variant.label,
+                "model": config.model,
+                "data": f"{config.data.name} {config.data.image_size}px",
+                "steps": budgets[variant.label],
+                "batch": args.batch_size,
+                "params": params,
+                "mmacs": round(macs / 1e6, 1),
+                "runs": runs,
+                "hours": flops / ASSUMED_TRAIN_FLOPS / 3600,
+            }
+        )
+    return rows
+
+
+def print_plan(study: Study, args: argparse.Namespace, rows: list[dict]) -> None:
+    print(f"{study.name} at {args.scale} scale: seeds {args.seeds}, lr sweep {args.lr_sweep}")
+    for r in rows:
+        print(
+            f"  {r['variant']}: {r['model']} on {r['data']}, {r['steps']} steps of batch "
+            f"{r['batch']}, {r['params']:,} params, {r['mmacs']} MMACs/image, {r['runs']} runs, "
+            f"~{r['hours']:.2f} accelerator-hours"
+        )
+    total = sum(r["hours"] for r in rows)
+    print(
+        f"total ~{total:.1f} accelerator-hours (MACs x {TRAIN_FLOPS_PER_MAC} x images x runs at "
+        f"an assumed {ASSUMED_TRAIN_FLOPS / 1e12:g} TFLOP/s sustained)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     study = load_study(args.study)
-    args.steps = args.steps or study.default_steps
+    if args.plan:
+        print_plan(study, args, plan(study, args))
+        return
     out = recount(study, args) if args.recount else run_study(study, args)
     print(f"wrote {out}/results.csv, curves.csv, summary.md, plot.png")
 

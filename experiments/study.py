@@ -31,6 +31,51 @@ class Variant:
 
 
 @dataclasses.dataclass(frozen=True)
+class FullScale:
+    """The study at the scale of its paper: ``python -m experiments.run NAME --scale=full``.
+
+    A real data set at its native resolution, the paper's regime of epochs, batch, recipe and
+    seeds; what the CPU design shrinks. The runner builds and validates every arm's config from it
+    (``--plan`` prints them and the accelerator-hours estimate without training).
+
+    Attributes:
+      dataset: a ``cnn_flax.data`` name (``cifar10``, ``cifar100``, ``imagenette/320px-v2``).
+      image_size: the data set's native resolution (or the paper's).
+      train_images: images in the training split, for the steps and the estimate.
+      num_classes: classes of the data set (for the counted heads).
+      epochs: epochs per run; steps are ``epochs * train_images / batch_size``.
+      batch_size: global batch.
+      seeds: seeds per arm.
+      basis: where the regime comes from (paper, table, section), said in the README.
+      changes: config fields set for every arm after the arm's own changes (recipe, augmentation,
+        normalisation), e.g. ``configs.recipes.CIFAR10_RESNET``.
+      arm_changes: per arm label, fields set after ``changes`` (e.g. a ViT's patch size).
+      variants: indices of the arms run at full scale (default: all).
+      lr_sweep: rates tried per arm on a held-out part of the training split, as ``--lr-sweep``
+        takes them (``"0.1"``, or ``"x2"`` for twice the arm's own), or ``None``.
+      warmup_epochs: learning-rate warm-up, or ``None`` for the recipe's.
+    """
+
+    dataset: str
+    image_size: int
+    train_images: int
+    num_classes: int
+    epochs: float
+    batch_size: int
+    seeds: tuple[int, ...]
+    basis: str
+    changes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    arm_changes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    variants: tuple[int, ...] | None = None
+    lr_sweep: tuple[str, ...] | None = None
+    warmup_epochs: float | None = None
+
+    @property
+    def steps(self) -> int:
+        return max(1, round(self.epochs * self.train_images / self.batch_size))
+
+
+@dataclasses.dataclass(frozen=True)
 class Study:
     """A question, a baseline config and the variants that answer it.
 
@@ -41,6 +86,9 @@ class Study:
       variants: the arms.
       plot: ``"curves"`` (training loss against steps) or ``"bars"`` (accuracy with params/MACs).
       default_steps: training steps per run at small scale.
+      full: the full-scale preset (``--scale=full``), or ``None`` where none is declared yet.
+      metrics: the columns of ``results.csv`` whose intervals over seeds ``summary.md`` gives
+        (the one the claim is about first).
     """
 
     name: str
@@ -49,6 +97,8 @@ class Study:
     variants: tuple[Variant, ...]
     plot: str = "bars"
     default_steps: int = 150
+    full: FullScale | None = None
+    metrics: tuple[str, ...] = ("eval_top1",)
 
 
 def set_path(config: ml_collections.ConfigDict, path: str, value: Any) -> None:

@@ -187,6 +187,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     # variance, as torchvision's recipes ran) or "biased" (Flax's and Keras's; runs made before
     # torch's became the default). cnn_flax.models.norm.BatchNorm.
     config.bn_running_var = "unbiased"
+    # Before each evaluation, re-estimate BatchNorm statistics on this many training batches
+    # (train mode, equally weighted average, as torch.optim.swa_utils.update_bn); 0: evaluate with
+    # the running statistics as trained. cnn_flax.training.bn_reestimate.
+    config.bn_reestimate_batches = 0
     config.grad_accum_steps = 1
     config.clip_grad_norm = config_dict.placeholder(float)
     config.loss_scale = ml_collections.ConfigDict({"initial": 2.0**15, "growth_interval": 2000})

@@ -233,6 +233,8 @@ def _check_run(config: ml_collections.ConfigDict) -> None:
     _choice(config, "bn_mode", BN_MODES)
     if "bn_running_var" in config:  # absent from configs saved before it existed
         _choice(config, "bn_running_var", BN_RUNNING_VARS)
+    if "bn_reestimate_batches" in config:  # absent from configs saved before it existed
+        _integer(config, "bn_reestimate_batches", minimum=0)
     _integer(config, "grad_accum_steps", minimum=1)
     if config.batch_size % config.grad_accum_steps:
         raise ValueError(

@@ -1,6 +1,8 @@
 """Evaluation over a complete split: the eval step compiled once, every example counted once.
 
-Used by the trainer's periodic evaluation and by ``python -m cnn_flax.evaluate``.
+Used by the trainer's periodic evaluation and by ``python -m cnn_flax.evaluate``. With
+``config.bn_reestimate_batches`` set, every evaluation first re-estimates the BatchNorm statistics
+on that many training batches (:mod:`cnn_flax.training.bn_reestimate`); the state keeps its own.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from cnn_flax.training import metrics, parallel, steps
+from cnn_flax.data.mixing import normalize
+from cnn_flax.training import metrics, model_builder, parallel, steps
+from cnn_flax.training.bn_reestimate import reestimate_batch_stats
 from cnn_flax.training.state import TrainState
 
 
@@ -41,6 +45,8 @@ class Evaluator:
         data_source: Any,
         batch_size: int,
     ) -> None:
+        self._model = model
+        self._config = config
         self._data_config = config.data
         self._data = data_source
         self._batch_size = batch_size
@@ -54,8 +60,30 @@ class Evaluator:
         )
         self._compiled = None
 
+    def reestimated(self, variables: dict) -> dict:
+        """``variables`` with BatchNorm statistics re-estimated on ``config.bn_reestimate_batches``
+        training batches (the run's own, from its first), or unchanged: option off, no
+        BatchNorm, or statistics frozen by the fine-tune (they are the point of that run)."""
+        batches = int(self._config.get("bn_reestimate_batches", 0) or 0)
+        if not batches or not variables.get("batch_stats"):
+            return variables
+        if model_builder.freezes_batch_norm(self._config):
+            return variables
+        mean, std = tuple(self._data_config.mean), tuple(self._data_config.std)
+        dtype = steps.compute_dtype(self._config.dtype)
+        stream = self._data.create_train_iterator(
+            self._data_config,
+            global_batch_size=self._batch_size,
+            seed=int(self._config.seed),
+            sharding=self._sharding,
+        )
+        images = (normalize(b["image"], mean=mean, std=std, dtype=dtype) for b in stream)
+        stats = reestimate_batch_stats(self._model, variables, images, num_batches=batches)
+        return {**variables, "batch_stats": stats}
+
     def run(self, variables: dict) -> dict[str, float]:
         """``{"top1", "top5", "loss", "num_examples"}`` of ``variables`` on the eval split."""
+        variables = self.reestimated(variables)
         pairs = []
         batches = self._data.create_eval_iterator(
             self._data_config, global_batch_size=self._batch_size, sharding=self._sharding

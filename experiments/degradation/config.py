@@ -8,9 +8,15 @@ overfitting; the residual twins reverse the order. Each arm changes one thing ag
 CIFAR option-A nets), and 20 -> 56 (or 18 -> 34) changes only the depth.
 
 CIFAR-style nets run at 16 px, ImageNet-style ones (stem stride 4) at 32 px with base width 16.
+
+Full scale (``--scale=full``): the paper's CIFAR-10 experiment (sec. 4.2, fig. 6) for the four
+CIFAR-style arms: 32 px, batch 128, 64k iterations, lr 0.1 divided by 10 at 32k and 48k, weight
+decay 1e-4, momentum 0.9, 4-pixel padding and crops, flips, no warm-up; 5 seeds, each arm at the
+best of 0.5x, 1x, 2x the paper's rate. The ImageNet-style arms need ImageNet itself (fig. 4).
 """
 
-from experiments.study import Study, Variant, digits_config
+from cnn_flax.configs import recipes
+from experiments.study import FullScale, Study, Variant, digits_config
 
 _IMAGENET = {"data.image_scale": 2, "model_overrides.width_mult": 0.25}
 
@@ -30,4 +36,27 @@ STUDY = Study(
     ),
     plot="curves",
     default_steps=150,
+    metrics=("final_train_loss", "eval_top1"),  # the claim is about training
+    full=FullScale(
+        dataset="cifar10",
+        image_size=32,
+        train_images=50_000,
+        num_classes=10,
+        epochs=64_000 * 128 / 50_000,  # 64k iterations of batch 128
+        batch_size=128,
+        seeds=(0, 1, 2, 3, 4),
+        basis="He et al. 2016, sec. 4.2 (CIFAR-10, fig. 6)",
+        # The recipe, augmentation and normalisation of configs.recipes' CIFAR-10 ResNet; the
+        # runner sets steps, batch and cadences.
+        changes={
+            **{
+                k: v
+                for k, v in recipes.CIFAR10_RESNET.items()
+                if k.startswith(("optimizer.", "schedule.", "data.")) and k != "data.name"
+            },
+            "schedule.warmup_epochs": 0.0,
+        },
+        variants=(0, 1, 2, 3),
+        lr_sweep=("x0.5", "x1", "x2"),
+    ),
 )
