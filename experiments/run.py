@@ -32,6 +32,7 @@ import csv
 import importlib
 import json
 import pathlib
+import re
 import statistics
 import sys
 import tempfile
@@ -104,7 +105,7 @@ def build_config(
     if lr is not None:
         config.optimizer.lr = lr
     if held_out:
-        config.data.train_split = f"train[:{100 - HELD_OUT_PERCENT}%]"
+        config.data.train_split = held_out_train_split(str(config.data.train_split))
         config.data.eval_split = f"train[{100 - HELD_OUT_PERCENT}%:]"
     config.batch_size = args.batch_size
     if args.warmup_epochs is not None:
@@ -123,6 +124,18 @@ def build_config(
 
 
 HELD_OUT_PERCENT = 20  # of the training split, for picking a learning rate
+
+
+def held_out_train_split(split: str) -> str:
+    """What an lr-sweep run trains on: the first 80% of ``train``, or the study's own training
+    split where it is a prefix of ``train`` that stays clear of the held-out last fifth (a
+    small-data CPU design such as ``train[:10%]``, which then picks its rate on the same images
+    it trains on at the end, and is never evaluated on them)."""
+    match = re.fullmatch(r"train\[:(\d+)%\]", split)
+    if match and int(match.group(1)) <= 100 - HELD_OUT_PERCENT:
+        return split
+    return f"train[:{100 - HELD_OUT_PERCENT}%]"
+
 
 # Families that embed non-overlapping patches with one linear map (a "patchify" stem).
 PATCH_FAMILIES = ("vit", "swin", "convnext")

@@ -260,18 +260,11 @@ def test_lr_sweep_picks_on_held_out_training_images_and_equal_compute_scales_ste
     assert "95% CI" in (tmp_path / "summary.md").read_text()
 
 
-# Studies whose full-scale preset another branch (studiesB) writes; remove a name once its
-# STUDY.full exists (test_pending_presets_are_still_pending fails until then).
-PRESETS_PENDING = {"separable", "vgg_kernels", "compound_scaling", "inception"}
-
-
 @pytest.mark.parametrize("name", run.STUDIES)
 def test_full_scale_preset_builds_every_arm(name, capsys):
     """``--scale=full --plan``: every arm's config at the paper's scale is built and validated
     (check_config), its model built and counted, and the estimate printed, without training."""
     study = run.load_study(name)
-    if name in PRESETS_PENDING:
-        pytest.skip(f"{name}: full-scale preset written on another branch")
     full = study.full
     assert full is not None and full.basis and full.dataset != "digits"
     args = run.parse_args([name, "--scale=full"])
@@ -295,11 +288,6 @@ def test_full_scale_preset_builds_every_arm(name, capsys):
     assert run.default_out(study, args) == run.HERE / name / "full"
     run.print_plan(study, args, rows)
     assert "accelerator-hours" in capsys.readouterr().out
-
-
-def test_pending_presets_are_still_pending():
-    for name in PRESETS_PENDING:
-        assert run.load_study(name).full is None, f"{name} has a preset: drop it from PENDING"
 
 
 def test_a_study_without_a_preset_is_refused_in_one_line(monkeypatch):
@@ -333,3 +321,40 @@ def test_relative_lr_sweep_and_bn_reestimation_flag():
     off = run.parse_args(["degradation", "--bn-reestimate-batches=0"])
     assert on.bn_reestimate_batches == run.DEFAULT_BN_BATCHES > 0
     assert run.build_config(study, study.variants[0], seed=0, args=off).bn_reestimate_batches == 0
+
+
+def test_sweep_of_a_small_data_design_trains_on_its_own_images():
+    """A CPU design on ``train[:10%]`` picks its rate on exactly those images and is scored on the
+    held-out last fifth; any other training split is cut to its first 80%."""
+    assert run.held_out_train_split("train[:10%]") == "train[:10%]"
+    assert run.held_out_train_split("train") == "train[:80%]"
+    assert run.held_out_train_split("train[:90%]") == "train[:80%]"
+    study = run.load_study("vgg_kernels")
+    args = run.parse_args(["vgg_kernels", "--seeds=0"])
+    config = run.build_config(study, study.variants[0], seed=0, args=args, held_out=True)
+    assert (config.data.train_split, config.data.eval_split) == ("train[:10%]", "train[80%:]")
+
+
+def test_ablation_cpu_designs_and_their_full_scale_layouts():
+    """The four ablations' CPU designs (issue 18): native 8 px where the nets allow it, a tenth
+    of the training digits; their full-scale presets put back the paper's layouts and the whole
+    training split."""
+    from cnn_flax.models.mobilenet import V1_BLOCKS
+    from cnn_flax.models.vgg import VGG13
+
+    sizes = {"vgg_kernels": 8, "separable": 8, "inception": 16, "compound_scaling": 16}
+    for name, size in sizes.items():
+        study = run.load_study(name)
+        small = run.build_config(study, study.variants[0], seed=0, args=run.parse_args([name]))
+        full_args = run.parse_args([name, "--scale=full"])
+        full = run.build_config(study, study.variants[0], seed=0, args=full_args)
+        assert (small.data.image_size, small.data.train_split) == (size, "train[:10%]"), name
+        assert full.data.train_split == "train" and full.data.image_size == study.full.image_size
+        if name == "vgg_kernels":
+            assert len(small.model_overrides.stages) == 3
+            assert full.model_overrides.stages == tuple(
+                (s.features, s.num_convs, s.kernel_size) for s in VGG13
+            )
+        if name == "separable":
+            assert [s for _, s in small.model_overrides.blocks].count(2) == 2
+            assert full.model_overrides.blocks == V1_BLOCKS
