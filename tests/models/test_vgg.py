@@ -49,6 +49,19 @@ def test_kernel_spec_reaches_the_parameters():
     }
 
 
+def test_stage_spec_as_plain_tuples_from_a_config():
+    """A config stores a spec as tuples (experiments/vgg_kernels' 8-px design: three stages);
+    they build the same layers as VGGStage values, and a bad one is refused the same way."""
+    as_tuples = init_shapes("vgg13_bn_cifar", res=8, stages=((64, 1, 5), (128, 2)))["params"]
+    as_specs = init_shapes("vgg13_bn_cifar", res=8, stages=(VGGStage(64, 1, 5), VGGStage(128, 2)))
+    assert jax.tree.map(lambda a: a.shape, as_tuples) == jax.tree.map(
+        lambda a: a.shape, as_specs["params"]
+    )
+    assert as_tuples["stage1_block0"]["conv"]["kernel"].shape == (5, 5, 3, 64)
+    with pytest.raises(ValueError, match="not a valid VGG stage"):
+        init_shapes("vgg13_bn_cifar", res=8, stages=((64, 1, 4),))
+
+
 @pytest.mark.parametrize("name, has_bn", [("vgg11", False), ("vgg11_bn", True)])
 def test_batch_norm_option(name, has_bn):
     variables = init_shapes(name)
