@@ -328,8 +328,9 @@ def _lagging_batch_norm(
     updates`` of their starting values (the loaded weights' ImageNet statistics, or 0 and 1 from
     scratch) and evaluation normalises with statistics the network never trained with. Measured
     on real weights: EfficientNet-Lite0 on 64-px digits, 120 steps under its own recipe, 57.8%
-    eval top-1 with them updated, 82.8% with the loaded ones kept
-    (``finetune.freeze_bn_stats``). A share above 5% is named.
+    eval top-1 with them updated, 66.7% at momentum 0.9, 82.8% with the loaded ones kept
+    (``finetune.freeze_bn_stats``); the finetune recipe 85.6%, 31.1% with them updated. A share
+    above 5% is named.
     """
     from cnn_flax.training.model_builder import freezes_batch_norm
 
