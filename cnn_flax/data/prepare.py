@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import types
 
 from cnn_flax.data.datasets import SUPPORTED, resolve_data_dir
 
@@ -35,7 +36,9 @@ def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = 
 
         return index_folder(name[len("folder:") :], data_dir=data_dir)
     if name.partition("/")[0] == "digits":
-        return datasets.get_source({"name": name, "data_dir": data_dir})
+        # get_source reads a data config's fields by attribute, as a recipe's config.data has them
+        spec = types.SimpleNamespace(name=name, data_dir=data_dir, max_image_pixels=0)
+        return datasets.get_source(spec)
     if name.partition("/")[0] not in ("imagenet2012", "imagenette", "cifar10", "cifar100"):
         raise ValueError(f"unknown dataset {name!r}; supported: " + "; ".join(SUPPORTED))
     download_config = None

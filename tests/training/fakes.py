@@ -134,10 +134,11 @@ class TinyCNN(nn.Module):
     dtype: jnp.dtype = jnp.float32
     norm: layers.ModuleDef = nn.BatchNorm
     conv: layers.ModuleDef = nn.Conv
+    bn_momentum: float = 0.9
 
     @nn.compact
     def __call__(self, x, *, train: bool):
-        norm = layers.bind_norm(self.norm, train=train, dtype=self.dtype)
+        norm = layers.bind_norm(self.norm, train=train, dtype=self.dtype, momentum=self.bn_momentum)
         conv = layers.bind_conv(self.conv, dtype=self.dtype)
         x = x.astype(self.dtype)
         for i in range(2):

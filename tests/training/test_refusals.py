@@ -66,6 +66,64 @@ def test_an_average_that_cannot_move_in_the_run_is_named(tmp_path, capsys):
     assert "half-life of 6,931 updates, longer than this run's 2" in out, out
 
 
+def test_batch_norm_statistics_that_cannot_follow_the_run_are_named(tmp_path, capsys):
+    """TF's BatchNorm momentum 0.99 keeps 98% of the initial statistics after 2 updates."""
+    config = fakes.tiny_config(total_steps=2, eval_every_steps=2)
+    config.model_overrides.bn_momentum = 0.99
+    trainer.train(config, tmp_path, data_source=fakes.FakeData(), show_progress=False)
+    out = capsys.readouterr().out
+    assert (
+        "Note: BatchNorm's running statistics (momentum 0.99) would still hold 98% of their "
+        "initial 0 and 1 after this run's 2 updates" in out
+    ), out
+    assert "--config.model_overrides.bn_momentum" in out and out.count("BatchNorm") == 1, out
+
+
+def _lite0_start(capsys, *overrides: str, steps: int = 120) -> str:
+    """The notes before the 120-step Lite0 fine-tune of issue 23 (digits folder, 1,617 training
+    images, batch 32), from the start checks alone: nothing is built or compiled."""
+    from cnn_flax.configs import apply_overrides
+    from cnn_flax.models import create_model
+    from cnn_flax.training.run_plan import make_run_plan
+
+    config = get_config(overrides[0])
+    apply_overrides(config, [f"total_steps={steps}", "batch_size=32", *overrides[1:]])
+    plan = make_run_plan(config, num_train=1617)
+    momentum = create_model(config.model, **config.model_overrides).bn_momentum
+    trainer._check_start(
+        config, plan, num_train=1617, fresh=True, is_main=True, bn_momentum=momentum
+    )
+    return capsys.readouterr().out
+
+
+def test_weights_under_a_scratch_recipe_name_the_lagging_statistics(capsys):
+    """The cause of issue 23's 45.7%: under Lite0's own recipe BatchNorm statistics update at
+    momentum 0.99, and after 120 steps evaluation normalises with 30% ImageNet statistics."""
+    out = _lite0_start(capsys, "efficientnet_lite0", "init_from=lite0.pth")
+    assert out.count("\n") == 1, out
+    assert "--config.init_from with the recipe" in out
+    assert "momentum 0.99) would still hold 30% of the loaded ones after this run's 120" in out
+    assert "--config=finetune:efficientnet_lite0 (or --config.finetune.freeze_bn_stats=true)" in out
+
+
+def test_kept_or_quickly_following_statistics_are_not_named(capsys):
+    frozen = _lite0_start(
+        capsys, "efficientnet_lite0", "init_from=lite0.pth", "finetune.freeze_bn_stats=true"
+    )
+    assert "init_from" in frozen and "BatchNorm" not in frozen, frozen
+    assert _lite0_start(capsys, "finetune:efficientnet_lite0", "init_from=lite0.pth") == ""
+    updated = _lite0_start(
+        capsys,
+        "finetune:efficientnet_lite0",
+        "init_from=lite0.pth",
+        "finetune.freeze_bn_stats=false",
+    )
+    assert "would still hold 30% of the loaded ones" in updated
+    assert "--config.finetune.freeze_bn_stats=true keeps the loaded ones" in updated
+    long_run = _lite0_start(capsys, "efficientnet_lite0", "model_overrides.bn_momentum=0.9")
+    assert "BatchNorm" not in long_run, long_run  # 0.9 ** 120: nothing of the start is left
+
+
 def test_a_data_dir_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys):
     from cnn_flax.cli import train
 
