@@ -16,7 +16,7 @@ def test_params_match_reference_csv(name):
     rows = reference_rows()
     tv_name = model_info(name).torchvision
     if tv_name not in rows:
-        pytest.skip(f"{tv_name} is not in shared/reference/torchvision_models.csv")
+        pytest.skip(f"{tv_name} is not in tests/facts/torchvision_models.csv")
     # The default constructor's count (GoogLeNet's includes its two auxiliary classifiers).
     assert param_count(name) == int(rows[tv_name]["params_default_constructor"])
 
