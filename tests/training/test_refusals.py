@@ -104,6 +104,26 @@ def test_weights_under_a_scratch_recipe_name_the_lagging_statistics(capsys):
     assert "--config.init_from with the recipe" in out
     assert "momentum 0.99) would still hold 30% of the loaded ones after this run's 120" in out
     assert "--config=finetune:efficientnet_lite0 (or --config.finetune.freeze_bn_stats=true)" in out
+    assert "normalise with this data's batch statistics instead of the loaded ones" in out
+
+
+def test_reestimated_statistics_do_not_lag_but_batch_statistics_are_still_named(capsys):
+    """Re-estimating before evaluation removes the lag (61.1% against 57.8% on issue 23's run),
+    not the cost of training on small-data batch statistics (82.8% with the loaded ones kept)."""
+    out = _lite0_start(
+        capsys, "efficientnet_lite0", "init_from=lite0.pth", "bn_reestimate_batches=20"
+    )
+    assert "would still hold" not in out, out
+    assert "batch statistics instead of the loaded ones" in out, out
+    assert "(or --config.finetune.freeze_bn_stats=true)" in out, out
+    updated = _lite0_start(
+        capsys,
+        "finetune:efficientnet_lite0",
+        "init_from=lite0.pth",
+        "finetune.freeze_bn_stats=false",
+        "bn_reestimate_batches=20",
+    )
+    assert updated == "", updated
 
 
 def test_kept_or_quickly_following_statistics_are_not_named(capsys):
