@@ -191,3 +191,21 @@ def imagenette_changes(**extra: Any) -> dict[str, Any]:
     )
     changes.update(extra)
     return changes
+
+
+def imagenette_full(basis: str, **extra: Any) -> FullScale:
+    """The full-scale preset the ImageNet-paper studies share: Imagenette at 224 px, 90 epochs of
+    batch 128 (:func:`imagenette_changes`), 5 seeds, each arm at the best of 0.5x, 1x and 2x its
+    rate. ``basis`` names the paper's regime and what differs; ``extra`` are the study's changes."""
+    return FullScale(
+        dataset=IMAGENETTE,
+        image_size=224,
+        train_images=IMAGENETTE_TRAIN_IMAGES,
+        num_classes=10,
+        epochs=90,
+        batch_size=128,
+        seeds=(0, 1, 2, 3, 4),
+        basis=basis,
+        changes=imagenette_changes(**extra),
+        lr_sweep=("x0.5", "x1", "x2"),
+    )

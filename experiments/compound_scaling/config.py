@@ -23,13 +23,10 @@ best of 0.5x, 1x and 2x its rate; add ``--equal-compute --variants=4,1,2,3`` for
 """
 
 from experiments.study import (
-    IMAGENETTE,
-    IMAGENETTE_TRAIN_IMAGES,
-    FullScale,
     Study,
     Variant,
     digits_config,
-    imagenette_changes,
+    imagenette_full,
 )
 
 _BASE = 16
@@ -59,17 +56,8 @@ STUDY = Study(
         ),
     ),
     default_steps=CPU_STEPS,
-    full=FullScale(
-        dataset=IMAGENETTE,
-        image_size=224,
-        train_images=IMAGENETTE_TRAIN_IMAGES,
-        num_classes=10,
-        epochs=90,
-        batch_size=128,
-        seeds=(0, 1, 2, 3, 4),
-        basis="Tan and Le 2019 fig. 3 and 8 (ImageNet, B0 at 224 px) on Imagenette, with the "
-        "90-epoch SGD cosine recipe instead of the paper's 350-epoch RMSprop",
-        changes=imagenette_changes(),
-        lr_sweep=("x0.5", "x1", "x2"),
+    full=imagenette_full(
+        "Tan and Le 2019 fig. 3 and 8 (ImageNet, B0 at 224 px) on Imagenette, with the "
+        "90-epoch SGD cosine recipe instead of the paper's 350-epoch RMSprop"
     ),
 )

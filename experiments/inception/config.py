@@ -22,13 +22,10 @@ Full scale (``--scale=full``): Imagenette at 224 px (the paper's resolution), al
 """
 
 from experiments.study import (
-    IMAGENETTE,
-    IMAGENETTE_TRAIN_IMAGES,
-    FullScale,
     Study,
     Variant,
     digits_config,
-    imagenette_changes,
+    imagenette_full,
 )
 
 _NO_AUX = {"model_overrides.aux_logits": False}
@@ -50,17 +47,8 @@ STUDY = Study(
         ),
     ),
     default_steps=CPU_STEPS,
-    full=FullScale(
-        dataset=IMAGENETTE,
-        image_size=224,
-        train_images=IMAGENETTE_TRAIN_IMAGES,
-        num_classes=10,
-        epochs=90,
-        batch_size=128,
-        seeds=(0, 1, 2, 3, 4),
-        basis="Szegedy et al. 2015 (ImageNet, 224 px, sec. 6) on Imagenette, with the 90-epoch "
-        "SGD cosine recipe instead of the paper's asynchronous SGD with 4% decay every 8 epochs",
-        changes=imagenette_changes(),
-        lr_sweep=("x0.5", "x1", "x2"),
+    full=imagenette_full(
+        "Szegedy et al. 2015 (ImageNet, 224 px, sec. 6) on Imagenette, with the 90-epoch "
+        "SGD cosine recipe instead of the paper's asynchronous SGD with 4% decay every 8 epochs"
     ),
 )

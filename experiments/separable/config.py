@@ -21,14 +21,12 @@ ten classes), the paper's own block layout, all six arms, the 90-epoch SGD cosin
 each arm at the best of 0.5x, 1x and 2x its rate.
 """
 
+from cnn_flax.models.mobilenet import V1_BLOCKS
 from experiments.study import (
-    IMAGENETTE,
-    IMAGENETTE_TRAIN_IMAGES,
-    FullScale,
     Study,
     Variant,
     digits_config,
-    imagenette_changes,
+    imagenette_full,
 )
 
 # MobileNet v1's 13 blocks (output channels, stride) with the strides of blocks 2 and 4 removed:
@@ -58,37 +56,10 @@ STUDY = Study(
         Variant("full conv a=0.25", {**_V1, **_FULL, "model_overrides.width_mult": 0.25}),
     ),
     default_steps=CPU_STEPS,
-    full=FullScale(
-        dataset=IMAGENETTE,
-        image_size=224,
-        train_images=IMAGENETTE_TRAIN_IMAGES,
-        num_classes=10,
-        epochs=90,
-        batch_size=128,
-        seeds=(0, 1, 2, 3, 4),
-        basis="Howard et al. 2017 tables 4 and 6 (ImageNet, 224 px) on Imagenette, with the "
+    # The paper's block layout (strides at blocks 2, 4, 6 and 12) and weight decay 4e-5.
+    full=imagenette_full(
+        "Howard et al. 2017 tables 4 and 6 (ImageNet, 224 px) on Imagenette, with the "
         "90-epoch SGD cosine recipe instead of the paper's asynchronous RMSprop",
-        # The paper's block layout (strides at blocks 2, 4, 6 and 12) and weight decay 4e-5.
-        changes=imagenette_changes(
-            **{
-                "model_overrides.blocks": (
-                    (64, 1),
-                    (128, 2),
-                    (128, 1),
-                    (256, 2),
-                    (256, 1),
-                    (512, 2),
-                    (512, 1),
-                    (512, 1),
-                    (512, 1),
-                    (512, 1),
-                    (512, 1),
-                    (1024, 2),
-                    (1024, 1),
-                ),
-                "optimizer.weight_decay": 4e-5,
-            }
-        ),  # fmt: skip
-        lr_sweep=("x0.5", "x1", "x2"),
+        **{"model_overrides.blocks": V1_BLOCKS, "optimizer.weight_decay": 4e-5},
     ),
 )
