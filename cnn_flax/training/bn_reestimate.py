@@ -22,6 +22,7 @@ keep theirs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -112,7 +113,7 @@ def reestimate_batch_stats(
                 "statistics, so they cannot be re-estimated."
             )
         scale[key] = 1.0 / (1.0 - momentum)
-    batch_moments = _batch_moments_fn(model, scale)
+    batch_moments = _batch_moments_fn(model, tuple(sorted(scale.items())))
     zeroed = {k: jnp.zeros_like(v) for k, v in flat.items()}
     zeroed = traverse_util.unflatten_dict(zeroed)
     total = None
@@ -129,11 +130,14 @@ def reestimate_batch_stats(
     return traverse_util.unflatten_dict({**flat, **averaged})
 
 
+@functools.lru_cache(maxsize=8)
 def _batch_moments_fn(
-    model: nn.Module, scale: dict[tuple[str, ...], float]
+    model: nn.Module, scale: tuple[tuple[tuple[str, ...], float], ...]
 ) -> Callable[[PyTree, PyTree, jax.Array], dict]:
-    """``(params, zeroed_stats, images) -> {path: batch statistic}`` for the re-estimated layers,
-    compiled once."""
+    """``(params, zeroed_stats, images) -> {path: batch statistic}`` for the re-estimated layers.
+
+    Cached per model and layer set, so a run that evaluates (and re-estimates) many times
+    compiles the train-mode forward pass once, not at every evaluation."""
 
     @jax.jit
     def moments(params, zeroed, images):
@@ -145,7 +149,7 @@ def _batch_moments_fn(
             rngs={"dropout": jax.random.key(0)},  # train mode as the run trains, dropout included
         )
         flat = traverse_util.flatten_dict(updated["batch_stats"])
-        return {k: flat[k].astype(jnp.float32) * s for k, s in scale.items()}
+        return {k: flat[k].astype(jnp.float32) * s for k, s in scale}
 
     return moments
 

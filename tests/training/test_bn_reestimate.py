@@ -181,3 +181,24 @@ def test_evaluator_keeps_frozen_and_absent_statistics():
     assert evaluator(frozen).reestimated(variables) is variables
     off = fakes.tiny_config(bn_reestimate_batches=0)
     assert evaluator(off).reestimated(variables) is variables
+
+
+def test_reestimating_at_every_evaluation_compiles_once():
+    """A run re-estimates before each evaluation: the train-mode pass must be compiled once per
+    model, not once per evaluation."""
+    from cnn_flax.training import bn_reestimate
+
+    model = _Net()
+    bn_reestimate._batch_moments_fn.cache_clear()
+    for steps in (1, 2):  # other weights, the same model and layers
+        reestimate_batch_stats(model, _stale(model, steps), iter([_images(8, 1)]), num_batches=1)
+    info = bn_reestimate._batch_moments_fn.cache_info()
+    assert (info.misses, info.hits) == (1, 1), info
+    (moments,) = {bn_reestimate._batch_moments_fn(model, key) for key in _scale_keys(model)}
+    assert moments._cache_size() == 1
+
+
+def _scale_keys(model: nn.Module) -> list:
+    """The cache key the two calls above used (one layer set, momentum 0.99)."""
+    scale = tuple(sorted({("bn0", "mean"), ("bn0", "var"), ("bn1", "mean"), ("bn1", "var")}))
+    return [tuple((k, 1.0 / (1.0 - 0.99)) for k in scale)]
