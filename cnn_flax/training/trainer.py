@@ -55,7 +55,7 @@ from cnn_flax.training import (
 )
 from cnn_flax.training.config_checks import check_config
 from cnn_flax.training.eval_loop import Evaluator
-from cnn_flax.training.model_builder import build_model
+from cnn_flax.training.model_builder import build_model, freezes_batch_norm
 from cnn_flax.training.run_plan import RunPlan, make_run_plan
 from cnn_flax.training.state import TrainState, create_train_state
 
@@ -334,8 +334,6 @@ def _lagging_batch_norm(
     (``finetune.freeze_bn_stats``); the finetune recipe 85.6%, 31.1% with them updated. A share
     above 5% is named.
     """
-    from cnn_flax.training.model_builder import freezes_batch_norm
-
     if not momentum or not 0 < momentum < 1 or freezes_batch_norm(config):
         return None
     if int(config.get("bn_reestimate_batches", 0) or 0) > 0:
@@ -363,8 +361,6 @@ def _trains_on_batch_statistics(config: ml_collections.ConfigDict, momentum: flo
     left, ``bn_reestimate_batches=20``); 82.8% with the loaded ones kept
     (``finetune.freeze_bn_stats=true``), the finetune recipe's default (85.6%).
     """
-    from cnn_flax.training.model_builder import freezes_batch_norm
-
     if not momentum or freezes_batch_norm(config):
         return ""
     return (
