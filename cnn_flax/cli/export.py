@@ -16,6 +16,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from cnn_flax.errors import one_line
 from cnn_flax.export.core import ExportCheckError, Request, UsageError, export
 from cnn_flax.export.formats import FORMATS
 
@@ -63,10 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         export(request)
     except UsageError as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except ExportCheckError as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 1
     return 0
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from cnn_flax.data.eval_transform import Preprocessing
 from cnn_flax.data.image_files import IMAGE_SUFFIXES, ImageError, load_image, load_image_as_trained
+from cnn_flax.errors import one_line
 from cnn_flax.models import create_model, model_info
 from cnn_flax.training import checkpoint_record
 from cnn_flax.training.checkpoint import CheckpointError, load_variables
@@ -150,7 +151,7 @@ def run(
     try:
         variables = variables or load_variables(checkpoint_dir)
     except CheckpointError as err:
-        raise UsageError(" ".join(str(err).split())) from None
+        raise UsageError(one_line(err)) from None
     if inputs.kept_ema:  # on stderr: stdout stays the predictions alone
         print(
             "Predicting with the raw weights (the figure the Done line names first); this run "
@@ -228,7 +229,7 @@ def _published_inputs(model: str | None, source: str) -> tuple[checkpoint_record
     try:
         variables, provenance = weights.load(model, source)
     except (weights.WeightsError, ValueError) as err:
-        raise UsageError(" ".join(str(err).split())) from None
+        raise UsageError(one_line(err)) from None
     pre = (
         Preprocessing.from_json(provenance.preprocessing)
         if provenance.preprocessing
@@ -280,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
         )
     except UsageError as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
 
 

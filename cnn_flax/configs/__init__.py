@@ -41,6 +41,8 @@ from collections.abc import Sequence
 import ml_collections
 from ml_collections import config_dict
 
+from cnn_flax.errors import one_line
+
 _PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 _NOT_RECIPES = frozenset({"base", "recipes"})
 
@@ -104,7 +106,7 @@ def _describe(err: Exception) -> str:
         where = f" (at {frames[-1].filename}:{frames[-1].lineno})"
     if isinstance(err, SyntaxError) and err.lineno:
         where = f" (at {err.filename}:{err.lineno})"
-    return f"{type(err).__name__}: {' '.join(str(err).split())}{where}"
+    return f"{type(err).__name__}: {one_line(err)}{where}"
 
 
 def get_config(name_or_path: str) -> ml_collections.ConfigDict:

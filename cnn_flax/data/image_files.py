@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from cnn_flax.data.eval_transform import Preprocessing
+from cnn_flax.errors import one_line
 from cnn_flax.models.layers import IMAGENET_MEAN, IMAGENET_STD
 
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -47,7 +48,7 @@ def open_rgb(path: str | pathlib.Path):
                 return Image.fromarray(pixels.astype(np.uint8), mode="L").convert("RGB")
             return image.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageError(f"cannot read image {path}: {' '.join(str(err).split())}") from None
+        raise ImageError(f"cannot read image {path}: {one_line(err)}") from None
 
 
 def load_image(

@@ -26,6 +26,7 @@ import re
 import urllib.parse
 import urllib.request
 
+from cnn_flax.errors import one_line
 from cnn_flax.weights.convert import WeightsError
 
 CACHE_ENV = "CNN_FLAX_CACHE"
@@ -75,7 +76,7 @@ def hub_file(repo_id: str, filename: str = "model.safetensors") -> pathlib.Path:
             hf_hub_download(repo_id, filename, endpoint=endpoint, cache_dir=hub_cache)
         )
     except Exception as err:  # its errors: offline, 404s, connection errors, ...
-        reason = " ".join(str(err).split())[:200]
+        reason = one_line(err)[:200]
         raise WeightsError(
             f"cannot download {filename} of {repo_id} from the Hugging Face Hub "
             f"({type(err).__name__}: {reason}); check the network, HF_ENDPOINT or HF_HUB_OFFLINE, "
@@ -138,7 +139,7 @@ def fetch(
     except OSError as err:  # URLError, HTTPError, timeouts, a full disk
         partial.unlink(missing_ok=True)
         raise WeightsError(
-            f"cannot download {url}: {' '.join(str(err).split())} (offline? set "
+            f"cannot download {url}: {one_line(err)} (offline? set "
             f"{MIRROR_ENV} to a mirror, or pass a local file)"
         ) from None
     os.replace(partial, target)

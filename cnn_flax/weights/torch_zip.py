@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from cnn_flax.errors import one_line
 from cnn_flax.weights.convert import WeightsError
 
 # torch's typed storages -> numpy dtype; bfloat16 (no numpy type) is read as its uint16 bits.
@@ -133,6 +134,6 @@ def read(path: str | pathlib.Path) -> Any:
                 raise
             except Exception as err:  # truncated or corrupt pickles raise many types
                 raise WeightsError(
-                    f"cannot read {path} ({type(err).__name__}: {' '.join(str(err).split())[:160]})"
+                    f"cannot read {path} ({type(err).__name__}: {one_line(err)[:160]})"
                     "; is it a file written by torch.save?"
                 ) from None
