@@ -323,6 +323,8 @@ def run_study(study: Study, args: argparse.Namespace) -> pathlib.Path:
     write_csv(out / "curves.csv", curves)
     if sweep_rows:
         write_csv(out / "lr_sweep.csv", sweep_rows)
+    else:  # an earlier run's sweep would describe rates these results did not use
+        (out / "lr_sweep.csv").unlink(missing_ok=True)
     write_summary_and_plot(study, results, curves, out=out, args=args)
     return out
 
@@ -357,9 +359,9 @@ def pick_learning_rate(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # warned when the arm trains
         own = float(build_config(study, variant, seed=seed, args=args).optimizer.lr)
-    scores = {}
-    for entry in args.lr_sweep:
-        lr = sweep_rate(entry, own)
+    scores: dict[float, float] = {}
+
+    def score(entry: str, lr: float) -> None:
         config = build_config(
             study, variant, seed=seed, args=args, steps=steps, lr=lr, held_out=True
         )
@@ -369,7 +371,47 @@ def pick_learning_rate(
         rows.append(
             {"variant": variant.label, "rate": entry, "lr": lr, "heldout_top1": round(top1, 5)}
         )
+
+    for entry in args.lr_sweep:
+        score(entry, sweep_rate(entry, own))
+    for _ in range(args.lr_sweep_extend):
+        lr = beyond_the_edge(scores)
+        if lr is None:
+            break
+        relative = str(args.lr_sweep[0]).startswith("x")
+        score(f"x{lr / own:g}" if relative else f"{lr:g}", lr)
     return max(scores, key=scores.get)
+
+
+def beyond_the_edge(scores: dict[float, float]) -> float | None:
+    """The next rate to try when the best held-out score sits at the lowest or the highest rate
+    tried (one step of the sweep's own spacing further out); ``None`` once the best is bracketed.
+
+    A best rate at the edge of a sweep is an upper (or lower) bound, not an optimum: an arm
+    compared there may be held back by the sweep rather than by the idea under study."""
+    rates = sorted(scores)
+    if len(rates) < 2:
+        return None
+    best = max(scores, key=scores.get)
+    if best == rates[0]:
+        return rates[0] * rates[0] / rates[1]
+    if best == rates[-1]:
+        return rates[-1] * rates[-1] / rates[-2]
+    return None
+
+
+def sweep_edges(sweep_rows: list[dict]) -> dict[str, str]:
+    """Per arm whose picked rate (best held-out top-1) is the lowest or highest it tried, which
+    edge: the summary says so, since a wider sweep might move that arm."""
+    edges = {}
+    for label in dict.fromkeys(r["variant"] for r in sweep_rows):
+        tried = {
+            float(r["lr"]): float(r["heldout_top1"]) for r in sweep_rows if r["variant"] == label
+        }
+        best, rates = max(tried, key=tried.get), sorted(tried)
+        if len(rates) > 1 and best in (rates[0], rates[-1]):
+            edges[label] = "lowest" if best == rates[0] else "highest"
+    return edges
 
 
 def sweep_rate(entry: str | float, own: float) -> float:
@@ -393,7 +435,10 @@ def parse_sweep(text: str) -> list[str]:
 def write_summary_and_plot(study, results, curves, *, out: pathlib.Path, args) -> None:
     from experiments.plots import plot_study
 
-    (out / "summary.md").write_text(summary_table(results, args, metrics=study.metrics) + "\n")
+    sweep = out / "lr_sweep.csv"
+    edges = sweep_edges(read_csv(sweep)) if sweep.exists() else {}
+    table = summary_table(results, args, metrics=study.metrics, edges=edges)
+    (out / "summary.md").write_text(table + "\n")
     plot_study(study, results, curves, out / "plot.png")
 
 
@@ -521,8 +566,15 @@ def interval_lines(results: list[dict], metric: str = "eval_top1") -> list[str]:
 
 
 def summary_table(
-    results: list[dict], args: argparse.Namespace, *, metrics: tuple[str, ...] = ("eval_top1",)
+    results: list[dict],
+    args: argparse.Namespace,
+    *,
+    metrics: tuple[str, ...] = ("eval_top1",),
+    edges: dict[str, str] | None = None,
 ) -> str:
+    """The summary: per arm the counts and mean ± std, the steps and rate each arm ran at (and
+    whether that rate is at an ``edges`` of its sweep), then the intervals per metric."""
+    edges = edges or {}
     seeds = ",".join(str(s) for s in args.seeds)
     reestimated = getattr(args, "bn_reestimate_batches", 0)
     bn = (
@@ -549,7 +601,15 @@ def summary_table(
     arms = {r["variant"]: (r["steps"], r.get("lr")) for r in results}
     if any(steps != args.steps for steps, _ in arms.values()) or getattr(args, "lr_sweep", None):
         lines += ["", "Per arm (equal compute and/or the learning rate the sweep picked):", ""]
-        lines += [f"- {label}: {steps} steps, lr {lr}" for label, (steps, lr) in arms.items()]
+        lines += [
+            f"- {label}: {steps} steps, lr {lr}"
+            + (
+                f" (the {edges[label]} rate its sweep tried: a wider sweep might do better)"
+                if label in edges
+                else ""
+            )
+            for label, (steps, lr) in arms.items()
+        ]
     for metric in metrics:
         lines += interval_lines(results, metric)
     return "\n".join(lines)
@@ -605,6 +665,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "every seed; the sweep is written to lr_sweep.csv",
     )
     parser.add_argument(
+        "--lr-sweep-extend",
+        type=int,
+        default=2,
+        help="when an arm's best rate is the lowest or highest of --lr-sweep, try up to this many "
+        "further rates beyond it, one step of the sweep's spacing each, until the best is "
+        "bracketed (default 2; 0: the sweep as given)",
+    )
+    parser.add_argument(
         "--equal-compute",
         action="store_true",
         help="scale each arm's steps so that steps x MACs per image equal the first arm's "
@@ -652,6 +720,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="let a run without --out replace the study folder's committed results",
     )
     args = parser.parse_args(argv)
+    if args.lr_sweep_extend < 0:
+        parser.error("--lr-sweep-extend must be >= 0 (0: the sweep as given)")
     if args.bn_reestimate_batches < 0:
         parser.error("--bn-reestimate-batches must be >= 0 (0: off)")
     return resolve_scale(load_study(args.study), args)
@@ -757,6 +827,11 @@ def print_plan(study: Study, args: argparse.Namespace, rows: list[dict]) -> None
         f"total ~{total:.1f} accelerator-hours (MACs x {TRAIN_FLOPS_PER_MAC} x images x runs at "
         f"an assumed {ASSUMED_TRAIN_FLOPS / 1e12:g} TFLOP/s sustained)"
     )
+    if args.lr_sweep and args.lr_sweep_extend:
+        print(
+            f"plus up to {args.lr_sweep_extend} sweep runs per arm whose best rate sits at the "
+            "edge of the sweep (--lr-sweep-extend)"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

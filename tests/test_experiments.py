@@ -246,7 +246,12 @@ def test_lr_sweep_picks_on_held_out_training_images_and_equal_compute_scales_ste
     )
     run.run_study(study, args)
     sweeps = [s for s in seen if s[0].startswith("sweep_")]
-    assert len(sweeps) == 6 and all(s[1:3] == ("train[:80%]", "train[80%:]") for s in sweeps)
+    # The second arm's best, 0.1, is the sweep's lowest rate: one step further down (0.025) is
+    # tried, scores lower, and brackets it; the first arm's 0.4 is bracketed as given.
+    assert sorted(s[3] for s in sweeps if labels[1] in s[0]) == pytest.approx(
+        [0.025, 0.1, 0.4, 1.6]
+    )
+    assert len(sweeps) == 7 and all(s[1:3] == ("train[:80%]", "train[80%:]") for s in sweeps)
     finals = [s for s in seen if not s[0].startswith("sweep_")]
     # The seeds train and evaluate on the study's own splits.
     assert len(finals) == 4 and not any("%" in str(s[1]) + str(s[2]) for s in finals)
@@ -258,7 +263,48 @@ def test_lr_sweep_picks_on_held_out_training_images_and_equal_compute_scales_ste
     assert steps[labels[0]] == 12
     assert steps[labels[1]] == round(12 * macs[labels[0]] / macs[labels[1]])
     assert (tmp_path / "lr_sweep.csv").exists()
-    assert "95% CI" in (tmp_path / "summary.md").read_text()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "95% CI" in summary and "a wider sweep might do better" not in summary
+
+
+def test_a_sweep_extends_past_its_edge_until_the_best_is_bracketed(tmp_path, monkeypatch):
+    """An arm whose held-out top-1 keeps rising as the rate falls gets further rates below the
+    sweep (its own spacing, x0.25), at most --lr-sweep-extend of them; if the best is still the
+    lowest rate tried, the summary says so. Its real-path twin is the committed inception study
+    (experiments/inception/lr_sweep.csv): both arms' best was the lowest rate given, the first
+    step below won, the second lost, all through the trainer."""
+    study = run.load_study("degradation")
+    tried = []
+
+    def fake_train(config, workdir):
+        lr = float(config.optimizer.lr)
+        tried.append(lr) if workdir.name.startswith("sweep_") else None
+        steps = int(config.total_steps)
+        top1 = 1.0 / (1.0 + lr)  # lower is always better
+        return [
+            {"split": "train", "step": steps, "loss": 1.0, "accuracy": 0.5},
+            {"split": "eval", "step": steps, "top1": top1, "loss": 1.0},
+        ], 0.0
+
+    monkeypatch.setattr(run, "train_or_reuse", fake_train)
+    common = ["degradation", "--steps=4", "--seeds=0", "--variants=0", "--lr-sweep=x1,x4"]
+    run.run_study(study, run.parse_args(common + [f"--out={tmp_path / 'a'}"]))
+    own = float(
+        run.build_config(study, study.variants[0], seed=0, args=run.parse_args(common)).optimizer.lr
+    )
+    assert tried == pytest.approx([own, 4 * own, own / 4, own / 16])  # x1, x4, then 2 more
+    rows = run.read_csv(tmp_path / "a" / "lr_sweep.csv")
+    assert [r["rate"] for r in rows] == ["x1", "x4", "x0.25", "x0.0625"]
+    summary = (tmp_path / "a" / "summary.md").read_text()
+    assert "(the lowest rate its sweep tried: a wider sweep might do better)" in summary
+
+    tried.clear()
+    run.run_study(
+        study, run.parse_args(common + ["--lr-sweep-extend=0", f"--out={tmp_path / 'b'}"])
+    )
+    assert tried == pytest.approx([own, 4 * own])
+    with pytest.raises(SystemExit):
+        run.parse_args(common + ["--lr-sweep-extend=-1"])
 
 
 @pytest.mark.parametrize("name", run.STUDIES)
