@@ -369,7 +369,12 @@ def pick_learning_rate(
         top1 = float([r for r in log if r.get("split") == "eval"][-1]["top1"])
         scores[lr] = top1
         rows.append(
-            {"variant": variant.label, "rate": entry, "lr": lr, "heldout_top1": round(top1, 5)}
+            {
+                "variant": variant.label,
+                "rate": entry,
+                "lr": float(f"{lr:.6g}"),  # 0.00625, not 0.4 x 0.015625's 0.006250000000000001
+                "heldout_top1": round(top1, 5),
+            }
         )
 
     for entry in args.lr_sweep:
@@ -602,7 +607,7 @@ def summary_table(
     if any(steps != args.steps for steps, _ in arms.values()) or getattr(args, "lr_sweep", None):
         lines += ["", "Per arm (equal compute and/or the learning rate the sweep picked):", ""]
         lines += [
-            f"- {label}: {steps} steps, lr {lr}"
+            f"- {label}: {steps} steps, lr {lr if lr is None else f'{lr:.6g}'}"
             + (
                 f" (the {edges[label]} rate its sweep tried: a wider sweep might do better)"
                 if label in edges
