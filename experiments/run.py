@@ -550,7 +550,12 @@ def interval_lines(results: list[dict], metric: str = "eval_top1") -> list[str]:
         values = [float(r[metric]) for r in rows]
         mean, std, half = t_interval(values)
         group = rows[0].get("group", "")
-        ci = f"[{mean - half:.4f}, {mean + half:.4f}]" if half == half else "n/a (1 seed)"
+        if half != half:
+            ci = "n/a (1 seed)"
+        elif half == 0:  # every seed scored the same: the spread is unmeasured, not zero
+            ci = f"no spread in {len(rows)} seeds"
+        else:
+            ci = f"[{mean - half:.4f}, {mean + half:.4f}]"
         effect = effect_ci = needed = ""
         if group in baselines:
             base_mean, base_std, base_values = baselines[group]
@@ -558,8 +563,13 @@ def interval_lines(results: list[dict], metric: str = "eval_top1") -> list[str]:
             pooled = ((std**2 + base_std**2) / 2) ** 0.5 if std == std else float("nan")
             effect = f"{delta:+.4f}"
             width = welch_interval(values, base_values)
-            effect_ci = f"[{delta - width:+.4f}, {delta + width:+.4f}]" if width == width else ""
-            n = seeds_needed(delta, pooled) if pooled == pooled else float("nan")
+            if width != width:
+                effect_ci = ""
+            elif width == 0:  # neither arm's seeds differ: no interval can be formed
+                effect_ci = "no spread measured"
+            else:
+                effect_ci = f"[{delta - width:+.4f}, {delta + width:+.4f}]"
+            n = seeds_needed(delta, pooled) if pooled == pooled and pooled > 0 else float("nan")
             needed = "n/a" if n != n else ("inf" if n == float("inf") else f"{n:.0f}")
         else:
             baselines[group] = (mean, std, values)

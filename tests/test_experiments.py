@@ -213,6 +213,19 @@ def test_summary_reports_t_intervals_and_seeds_needed():
         "| b | 3 | 0.9300 | 0.0200 | [0.8803, 0.9797] | +0.0100 | [-0.0353, +0.0553] | 63 |"
         in table
     )
+    # Seeds that all score the same (accuracy on a few hundred images is discrete) measure no
+    # spread: no zero-width interval, no seed count (the degradation rerun had two such arms).
+    rows = [
+        {"variant": v, "group": "g", "seed": s, "eval_top1": x}
+        for v, xs in (("a", [0.98611, 0.98611]), ("b", [0.98333, 0.98333]))
+        for s, x in enumerate(xs)
+    ]
+    table = "\n".join(interval_lines(rows))
+    assert "| a | 2 | 0.9861 | 0.0000 | no spread in 2 seeds |" in table
+    assert (
+        "| b | 2 | 0.9833 | 0.0000 | no spread in 2 seeds | -0.0028 | no spread measured | n/a |"
+        in table
+    )
 
 
 def test_lr_sweep_picks_on_held_out_training_images_and_equal_compute_scales_steps(
