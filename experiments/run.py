@@ -394,15 +394,22 @@ def beyond_the_edge(scores: dict[float, float]) -> float | None:
 
     A best rate at the edge of a sweep is an upper (or lower) bound, not an optimum: an arm
     compared there may be held back by the sweep rather than by the idea under study."""
-    rates = sorted(scores)
-    if len(rates) < 2:
-        return None
-    best = max(scores, key=scores.get)
-    if best == rates[0]:
+    rates, edge = sorted(scores), edge_of(scores)
+    if edge == "lowest":
         return rates[0] * rates[0] / rates[1]
-    if best == rates[-1]:
+    if edge == "highest":
         return rates[-1] * rates[-1] / rates[-2]
     return None
+
+
+def edge_of(scores: dict[float, float]) -> str | None:
+    """``"lowest"`` or ``"highest"`` when the best-scoring rate is that end of the rates tried
+    (ties go to the rate tried first); ``None`` when it is bracketed or only one rate was tried."""
+    rates = sorted(scores)
+    best = max(scores, key=scores.get)
+    if len(rates) < 2 or rates[0] < best < rates[-1]:
+        return None
+    return "lowest" if best == rates[0] else "highest"
 
 
 def sweep_edges(sweep_rows: list[dict]) -> dict[str, str]:
@@ -413,9 +420,8 @@ def sweep_edges(sweep_rows: list[dict]) -> dict[str, str]:
         tried = {
             float(r["lr"]): float(r["heldout_top1"]) for r in sweep_rows if r["variant"] == label
         }
-        best, rates = max(tried, key=tried.get), sorted(tried)
-        if len(rates) > 1 and best in (rates[0], rates[-1]):
-            edges[label] = "lowest" if best == rates[0] else "highest"
+        if edge := edge_of(tried):
+            edges[label] = edge
     return edges
 
 
